@@ -1,0 +1,533 @@
+"""Training primitives: ``fit`` one network, ``fit_many`` a population at once.
+
+Divergence is an outcome, not an error: a non-finite loss ends that run,
+``History.diverged`` becomes True and ``History.diverged_at`` records the step.
+Callbacks (live plots, sharpness, noise-scale and kernel trackers) see every
+step and can stop training::
+
+    hist = fit(model, ds, lr=0.1, steps=200, callbacks=[live_plot])
+    hists = fit_many(lambda seed: mlp(2, [32], 1, seed=seed), ds,
+                     hparams={"lr": [0.01, 0.1, 1.0], "seed": [0, 0, 0]}, steps=200)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from labkit import _checks
+from labkit.data import Dataset, as_dataset, batch_indices
+from labkit.losses import Loss, resolve
+from labkit.optim import OPTIMIZERS, Functional, schedule, torch_optimizer
+
+__all__ = ["Callback", "History", "StepInfo", "evaluate", "fit", "fit_many", "grid"]
+
+DataLike = Dataset | tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class History:
+    """What one training run did.
+
+    ``loss[t]`` is the training (mini-batch) loss at step ``t``, measured before
+    that step's update; a diverged run ends with its non-finite loss.
+    ``eval[name][j]`` was measured at step ``eval_steps[j]`` (on ``eval_data``, or
+    on the full training set when none was given); the last entry is taken after
+    the final update.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval: dict[str, list[float]] = field(default_factory=dict)
+    wall_time: float = 0.0
+    diverged: bool = False
+    diverged_at: int | None = None
+    stopped_early: bool = False
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """Number of steps taken (including a final diverged one)."""
+        return len(self.loss)
+
+    @property
+    def final_loss(self) -> float:
+        """The last recorded training loss (``inf`` or ``nan`` if the run diverged)."""
+        return self.loss[-1] if self.loss else math.nan
+
+    def record_eval(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.eval_steps.append(step)
+        for k, v in metrics.items():
+            self.eval.setdefault(k, []).append(float(v))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON-serialisable) of everything recorded."""
+        return {
+            "loss": self.loss,
+            "lr": self.lr,
+            "eval_steps": self.eval_steps,
+            "eval": self.eval,
+            "wall_time": self.wall_time,
+            "diverged": self.diverged,
+            "diverged_at": self.diverged_at,
+            "stopped_early": self.stopped_early,
+            "hparams": {k: (v if isinstance(v, (int, float, str, bool)) else repr(v)) for k, v in self.hparams.items()},
+        }
+
+    def figure(self, **kwargs: Any) -> Any:
+        """Loss (and metric) curves as a plotly figure (:func:`labkit.viz.loss_curves`)."""
+        from labkit import viz
+
+        return viz.loss_curves(self, **kwargs)
+
+
+@dataclass
+class StepInfo:
+    """What a callback sees at step ``step``, before that step's update.
+
+    For :func:`fit`, ``loss`` is a float and ``model`` holds the current
+    parameters. For :func:`fit_many`, ``loss`` is a tensor of the members' losses
+    (NaN for members that have diverged), ``model`` is None and ``params`` is the
+    stacked parameter dict ``{name: (members, ...)}``.
+    """
+
+    step: int
+    loss: Any
+    lr: float
+    metrics: dict[str, float]
+    model: nn.Module | None
+    params: dict[str, torch.Tensor] | None
+    loss_fn: Loss
+    data: Dataset
+    batch_size: int | None
+    optimizer: str | Callable
+    history: History | list[History] | None = None
+
+
+class Callback:
+    """Base class for training hooks; override what you need.
+
+    ``on_step`` may return True to stop training after the current step.
+    A plain function ``f(info)`` is used as ``on_step``.
+    """
+
+    def on_start(self, info: StepInfo) -> None:
+        pass
+
+    def on_step(self, info: StepInfo) -> bool | None:
+        return None
+
+    def on_end(self, history: History | list[History]) -> None:
+        pass
+
+
+class _FunctionCallback(Callback):
+    def __init__(self, fn: Callable[[StepInfo], bool | None]):
+        self.fn = fn
+
+    def on_step(self, info: StepInfo) -> bool | None:
+        return self.fn(info)
+
+
+def _callbacks(callbacks: Iterable[Callback | Callable]) -> list[Callback]:
+    out = []
+    for cb in callbacks:
+        if isinstance(cb, Callback) or all(hasattr(cb, a) for a in ("on_start", "on_step", "on_end")):
+            out.append(cb)
+        elif callable(cb):
+            out.append(_FunctionCallback(cb))
+        else:
+            raise TypeError(f"callbacks must be labkit.train.Callback objects or functions, got {cb!r}")
+    return out
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, delay=2.0, leave=False, mininterval=0.25)
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    p = next(model.parameters(), None)
+    if p is None:
+        raise ValueError(f"model {type(model).__name__} has no parameters to train")
+    return p.dtype, p.device
+
+
+def _check_common(
+    ds: Dataset, loss: Loss, optimizer: Any, steps: Any, batch_size: Any, lr_values: Sequence[Any], wd_values: Sequence[Any]
+) -> None:
+    _checks.positive("steps", steps, integer=True)
+    if not callable(optimizer):
+        _checks.choice("optimizer", optimizer, OPTIMIZERS)
+    if len(ds) == 0:
+        raise ValueError("data is empty")
+    if batch_size is not None:
+        _checks.in_range("batch_size", batch_size, 1, len(ds))
+    for v in lr_values:
+        _checks.positive("lr", v)
+    for v in wd_values:
+        _checks.positive("weight_decay", v, allow_zero=True)
+
+
+def _check_model_fits(model: nn.Module, ds: Dataset, loss: Loss) -> None:
+    """Dry-run two examples so shape mistakes fail before training, with a clear message."""
+    x = ds.inputs[:2]
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except RuntimeError as err:
+        raise ValueError(
+            f"model does not accept the data: inputs have shape {ds.in_shape} per example "
+            f"({ds.name}); the model raised: {err}"
+        ) from err
+    if loss.name in ("mse", "cross_entropy"):
+        need = ds.out_dim
+        got = tuple(out.shape[1:])
+        if got != (need,):
+            what = f"{need} classes" if ds.task == "classification" else f"{need} target dimension(s)"
+            raise ValueError(
+                f"model output has shape {got} per example but {ds.name!r} has {what}; "
+                f"build the model with out_dim={need}"
+            )
+        if loss.name == "cross_entropy" and ds.task != "classification":
+            raise ValueError("loss='cross_entropy' needs a classification task; use loss='mse' for regression")
+
+
+def _prepare(data: DataLike, model: nn.Module, device: Any) -> Dataset:
+    dtype, model_device = _model_dtype_device(model)
+    device = torch.device(device) if device is not None else model_device
+    model.to(device)
+    return as_dataset(data).to(device, dtype)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DataLike, loss: str | Loss | Callable = "auto") -> dict[str, float]:
+    """Mean loss (and accuracy for classification) of ``model`` on ``data``."""
+    ds = as_dataset(data)
+    loss_fn = resolve(loss, ds.task)
+    out = model(ds.inputs)
+    metrics = {"loss": float(loss_fn(out, ds.targets))}
+    if ds.task == "classification":
+        metrics["accuracy"] = float((out.argmax(-1) == ds.targets).double().mean())
+    return metrics
+
+
+# ---------------------------------------------------------------- fit
+
+
+def fit(
+    model: nn.Module,
+    data: DataLike,
+    *,
+    loss: str | Loss | Callable = "auto",
+    optimizer: str | Callable[..., torch.optim.Optimizer] = "sgd",
+    lr: float = 0.1,
+    batch_size: int | None = None,
+    steps: int = 100,
+    lr_schedule: str | Callable[[int], float] | None = None,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    eval_data: DataLike | None = None,
+    eval_every: int | None = None,
+    callbacks: Iterable[Callback | Callable] = (),
+    progress: bool = True,
+) -> History:
+    """Train ``model`` in place and return its :class:`History`.
+
+    ``optimizer`` is ``"sgd"``, ``"momentum"`` (0.9), ``"adam"``, ``"adamw"`` or a
+    callable ``f(params, lr=..., weight_decay=...)`` returning a torch optimiser.
+    ``batch_size=None`` trains on the full batch; otherwise mini-batches come
+    from ``data.batches(batch_size, seed)``. ``lr_schedule`` multiplies ``lr``
+    (``"warmup"``, ``"cosine"`` or ``f(step) -> float``). ``device`` defaults to
+    the model's device; the data is moved there and cast to the model's dtype.
+    Ctrl-C (or a callback returning True) stops cleanly with ``stopped_early``.
+    """
+    ds = _prepare(data, model, device)
+    loss_fn = resolve(loss, ds.task)
+    _check_common(ds, loss_fn, optimizer, steps, batch_size, [lr], [weight_decay])
+    _check_model_fits(model, ds, loss_fn)
+    eval_ds = ds if eval_data is None else as_dataset(eval_data).to(ds.inputs.device, ds.inputs.dtype)
+    eval_every = eval_every or max(1, steps // 50)
+    _checks.positive("eval_every", eval_every, integer=True)
+    cbs = _callbacks(callbacks)
+
+    hist = History(hparams={"lr": lr, "weight_decay": weight_decay, "seed": seed, "batch_size": batch_size,
+                            "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer)})
+    opt = torch_optimizer(optimizer, model.parameters(), lr, weight_decay)
+    mult = schedule(lr_schedule, steps)
+    batches = ds.batches(batch_size, seed) if batch_size is not None else None
+    metrics: dict[str, float] = {}
+
+    def info(step: int, value: float, lr_t: float) -> StepInfo:
+        return StepInfo(step, value, lr_t, metrics, model, None, loss_fn, ds, batch_size, optimizer, hist)
+
+    for cb in cbs:
+        cb.on_start(info(0, math.nan, lr * mult(0)))
+    start = time.perf_counter()
+    bar = _progress(steps, "fit", progress)
+    try:
+        for t in range(steps):
+            lr_t = lr * mult(t)
+            for group in opt.param_groups:
+                group["lr"] = lr_t
+            x, y = next(batches) if batches is not None else (ds.inputs, ds.targets)
+            opt.zero_grad(set_to_none=True)
+            value_t = loss_fn(model(x), y)
+            value = float(value_t.detach())
+            hist.loss.append(value)
+            hist.lr.append(lr_t)
+            if not math.isfinite(value):
+                hist.diverged, hist.diverged_at = True, t
+                break
+            if t % eval_every == 0:
+                metrics = evaluate(model, eval_ds, loss_fn)
+                hist.record_eval(t, metrics)
+            value_t.backward()
+            stop = [cb.on_step(info(t, value, lr_t)) for cb in cbs]
+            opt.step()
+            bar.update(1)
+            if any(stop):
+                hist.stopped_early = True
+                break
+    except KeyboardInterrupt:
+        warnings.warn(f"fit interrupted at step {len(hist.loss)}; returning the history so far", stacklevel=2)
+        hist.stopped_early = True
+    finally:
+        bar.close()
+    if not hist.diverged:
+        hist.record_eval(len(hist.loss), evaluate(model, eval_ds, loss_fn))
+    hist.wall_time = time.perf_counter() - start
+    for cb in cbs:
+        cb.on_end(hist)
+    return hist
+
+
+# ---------------------------------------------------------------- fit_many
+
+_VECTOR_HPARAMS = ("lr", "weight_decay", "seed", "batch_size")
+
+
+def grid(**axes: Sequence[Any]) -> dict[str, list[Any]]:
+    """Cartesian product of hyperparameter axes, in the zipped form ``fit_many`` takes.
+
+    ``grid(lr=[0.1, 1], seed=[0, 1])`` gives ``{"lr": [0.1, 0.1, 1, 1], "seed": [0, 1, 0, 1]}``.
+    """
+    import itertools
+
+    names = list(axes)
+    rows = list(itertools.product(*(list(axes[n]) for n in names)))
+    return {n: [r[i] for r in rows] for i, n in enumerate(names)}
+
+
+def _members(hparams: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[dict[str, Any]]:
+    unknown = set(hparams) - set(_VECTOR_HPARAMS)
+    if unknown:
+        raise ValueError(f"hparams has unknown keys {sorted(unknown)}; fit_many varies {list(_VECTOR_HPARAMS)}")
+    lengths = {k: len(v) for k, v in hparams.items() if not isinstance(v, (int, float, type(None)))}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"hparams sequences must have equal lengths, got {lengths}")
+    n = next(iter(lengths.values()), 1)
+    if n < 1:
+        raise ValueError("hparams sequences are empty: nothing to train")
+    cols = {k: (list(v) if k in lengths else [v] * n) for k, v in hparams.items()}
+    return [{**defaults, **{k: cols[k][i] for k in cols}} for i in range(n)]
+
+
+def fit_many(
+    make_model: Callable[[int], nn.Module],
+    data: DataLike,
+    *,
+    hparams: Mapping[str, Sequence[Any] | Any],
+    loss: str | Loss | Callable = "auto",
+    optimizer: str = "sgd",
+    lr: float = 0.1,
+    batch_size: int | None = None,
+    steps: int = 100,
+    lr_schedule: str | Callable[[int], float] | None = None,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    eval_data: DataLike | None = None,
+    eval_every: int | None = None,
+    callbacks: Iterable[Callback | Callable] = (),
+    progress: bool = True,
+) -> list[History]:
+    """Train many networks at once, one vectorised computation per batch size.
+
+    Member ``i`` is ``make_model(seed_i)`` trained exactly as
+    ``fit(make_model(seed_i), data, lr=lr_i, weight_decay=wd_i, batch_size=bs_i, seed=seed_i, ...)``
+    would train it; ``hparams`` maps any of ``lr``, ``weight_decay``, ``seed`` and
+    ``batch_size`` to a sequence (one entry per member) or a scalar (shared); the
+    other settings are shared. Parameters are stacked with
+    ``torch.func.stack_module_state`` and every step is one ``vmap(grad)`` call.
+    Diverged members are masked (frozen at zero, their NaNs never reach the
+    others). Returns one :class:`History` per member, in order.
+    """
+    defaults = {"lr": lr, "weight_decay": weight_decay, "seed": seed, "batch_size": batch_size}
+    members = _members(hparams, defaults)
+    groups: dict[Any, list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault(m["batch_size"], []).append(i)
+    histories: list[History | None] = [None] * len(members)
+    for bs, idx in groups.items():
+        group = [members[i] for i in idx]
+        for i, h in zip(idx, _fit_group(make_model, data, group, bs, loss, optimizer, steps, lr_schedule,
+                                         device, eval_data, eval_every, callbacks, progress)):
+            histories[i] = h
+    return histories  # type: ignore[return-value]
+
+
+def _fit_group(
+    make_model: Callable[[int], nn.Module],
+    data: DataLike,
+    members: list[dict[str, Any]],
+    batch_size: int | None,
+    loss: Any,
+    optimizer: str,
+    steps: int,
+    lr_schedule: Any,
+    device: Any,
+    eval_data: Any,
+    eval_every: int | None,
+    callbacks: Iterable[Any],
+    progress: bool,
+) -> list[History]:
+    models = [make_model(m["seed"]) for m in members]
+    if not all(isinstance(m, nn.Module) for m in models):
+        raise TypeError("make_model(seed) must return an nn.Module")
+    ds = _prepare(data, models[0], device)
+    for m in models[1:]:
+        m.to(ds.inputs.device)
+    loss_fn = resolve(loss, ds.task)
+    _check_common(ds, loss_fn, optimizer, steps, batch_size, [m["lr"] for m in members],
+                  [m["weight_decay"] for m in members])
+    if callable(optimizer):
+        raise TypeError("fit_many takes optimizer names only (a callable builds one torch optimiser per model)")
+    _check_model_fits(models[0], ds, loss_fn)
+    eval_ds = ds if eval_data is None else as_dataset(eval_data).to(ds.inputs.device, ds.inputs.dtype)
+    eval_every = eval_every or max(1, steps // 50)
+    cbs = _callbacks(callbacks)
+
+    M = len(members)
+    dev, dtype = ds.inputs.device, ds.inputs.dtype
+    params, _ = torch.func.stack_module_state(models)  # {name: (M, *shape)}
+    params = {k: v.detach() for k, v in params.items()}
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def member_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(base, p, (x,)), y)
+
+    seeds = [m["seed"] for m in members]
+    shared_batches = batch_size is None or len(set(seeds)) == 1
+    data_dims = None if shared_batches else 0
+    step_fn = vmap(grad_and_value(member_loss), in_dims=(0, data_dims, data_dims))
+    if batch_size is not None:
+        idx = [batch_indices(len(ds), batch_size, steps, s) for s in (seeds[:1] if shared_batches else seeds)]
+        index = torch.stack(idx, 1).to(dev)  # (steps, M or 1, B)
+
+    lr = torch.tensor([m["lr"] for m in members], dtype=dtype, device=dev)
+    wd = torch.tensor([m["weight_decay"] for m in members], dtype=dtype, device=dev)
+    opt = Functional(optimizer, params)
+    mult = schedule(lr_schedule, steps)
+    losses = torch.full((steps, M), math.nan, dtype=dtype, device=dev)
+    alive = torch.ones(M, dtype=torch.bool, device=dev)
+    died = torch.full((M,), -1, dtype=torch.long, device=dev)
+    evals: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
+    hist_stub = [History() for _ in members]
+
+    def evaluate_all(step: int) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            out = vmap(lambda p: functional_call(base, p, (eval_ds.inputs,)))(params)  # (M, n, out)
+            per = torch.stack([loss_fn(o, eval_ds.targets) for o in out.unbind(0)])
+            metrics = {"loss": per}
+            if eval_ds.task == "classification":
+                metrics["accuracy"] = (out.argmax(-1) == eval_ds.targets).to(dtype).mean(1)
+        evals.append((step, alive.clone(), metrics))
+        return metrics
+
+    for cb in cbs:
+        cb.on_start(StepInfo(0, losses[0], float(mult(0)), {}, None, params, loss_fn, ds, batch_size, optimizer,
+                             hist_stub))
+    start = time.perf_counter()
+    bar = _progress(steps, f"fit_many ({M} models)", progress)
+    taken = steps
+    try:
+        for t in range(steps):
+            if batch_size is None:
+                x, y = ds.inputs, ds.targets
+            elif shared_batches:
+                x, y = ds.inputs[index[t, 0]], ds.targets[index[t, 0]]
+            else:
+                x, y = ds.inputs[index[t]], ds.targets[index[t]]  # (M, B, ...)
+            grads, value = step_fn(params, x, y)
+            finite = torch.isfinite(value)
+            died = torch.where(alive & ~finite, torch.full_like(died, t), died)
+            losses[t] = torch.where(alive, value, torch.full_like(value, math.nan))
+            alive = alive & finite
+            metrics = evaluate_all(t) if t % eval_every == 0 else {}
+            keep = alive
+            grads = {k: torch.where(keep.reshape((-1,) + (1,) * (g.ndim - 1)), g, torch.zeros_like(g))
+                     for k, g in grads.items()}
+            lr_t = float(mult(t))
+            stop = [cb.on_step(StepInfo(t, losses[t], lr_t, {k: v for k, v in metrics.items()}, None, params,
+                                        loss_fn, ds, batch_size, optimizer, hist_stub)) for cb in cbs]
+            new = opt.step(params, grads, lr * lr_t, wd)
+            params = {k: torch.where(keep.reshape((-1,) + (1,) * (p.ndim - 1)), p, torch.zeros_like(p))
+                      for k, p in new.items()}
+            bar.update(1)
+            if any(stop):
+                taken = t + 1
+                break
+            if t % 32 == 31 and not bool(alive.any()):
+                taken = t + 1
+                break
+    except KeyboardInterrupt:
+        warnings.warn(f"fit_many interrupted at step {t}; returning the histories so far", stacklevel=2)
+        taken = t
+    finally:
+        bar.close()
+    stopped = taken < steps and bool(alive.any())
+    final = evaluate_all(taken)
+    wall = time.perf_counter() - start
+
+    # ---- one History per member, built from the stacked records in one transfer
+    losses_np = losses[:taken].cpu().double().numpy()
+    died_l = died.tolist()
+    lr_curve = [float(mult(t)) for t in range(taken)]
+    eval_np = [(s, a.cpu().tolist(), {k: v.cpu().double().tolist() for k, v in m.items()}) for s, a, m in evals]
+    out = []
+    for i, m in enumerate(members):
+        d = died_l[i]
+        n_steps = d + 1 if d >= 0 else taken
+        h = History(
+            loss=[float(v) for v in losses_np[:n_steps, i]],
+            lr=[m["lr"] * f for f in lr_curve[:n_steps]],
+            wall_time=wall,
+            diverged=d >= 0,
+            diverged_at=d if d >= 0 else None,
+            stopped_early=stopped and d < 0,
+            hparams={**m, "optimizer": optimizer},
+        )
+        for s, alive_at, metr in eval_np:
+            if alive_at[i] and (s < n_steps or (d < 0 and s == taken)):
+                h.record_eval(s, {k: v[i] for k, v in metr.items()})
+        out.append(h)
+    del final
+    for cb in cbs:
+        cb.on_end(out)
+    return out

@@ -1,0 +1,59 @@
+"""labkit's one look for every plotly figure: template, colours, fonts.
+
+Every figure builder in labkit starts from :func:`figure` (or calls
+:func:`apply`), so all instruments share axes styles and colours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+TEMPLATE = "labkit"
+
+#: Qualitative colours (colour-blind safe, Okabe-Ito order).
+COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+#: Converged / diverged / reference colours used across instruments.
+CONVERGED, DIVERGED, REFERENCE = "#2166AC", "#B2182B", "#555555"
+#: Diverging colour scale: converged (blue side) to diverged (red side).
+DIVERGING = [[0.0, "#053061"], [0.25, "#4393C3"], [0.5, "#F7F7F7"], [0.75, "#D6604D"], [1.0, "#67001F"]]
+
+_layout = go.Layout(
+    font=dict(family="Inter, Helvetica, Arial, sans-serif", size=13, color="#222"),
+    colorway=COLORS,
+    paper_bgcolor="white",
+    plot_bgcolor="white",
+    margin=dict(l=60, r=20, t=50, b=50),
+    title=dict(x=0.02, xanchor="left", font=dict(size=15)),
+    legend=dict(bgcolor="rgba(255,255,255,0.7)", borderwidth=0),
+    hovermode="closest",
+    xaxis=dict(showline=True, linecolor="#444", ticks="outside", gridcolor="#EEE", zeroline=False, mirror=False),
+    yaxis=dict(showline=True, linecolor="#444", ticks="outside", gridcolor="#EEE", zeroline=False, mirror=False),
+)
+pio.templates[TEMPLATE] = go.layout.Template(layout=_layout)
+
+
+def apply(fig: go.Figure) -> go.Figure:
+    """Give ``fig`` labkit's template (in place) and return it."""
+    fig.update_layout(template=TEMPLATE)
+    return fig
+
+
+def figure(
+    title: str = "",
+    x: str = "",
+    y: str = "",
+    *,
+    log_x: bool = False,
+    log_y: bool = False,
+    height: int = 380,
+    width: int | None = None,
+    **layout: Any,
+) -> go.Figure:
+    """An empty labkit-styled figure with titled (and optionally log-scaled) axes."""
+    fig = go.Figure(layout=dict(template=TEMPLATE, title=title, height=height, width=width, **layout))
+    fig.update_xaxes(title_text=x, type="log" if log_x else "linear")
+    fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
+    return fig
