@@ -1,0 +1,269 @@
+"""Student versions of the exercise notebooks: strip the solutions, keep everything else.
+
+Solutions live in the master notebooks (the ones in ``notebooks/``, tested with
+nbval) inside code cells tagged ``solution``, between the comment lines
+``# BEGIN SOLUTION`` and ``# END SOLUTION``. The student version replaces each
+region by a stub:
+
+* an indented region (the body of a ``def``) becomes one line
+  ``raise NotImplementedError("Exercise: ...")`` at the region's indentation;
+* a top-level region of assignments ``NAME = expr`` becomes
+  ``NAME = None  # your answer here`` for each assigned name.
+
+The cell's ``solution`` tag becomes ``student``; ``assert check(...)`` becomes
+``check(...)`` so a student's failing check prints a verdict instead of
+raising; outputs and execution counts are cleared. The JSON is written with
+sorted keys and a fixed indent, so building twice gives byte-identical files
+that can be committed or regenerated (``labkit assignments build``).
+
+Malformed markers (an unpaired ``BEGIN``/``END``, a marker sharing a line
+with code, a ``solution`` cell without markers, markers in an untagged cell, a
+top-level region that is not assignments) raise :class:`BuildError` naming the
+notebook and the cell, so a solution can never leak silently.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "STUB",
+    "BuildError",
+    "BuildResult",
+    "build",
+    "has_solutions",
+    "render",
+    "stale",
+    "student_notebook",
+    "student_source",
+]
+
+BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+STUB = 'raise NotImplementedError("Exercise: write your code here, then run the check cell below")'
+ANSWER = "None  # your answer here"
+SOLUTION_TAG, STUDENT_TAG = "solution", "student"
+_MARKER = re.compile(r"#\s*(BEGIN|END)\s+SOLUTION\b")
+_ASSERT_CHECK = re.compile(r"^(\s*)assert\s+check\(", re.MULTILINE)
+
+
+class BuildError(ValueError):
+    """A master notebook's solution markers are malformed (the message names the notebook and cell)."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """One written student notebook: where it came from, where it went, how many regions were stubbed."""
+
+    source: Path
+    target: Path
+    regions: int
+
+
+def _text(source: str | list[str]) -> str:
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _lines(text: str) -> list[str]:
+    """nbformat's on-disk form of a multi-line string: a list of lines that keep their newline."""
+    return text.splitlines(keepends=True)
+
+
+def _tags(cell: dict[str, Any]) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def _assigned_names(region: str, where: str, offset: int) -> list[str]:
+    """Names assigned by a top-level region (cell line ``offset + 1`` is its first); error unless all assignments."""
+    try:
+        tree = ast.parse(region)
+    except SyntaxError as err:
+        raise BuildError(
+            f"{where}: the solution region does not parse ({err.msg}, line {offset + (err.lineno or 1)})"
+        ) from None
+    names: list[str] = []
+
+    def add(target: ast.expr, stmt: ast.stmt) -> None:
+        if isinstance(target, ast.Name):
+            if target.id not in names:
+                names.append(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for elt in target.elts:
+                add(elt, stmt)
+        else:
+            raise BuildError(
+                f"{where}: top-level solution line {offset + stmt.lineno} assigns to {ast.unparse(target)!r}; "
+                "only plain names (NAME = expr) can be replaced by NAME = None"
+            )
+
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign):
+            for target in stmt.targets:
+                add(target, stmt)
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            add(stmt.target, stmt)
+        else:
+            raise BuildError(
+                f"{where}: a top-level solution region may only contain assignments NAME = expr, but line "
+                f"{offset + stmt.lineno} is a {type(stmt).__name__} statement; put the computation inside a function "
+                "(an indented region) or into the assigned expression"
+            )
+    if not names:
+        raise BuildError(f"{where}: the top-level solution region assigns no name")
+    return names
+
+
+def student_source(source: str, where: str = "cell") -> tuple[str, int]:
+    """Replace every solution region of one cell's source; return ``(new source, number of regions)``."""
+    lines = source.split("\n")
+    out: list[str] = []
+    regions = 0
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if stripped == END:
+            raise BuildError(f"{where}: line {i + 1} has {END!r} without a matching {BEGIN!r} before it")
+        if stripped != BEGIN:
+            if _MARKER.search(line):
+                raise BuildError(
+                    f"{where}: line {i + 1} has a solution marker that is not alone on its line: {line.strip()!r}; "
+                    f"put {BEGIN!r} and {END!r} on lines of their own"
+                )
+            out.append(line)
+            i += 1
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        end = i + 1
+        while end < len(lines) and lines[end].strip() != END:
+            if lines[end].strip() == BEGIN:
+                raise BuildError(f"{where}: line {end + 1} opens a solution region inside another (line {i + 1})")
+            if _MARKER.search(lines[end]):
+                raise BuildError(f"{where}: line {end + 1} has a solution marker that is not alone on its line")
+            end += 1
+        if end == len(lines):
+            raise BuildError(f"{where}: {BEGIN!r} on line {i + 1} has no matching {END!r}")
+        body = lines[i + 1 : end]
+        if indent:
+            out.append(indent + STUB)
+        else:
+            out.extend(f"{name} = {ANSWER}" for name in _assigned_names("\n".join(body), where, i + 1))
+        regions += 1
+        i = end + 1
+    return "\n".join(out), regions
+
+
+def _strip_assert_check(source: str) -> str:
+    """``assert check(id, answer)[, msg]`` -> ``check(id, answer)``: a failing check prints, it does not raise."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython syntax (magics): fall back to the plain textual rule
+        return _ASSERT_CHECK.sub(r"\1check(", source)
+    lines = source.split("\n")
+    asserts = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assert)
+        and isinstance(node.test, ast.Call)
+        and isinstance(node.test.func, ast.Name)
+        and node.test.func.id == "check"
+    ]
+    for node in sorted(asserts, key=lambda n: n.lineno, reverse=True):
+        first, last = node.lineno - 1, node.end_lineno - 1
+        head, tail = lines[first][: node.col_offset], lines[last][node.end_col_offset :]
+        call = ast.get_source_segment(source, node.test)
+        lines[first : last + 1] = (head + call + tail).split("\n")
+    return "\n".join(lines)
+
+
+def has_solutions(nb: dict[str, Any]) -> bool:
+    """Whether a notebook (parsed JSON) has any cell tagged ``solution``."""
+    return any(SOLUTION_TAG in _tags(cell) for cell in nb.get("cells", []))
+
+
+def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[str, Any], int]:
+    """The student version of a parsed notebook; returns ``(notebook, number of stubbed regions)``.
+
+    The input is not modified. A notebook without ``solution`` cells comes back
+    unchanged except for cleared outputs.
+    """
+    nb = json.loads(json.dumps(nb))
+    exercises = has_solutions(nb)
+    regions = 0
+    for index, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        cell["outputs"], cell["execution_count"] = [], None
+        source = _text(cell.get("source", ""))
+        where = f"{name}, cell {index + 1}"
+        tags = _tags(cell)
+        if SOLUTION_TAG in tags:
+            new, count = student_source(source, where)
+            if count == 0:
+                raise BuildError(f"{where} is tagged {SOLUTION_TAG!r} but has no {BEGIN!r} ... {END!r} region")
+            regions += count
+            cell["metadata"]["tags"] = [STUDENT_TAG if t == SOLUTION_TAG else t for t in tags]
+            source = new
+        elif _MARKER.search(source):
+            raise BuildError(f"{where} has solution markers but no {SOLUTION_TAG!r} tag: the solution would leak")
+        if exercises:
+            source = _strip_assert_check(source)
+        cell["source"] = _lines(source)
+    return nb, regions
+
+
+def _dumps(nb: dict[str, Any]) -> str:
+    return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+
+def render(src: str | Path) -> list[tuple[Path, str, int]]:
+    """Student versions of ``src`` (a notebook or a folder of notebooks) as ``(source path, JSON text, regions)``."""
+    src = Path(src)
+    if src.is_dir():
+        sources = sorted(src.glob("*.ipynb"))
+    elif src.suffix == ".ipynb" and src.is_file():
+        sources = [src]
+    else:
+        raise FileNotFoundError(f"src must be a notebook or a folder of notebooks, got {str(src)!r}")
+    if not sources:
+        raise FileNotFoundError(f"no notebooks (*.ipynb) in {str(src)!r}")
+    built = []
+    for path in sources:
+        try:
+            nb = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise BuildError(f"{path.name} is not a valid notebook: {err}") from None
+        student, regions = student_notebook(nb, path.name)
+        built.append((path, _dumps(student), regions))
+    return built
+
+
+def build(src: str | Path, out: str | Path) -> list[BuildResult]:
+    """Write the student version of ``src`` (a notebook or a folder of notebooks) into the folder ``out``.
+
+    Every notebook is converted before anything is written, so a malformed one
+    leaves ``out`` untouched. Returns one :class:`BuildResult` per notebook, in
+    file-name order.
+    """
+    built, out = render(src), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path, text, regions in built:
+        target = out / path.name
+        target.write_text(text, encoding="utf-8", newline="\n")
+        results.append(BuildResult(path, target, regions))
+    return results
+
+
+def stale(src: str | Path, out: str | Path) -> list[Path]:
+    """Student notebooks in ``out`` that are missing or differ from a fresh build of ``src`` (nothing is written)."""
+    out = Path(out)
+    return [
+        out / path.name
+        for path, text, _ in render(src)
+        if not (out / path.name).is_file() or (out / path.name).read_text(encoding="utf-8") != text
+    ]
