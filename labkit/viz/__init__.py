@@ -12,10 +12,19 @@ from typing import Any
 from labkit.viz import theme
 from labkit.viz.theme import COLORS, figure
 
-__all__ = ["COLORS", "figure", "theme"]
+__all__ = ["COLORS", "LivePlot", "density", "figure", "heatmap", "image2d", "loss_curves", "spectrum", "theme",
+           "tradeoff"]
 
-# public name -> submodule that defines it (filled in as builders are added)
-_EXPORTS: dict[str, str] = {}
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "density": "figures",
+    "heatmap": "figures",
+    "image2d": "figures",
+    "loss_curves": "figures",
+    "spectrum": "figures",
+    "tradeoff": "figures",
+    "LivePlot": "live",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -24,3 +33,7 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'labkit.viz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
