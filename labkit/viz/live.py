@@ -1,0 +1,451 @@
+"""``LivePlot``: a figure that updates in place while training (or any loop) runs.
+
+A ``LivePlot`` is a :class:`labkit.train.Callback` and can also be fed by hand::
+
+    live = LivePlot()                                   # panels appear as series arrive
+    fit(model, ds, lr=0.1, steps=500, callbacks=[live]) # shows itself, redraws ~4x/s
+
+    live = LivePlot({"loss": ["loss"], "sharpness": ["sharpness"]})
+    live.reference("sharpness", 2 / lr, "2/lr")         # dashed line, e.g. the edge of stability
+    live.show()
+    for t in range(steps): live.append(t, loss=..., sharpness=...)
+
+Backends (``backend="auto"`` picks; ``LABKIT_LIVEPLOT`` or the argument overrides):
+
+- ``"output"`` (default in any Jupyter front end): an ``ipywidgets.Output`` whose
+  content is replaced by the current figure, at most ``fps`` times a second; the
+  final state is always drawn (at the end of ``fit``, by :meth:`flush`, and
+  automatically when the notebook cell ends). The redraw sets the widget's
+  ``outputs`` in one assignment (what ``clear_output(wait=True)`` + ``fig.show()``
+  achieves inside the widget, but safe from a background thread). On Colab the
+  figure is sent as self-contained HTML, which renders there where plotly's
+  widget and mime renderers do not.
+- ``"figurewidget"`` (opt-in, for click/select interaction): a ``go.FigureWidget``
+  updated inside ``batch_update()``. Display it before the work starts (from a
+  button or a later cell): a loop started in the same Run-All before the page
+  rendered the widget can leave it empty.
+- ``"static"`` (plain Python, scripts, IPython terminal): nothing is drawn while
+  running; :meth:`figure` returns the final ``go.Figure`` and in IPython it is
+  displayed once when the work ends.
+
+``display_id`` updates are never used: JupyterLab's plotly renderer ignores them.
+
+``fit_many`` passes one loss per member: up to ``max_members`` members get one
+trace each (``member_labels`` names them); larger populations are summarised by
+their median with a shaded min-max band over the members that have not diverged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from labkit import _checks, notebook
+from labkit.train import Callback, History, StepInfo
+from labkit.viz import theme
+from labkit.viz.figures import finite_or_none, palette
+
+__all__ = ["BACKENDS", "LivePlot"]
+
+BACKENDS = ("output", "figurewidget", "static")
+
+
+@dataclass
+class _Series:
+    panel: str
+    x: list[float] = field(default_factory=list)
+    y: list[Any] = field(default_factory=list)  # floats, or (members,) arrays for population runs
+    vector: bool = False
+
+
+def _auto_panel(name: str) -> str:
+    low = name.lower()
+    return "loss" if "loss" in low else "accuracy" if "acc" in low else name
+
+
+def _value(v: Any) -> float | np.ndarray:
+    if hasattr(v, "detach"):
+        v = v.detach()
+        return float(v) if v.ndim == 0 else v.cpu().double().numpy()
+    if isinstance(v, (np.ndarray, list, tuple)):
+        arr = np.asarray(v, dtype=float)
+        return float(arr) if arr.ndim == 0 else arr
+    return float(v)
+
+
+def _auto_backend() -> str:
+    forced = os.environ.get("LABKIT_LIVEPLOT", "").strip().lower()
+    if forced:
+        return _checks.choice("LABKIT_LIVEPLOT", forced, BACKENDS)
+    return "static" if notebook.environment() in ("plain", "ipython") else "output"
+
+
+class LivePlot(Callback):
+    """A live figure of named series against the step, in one or several side-by-side panels.
+
+    ``panels`` maps a panel title to the series it shows (``{"loss": ["loss",
+    "eval loss"], "accuracy": ["eval accuracy"]}``) or lists series (each its own
+    panel, a tuple of names shares one); series not listed, and every series when
+    ``panels`` is None, go to an automatic panel ("loss" for names containing
+    "loss", "accuracy" for "acc", else their own). ``log_y`` is True/False for all
+    panels, a collection of panel titles, or None for "loss" panels only. Series
+    longer than ``max_points`` are subsampled for drawing (the data is kept).
+    ``eval_label`` prefixes the evaluation metrics ``fit`` reports ("eval loss").
+    """
+
+    def __init__(
+        self,
+        panels: Mapping[str, Sequence[str]] | Sequence[str | Sequence[str]] | None = None,
+        *,
+        title: str = "",
+        backend: str = "auto",
+        fps: float = 4.0,
+        log_y: bool | Iterable[str] | None = None,
+        height: int = 320,
+        max_points: int = 2000,
+        max_members: int = 8,
+        member_labels: Sequence[str] | None = None,
+        eval_label: str = "eval",
+    ):
+        self.backend = _auto_backend() if backend == "auto" else _checks.choice("backend", backend, BACKENDS)
+        _checks.positive("fps", fps)
+        _checks.positive("height", height, integer=True)
+        _checks.in_range("max_points", max_points, 2, 10**7)
+        _checks.positive("max_members", max_members, integer=True)
+        self.title, self.fps, self.height, self.max_points = title, float(fps), height, max_points
+        self.max_members, self.eval_label = max_members, eval_label
+        self.member_labels = list(member_labels) if member_labels is not None else None
+        self._log_y = log_y if isinstance(log_y, (bool, type(None))) else set(log_y)
+        self._explicit: dict[str, str] = {}  # series -> panel, from ``panels``
+        self._panels: list[str] = []
+        for title_, names in self._parse_panels(panels):
+            self._panels.append(title_)
+            self._explicit.update({n: title_ for n in names})
+        self._series: dict[str, _Series] = {}
+        self._refs: dict[tuple[str, str], float] = {}
+        self._lock = threading.RLock()
+        self._clock = time.monotonic
+        self._last_draw = -math.inf
+        self._dirty = False
+        self._layout: dict[str, Any] | None = None  # rebuilt when the panels change
+        self._widget: Any = None
+        self._widget_panels: list[str] | None = None
+        self._shown_at: int | None = None  # execution count of the cell that displayed us
+        self._static_done = False
+        self._hook = False
+        #: Number of times the figure was redrawn (throttling keeps this small).
+        self.redraws = 0
+
+    @staticmethod
+    def _parse_panels(panels: Any) -> list[tuple[str, list[str]]]:
+        if panels is None:
+            return []
+        if isinstance(panels, Mapping):
+            return [(str(k), [v] if isinstance(v, str) else list(v)) for k, v in panels.items()]
+        if isinstance(panels, str) or not isinstance(panels, Sequence):
+            raise TypeError(f"panels must be a dict {{title: [series]}} or a list of series names, got {panels!r}")
+        return [(p, [p]) if isinstance(p, str) else (", ".join(p), list(p)) for p in panels]
+
+    # ------------------------------------------------------------ data in
+
+    def append(self, step: float, **values: Any) -> None:
+        """Record ``values`` (floats, 0-d tensors, or one value per member) at ``step``; redraw if due."""
+        if not values:
+            raise ValueError("append needs at least one named value, e.g. live.append(step, loss=0.3)")
+        with self._lock:
+            for name, v in values.items():
+                v = _value(v)
+                s = self._series.get(name)
+                if s is None:
+                    s = self._series[name] = _Series(self._panel_for(name), vector=isinstance(v, np.ndarray))
+                s.x.append(step)
+                s.y.append(v)
+            self._dirty = True
+            self._static_done = False
+        self._maybe_show()
+        if self._clock() - self._last_draw >= 1.0 / self.fps:
+            self.draw()
+        else:
+            self._flush_when_cell_ends()
+
+    def reference(self, panel: str, value: float, label: str) -> None:
+        """A dashed horizontal line ``label`` at ``value`` in ``panel`` (set again to move it)."""
+        with self._lock:
+            self._panel_for(panel, create=panel)
+            self._refs[(panel, label)] = float(value)
+            self._dirty = True
+
+    def clear(self, references: bool = False) -> None:
+        """Forget the recorded data (and the reference lines if ``references``); keep the panels."""
+        with self._lock:
+            self._series.clear()
+            if references:
+                self._refs.clear()
+            self._panels = [p for p in self._panels if p in self._explicit.values() or
+                            any(r[0] == p for r in self._refs)]
+            self._layout = None
+            self._dirty = True
+            self._static_done = False
+
+    def _panel_for(self, name: str, create: str | None = None) -> str:
+        panel = create or self._explicit.get(name) or _auto_panel(name)
+        if panel not in self._panels:
+            self._panels.append(panel)
+            self._layout = None
+        return panel
+
+    def series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The recorded ``(steps, values)`` of series ``name`` (values ``(T,)`` or ``(T, members)``)."""
+        with self._lock:
+            if name not in self._series:
+                raise KeyError(f"no series {name!r}; recorded: {sorted(self._series)}")
+            s = self._series[name]
+            return np.asarray(s.x, dtype=float), np.asarray(s.y, dtype=float)
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the recorded series."""
+        return list(self._series)
+
+    # ------------------------------------------------------------ Callback
+
+    def on_start(self, info: StepInfo) -> None:
+        """A new run starts: forget the previous one's data (reference lines stay)."""
+        self.clear()
+        self._maybe_show()
+
+    def on_step(self, info: StepInfo) -> None:
+        values: dict[str, Any] = {"loss": info.loss}
+        h = info.history
+        is_eval = isinstance(h, list) or (isinstance(h, History) and h.eval_steps and h.eval_steps[-1] == info.step)
+        if info.metrics and is_eval:
+            values.update({f"{self.eval_label} {k}": v for k, v in info.metrics.items()})
+        self.append(info.step, **values)
+
+    def on_end(self, history: History | list[History]) -> None:
+        """Record the final evaluation (taken after the last update) and draw the final state."""
+        hs = history if isinstance(history, list) else [history]
+        last = max((h.eval_steps[-1] for h in hs if h.eval_steps), default=None)
+        if last is not None:
+            keys = sorted({k for h in hs for k in h.eval})
+            got = {k: [h.eval[k][-1] if h.eval_steps and h.eval_steps[-1] == last and k in h.eval else math.nan
+                       for h in hs] for k in keys}
+            vals = {f"{self.eval_label} {k}": (v if isinstance(history, list) else v[0]) for k, v in got.items()}
+            if vals:
+                self.append(last, **vals)
+        self.flush()
+
+    # ------------------------------------------------------------ drawing
+
+    def flush(self) -> None:
+        """Draw the current state now if anything changed since the last draw (the final state)."""
+        if self._dirty:
+            self.draw(final=True)
+
+    def draw(self, final: bool = False) -> None:
+        """Redraw now (``append`` calls this at most ``fps`` times a second)."""
+        with self._lock:
+            self._dirty = False
+            try:
+                self._draw(final)
+            finally:
+                self._last_draw = self._clock()  # after drawing: a slow first draw does not cause a burst
+
+    def _draw(self, final: bool) -> None:
+        if self.backend == "static":
+            if final and not self._static_done and notebook.in_kernel() and notebook.on_main_thread():
+                from IPython.display import display
+
+                display(self.figure())
+                self._static_done = True
+                self.redraws += 1
+            return
+        self.redraws += 1
+        if self.backend == "output":
+            self.widget.outputs = ({"output_type": "display_data", "data": self._bundle(), "metadata": {}},)
+        else:
+            self._draw_figurewidget()
+
+    def _flush_when_cell_ends(self) -> None:
+        """Make sure the final state is drawn when the running notebook cell finishes."""
+        if self._hook or not notebook.on_main_thread() or not notebook.in_kernel():
+            return
+        ip = notebook.ipython()
+
+        def hook(*_: Any) -> None:
+            ip.events.unregister("post_run_cell", hook)
+            self._hook = False
+            self.flush()
+
+        ip.events.register("post_run_cell", hook)
+        self._hook = True
+
+    # ------------------------------------------------------------ figure contents
+
+    def _layout_dict(self) -> dict[str, Any]:
+        if self._layout is None:
+            from plotly.subplots import make_subplots
+
+            n = max(len(self._panels), 1)
+            cols = min(n, 3)
+            rows = math.ceil(n / cols)
+            fig = make_subplots(rows=rows, cols=cols, subplot_titles=self._panels or None,
+                                horizontal_spacing=0.1 if cols > 1 else 0.2, vertical_spacing=0.15)
+            theme.apply(fig)
+            fig.update_layout(title=self.title or None, height=self.height * rows, showlegend=True,
+                              margin=dict(t=60 if self.title else 40), uirevision="labkit-live")
+            for i, panel in enumerate(self._panels):
+                log = self._is_log(panel)
+                label = f"{panel} (log scale)" if log else panel
+                fig.update_xaxes(title_text="step", row=i // cols + 1, col=i % cols + 1)
+                fig.update_yaxes(title_text=label, type="log" if log else "linear", row=i // cols + 1,
+                                 col=i % cols + 1)
+            self._layout = fig.layout.to_plotly_json()
+        return self._layout
+
+    def _is_log(self, panel: str) -> bool:
+        if isinstance(self._log_y, bool):
+            return self._log_y
+        if self._log_y is None:
+            return "loss" in panel.lower()
+        return panel in self._log_y
+
+    def _thin(self, n: int) -> np.ndarray | slice:
+        if n <= self.max_points:
+            return slice(None)
+        return np.unique(np.linspace(0, n - 1, self.max_points).round().astype(int))
+
+    def _traces(self) -> list[dict[str, Any]]:
+        """Plotly trace dicts (JSON-safe, no validation: this runs on every redraw)."""
+        traces: list[dict[str, Any]] = []
+        axis = {p: ("" if i == 0 else str(i + 1)) for i, p in enumerate(self._panels)}
+        colors = palette(max(len(self._series), 1))
+        xrange: dict[str, list[float]] = {}
+        for k, (name, s) in enumerate(self._series.items()):
+            n = min(len(s.x), len(s.y))
+            keep = self._thin(n)
+            x = np.asarray(s.x[:n], dtype=float)[keep]
+            y = np.asarray(s.y[:n], dtype=float)[keep]
+            if x.size:
+                lo, hi = xrange.get(s.panel, [x[0], x[-1]])
+                xrange[s.panel] = [min(lo, x[0]), max(hi, x[-1])]
+            ax = axis[s.panel]
+            base = {"type": "scatter", "mode": "lines", "xaxis": f"x{ax}", "yaxis": f"y{ax}",
+                    "x": finite_or_none(x)}
+            if not s.vector:
+                traces.append({**base, "y": finite_or_none(y), "name": name, "line": {"color": colors[k]}})
+            elif y.shape[1] <= self.max_members:
+                member_colors = palette(y.shape[1])
+                labels = self.member_labels or [f"member {j}" for j in range(y.shape[1])]
+                for j in range(y.shape[1]):
+                    traces.append({**base, "y": finite_or_none(y[:, j]), "name": f"{name}: {labels[j]}",
+                                   "legendgroup": labels[j], "line": {"color": member_colors[j], "width": 1.5}})
+            else:
+                traces.extend(self._summary(base, x, y, name, colors[k]))
+        for (panel, label), value in self._refs.items():
+            x0, x1 = xrange.get(panel, [0.0, 1.0])
+            ax = axis[panel]
+            traces.append({"type": "scatter", "mode": "lines", "xaxis": f"x{ax}", "yaxis": f"y{ax}",
+                           "x": [x0, x1], "y": [value, value], "name": f"{label} = {value:.4g}",
+                           "line": {"color": theme.REFERENCE, "dash": "dash", "width": 1.5}})
+        return traces
+
+    @staticmethod
+    def _summary(base: dict[str, Any], x: np.ndarray, y: np.ndarray, name: str, color: str) -> list[dict[str, Any]]:
+        """Median over the members still finite, and a min-max band."""
+        finite = np.where(np.isfinite(y), y, np.nan)
+        ok = np.isfinite(finite).any(1)
+        med, lo, hi = (np.full(len(x), np.nan) for _ in range(3))
+        if ok.any():
+            med[ok], lo[ok], hi[ok] = (f(finite[ok], 1) for f in (np.nanmedian, np.nanmin, np.nanmax))
+        band = {**base, "x": finite_or_none(np.concatenate([x[ok], x[ok][::-1]])),
+                "y": finite_or_none(np.concatenate([hi[ok], lo[ok][::-1]])), "fill": "toself",
+                "fillcolor": "rgba(120,120,120,0.2)", "line": {"width": 0}, "hoverinfo": "skip",
+                "name": f"{name}: min-max of {y.shape[1]}"}
+        return [band, {**base, "y": finite_or_none(med), "name": f"{name}: median", "line": {"color": color}}]
+
+    def _figure_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {"data": self._traces(), "layout": self._layout_dict()}
+
+    def figure(self) -> Any:
+        """The current state as a static ``plotly.graph_objects.Figure``."""
+        import plotly.graph_objects as go
+
+        return go.Figure(self._figure_dict())
+
+    def _bundle(self) -> dict[str, Any]:
+        fig = self._figure_dict()
+        text = {"text/plain": repr(self)}
+        if notebook.environment() == "colab":
+            import plotly.io as pio
+
+            return {"text/html": pio.to_html(fig, include_plotlyjs="cdn", full_html=False, validate=False), **text}
+        return {"application/vnd.plotly.v1+json": {**fig, "config": {"displaylogo": False}}, **text}
+
+    def _draw_figurewidget(self) -> None:
+        fig = self._figure_dict()
+        fw = self.widget
+        if self._widget_panels != self._panels or len(fw.data) != len(fig["data"]):
+            fw.data = ()
+            fw.update_layout(fig["layout"], overwrite=True)
+            fw.add_traces(fig["data"])
+            self._widget_panels = list(self._panels)
+            return
+        with fw.batch_update():
+            for trace, new in zip(fw.data, fig["data"]):
+                trace.x, trace.y, trace.name = new["x"], new["y"], new["name"]
+
+    # ------------------------------------------------------------ display
+
+    @property
+    def widget(self) -> Any:
+        """The ipywidget that shows the figure (to embed in a panel), or None for the static backend."""
+        if self._widget is None and self.backend != "static":
+            if self.backend == "output":
+                import ipywidgets
+
+                self._widget = ipywidgets.Output()
+            else:
+                import plotly.graph_objects as go
+
+                self._widget = go.FigureWidget()
+            self._shown_at = -1  # embedded by the caller
+        return self._widget
+
+    def _maybe_show(self) -> None:
+        if self._shown_at is None and self.backend != "static" and notebook.in_kernel() and notebook.on_main_thread():
+            self.show()
+
+    def show(self) -> None:
+        """Display the live figure in the notebook (also what happens when it ends a cell)."""
+        if notebook.in_kernel() or notebook.ipython() is not None:
+            from IPython.display import display
+
+            display(self)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        ip = notebook.ipython()
+        count = getattr(ip, "execution_count", 0)
+        if self.backend == "static":
+            self._static_done = True
+            import plotly.io as pio
+
+            return pio.renderers["plotly_mimetype"].to_mimebundle(self._figure_dict()) | {"text/plain": repr(self)}
+        if self._shown_at == count:  # already on screen in this cell: do not show a second copy
+            return {"text/plain": repr(self)}
+        widget = self.widget
+        self._shown_at = count
+        self.draw(final=True)
+        return widget._repr_mimebundle_(include=include, exclude=exclude)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}: {len(s.x)}" for k, s in self._series.items()) or "no data"
+        return f"LivePlot(backend={self.backend!r}, panels={self._panels}, {sizes})"
