@@ -16,10 +16,10 @@ def choice(name: str, value: Any, allowed: Iterable[str]) -> str:
 
 def positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> Any:
     """Return ``value`` if it is a positive (or non-negative) number, else raise."""
-    kind = "int" if integer else "number"
+    kind = "an int" if integer else "a number"
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
-        raise TypeError(f"{name} must be a {kind}, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name} must be {kind}, got {value!r} ({type(value).__name__})")
     if value != value or (value < 0 if allow_zero else value <= 0):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, vmap
 
 from labkit import _checks
 from labkit.data import Dataset, as_dataset, batch_indices
@@ -429,13 +429,21 @@ def _fit_group(
     params = {k: v.detach() for k, v in params.items()}
     base = copy.deepcopy(models[0]).to("meta")
 
-    def member_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(base, p, (x,)), y)
-
     seeds = [m["seed"] for m in members]
     shared_batches = batch_size is None or len(set(seeds)) == 1
     data_dims = None if shared_batches else 0
-    step_fn = vmap(grad_and_value(member_loss), in_dims=(0, data_dims, data_dims))
+    # Forward through vmap (batched kernels), backward by plain autograd on the stacked
+    # parameters: members are independent, so d(sum of losses)/d(params_i) is member i's
+    # gradient. This is ~2.5x faster on CPU than vmap(grad(...)), which vmaps the backward too.
+    forward = vmap(lambda p, x: functional_call(base, p, (x,)), in_dims=(0, data_dims))
+    member_losses = vmap(loss_fn, in_dims=(0, data_dims))
+
+    def step_fn(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+        p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        value = member_losses(forward(p, x), y)  # (M,)
+        grads = torch.autograd.grad(value.sum(), list(p.values()))
+        return dict(zip(p, grads)), value.detach()
+
     if batch_size is not None:
         idx = [batch_indices(len(ds), batch_size, steps, s) for s in (seeds[:1] if shared_batches else seeds)]
         index = torch.stack(idx, 1).to(dev)  # (steps, M or 1, B)
@@ -453,8 +461,7 @@ def _fit_group(
     def evaluate_all(step: int) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             out = vmap(lambda p: functional_call(base, p, (eval_ds.inputs,)))(params)  # (M, n, out)
-            per = torch.stack([loss_fn(o, eval_ds.targets) for o in out.unbind(0)])
-            metrics = {"loss": per}
+            metrics = {"loss": vmap(loss_fn, in_dims=(0, None))(out, eval_ds.targets)}
             if eval_ds.task == "classification":
                 metrics["accuracy"] = (out.argmax(-1) == eval_ds.targets).to(dtype).mean(1)
         evals.append((step, alive.clone(), metrics))
