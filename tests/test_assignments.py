@@ -231,6 +231,23 @@ def test_cli_build_check_and_errors(tmp_path, capsys):
     assert main(["assignments"]) == 2
 
 
+def test_cli_defaults_are_the_bundled_notebooks_and_student_folder(tmp_path, monkeypatch, capsys):
+    import labkit.cli
+
+    monkeypatch.setattr(labkit.cli, "notebooks_dir", lambda: FIXTURES)
+    monkeypatch.chdir(tmp_path)
+    assert main(["assignments", "build"]) == 0
+    assert sorted(p.name for p in (tmp_path / "student").iterdir()) == sorted(p.name for p in FIXTURES.glob("*.ipynb"))
+    assert "wrote 3 student notebook(s) to student" in capsys.readouterr().out
+
+    def missing():
+        raise FileNotFoundError("labkit's notebooks were not found")
+
+    monkeypatch.setattr(labkit.cli, "notebooks_dir", missing)
+    assert main(["assignments", "build"]) == 1
+    assert "error: labkit's notebooks were not found" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- executing student versions
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
