@@ -1,5 +1,12 @@
 """ipywidgets building blocks and ready-made panels for live notebooks.
 
+- controls (:mod:`~labkit.widgets.controls`): ``lr_slider`` (log scale), ``int_slider``,
+  ``width_slider``, ``depth_slider``, ``batch_size_slider``, ``steps_slider``,
+  ``dataset_dropdown``, ``optimizer_dropdown``;
+- :class:`~labkit.widgets.runner.Runner`: Run / Stop buttons running your work
+  function in a background thread (cancel-and-restart when a control changes);
+- :func:`~labkit.widgets.panel.train_panel`: a ready live-training panel.
+
 Names are imported lazily from the submodules listed in ``_EXPORTS``.
 """
 
@@ -11,6 +18,21 @@ from typing import Any
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
     "fractal_explorer": "fractal_explorer",
+    "DATASETS": "controls",
+    "batch_size_slider": "controls",
+    "dataset_dropdown": "controls",
+    "depth_slider": "controls",
+    "int_slider": "controls",
+    "lr_slider": "controls",
+    "optimizer_dropdown": "controls",
+    "pow2_slider": "controls",
+    "steps_slider": "controls",
+    "width_slider": "controls",
+    "RunContext": "runner",
+    "Runner": "runner",
+    "TrainPanel": "panel",
+    "load_split": "panel",
+    "train_panel": "panel",
 }
 
 __all__ = sorted(_EXPORTS)

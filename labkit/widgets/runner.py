@@ -1,0 +1,230 @@
+"""``Runner``: run work in a background thread behind Run / Stop buttons.
+
+A cell that trains in the foreground streams figure updates to the page, but
+the page's events (a Stop click, a slider move) wait until the cell ends. So a
+panel runs its work in a background thread, which keeps the kernel free to
+react. The rules that make this safe:
+
+- one run at a time: starting a run (Run, or a control changed mid-run) sets the
+  running one's stop event, and the new thread first waits for the old one to
+  finish, so two runs never write into one figure;
+- hyperparameters are read from the controls when the run starts (``ctx.params``);
+- the thread only sets widget values and figure data: no ``print``, no
+  ``display``, no progress bars (pass ``progress=False`` to ``fit``);
+- torch uses ``threads`` threads during a run (default 1: small networks train
+  fastest that way and the notebook's own thread is not starved on 2 cores).
+
+Reuse it with your own work function; it gets a :class:`RunContext` and should
+stop soon after ``ctx.stopped()`` turns True (``ctx.callback`` does that inside
+``fit``)::
+
+    live = LivePlot({"loss": ["loss"], "sharpness": ["sharpness"]})
+    lr = lr_slider(0.05)
+
+    def work(ctx):
+        live.clear()
+        live.reference("sharpness", 2 / ctx.params["lr"], "2/lr")
+        return fit(model(), ds, lr=ctx.params["lr"], steps=500, progress=False,
+                   callbacks=[live, my_sharpness_callback, ctx.callback])
+
+    runner = Runner(work, {"lr": lr})
+    widgets.VBox([lr, runner.widget, live.widget])
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import ipywidgets as widgets
+
+from labkit.train import Callback, StepInfo
+
+__all__ = ["RunContext", "Runner"]
+
+
+class _StopCallback(Callback):
+    """Stops ``fit`` when the run is cancelled; reports progress in the status line (at most 2x/s)."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx, self.last = ctx, 0.0
+
+    def on_step(self, info: StepInfo) -> bool:
+        now = time.monotonic()
+        if now - self.last > 0.5:
+            self.last = now
+            loss = info.loss if isinstance(info.loss, float) else float(info.loss.nanmean())
+            self.ctx.status(f"running: step {info.step}, loss {loss:.4g}")
+        return self.ctx.stopped()
+
+
+@dataclass
+class RunContext:
+    """What a work function receives: the control values at start and the stop signal."""
+
+    params: dict[str, Any]
+    stop_event: threading.Event
+    run_id: int
+    _status: Callable[[str], None] = field(repr=False, default=lambda _msg: None)
+
+    def stopped(self) -> bool:
+        """True once Stop was pressed or a newer run was requested: return soon."""
+        return self.stop_event.is_set()
+
+    def status(self, message: str) -> None:
+        """Show ``message`` in the status line (ignored once a newer run has started)."""
+        self._status(message)
+
+    @property
+    def callback(self) -> Callback:
+        """A ``fit`` callback that stops training when this run is cancelled (put it last)."""
+        return _StopCallback(self)
+
+
+@dataclass
+class _Run:
+    run_id: int
+    thread: threading.Thread
+    stop_event: threading.Event
+
+
+class Runner:
+    """Run ``work(ctx)`` in a background thread, with Run / Stop buttons and a status line.
+
+    ``controls`` maps parameter names to widgets; their values form
+    ``ctx.params``. With ``restart_on_change`` (default) changing a control
+    during a run cancels it and starts a new run with the new values. The last
+    finished run's return value is ``result`` and its exception ``error``.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[RunContext], Any],
+        controls: Mapping[str, widgets.ValueWidget] | None = None,
+        *,
+        restart_on_change: bool = True,
+        threads: int | None = 1,
+    ):
+        if not callable(work):
+            raise TypeError(f"work must be a function work(ctx), got {work!r}")
+        self.work = work
+        self.controls = dict(controls or {})
+        self.restart_on_change = restart_on_change
+        self.threads = threads
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.runs_started = 0
+        self._lock = threading.RLock()
+        self._current: _Run | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self.run_button = widgets.Button(description="Run", icon="play", button_style="success",
+                                         layout={"width": "100px"})
+        self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger", disabled=True,
+                                          layout={"width": "100px"})
+        self.status_line = widgets.HTML("press <b>Run</b>")
+        self.run_button.on_click(lambda _b: self.start())
+        self.stop_button.on_click(lambda _b: self.stop(wait=False))
+        for c in self.controls.values():
+            c.observe(self._control_changed, names="value")
+        self.widget = widgets.HBox([self.run_button, self.stop_button, self.status_line])
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def running(self) -> bool:
+        """True while a run is active (including one waiting for its predecessor to stop)."""
+        return self._current is not None
+
+    def params(self) -> dict[str, Any]:
+        """The current control values."""
+        return {name: c.value for name, c in self.controls.items()}
+
+    # ------------------------------------------------------------ actions
+
+    def start(self) -> int:
+        """Start a run with the current control values (cancelling the running one); return its id."""
+        with self._lock:
+            previous = self._current
+            if previous is not None:
+                previous.stop_event.set()
+            self.runs_started += 1
+            run_id = self.runs_started
+            event = threading.Event()
+            thread = threading.Thread(target=self._main, name=f"labkit-run-{run_id}", daemon=True,
+                                      args=(run_id, self.params(), event, previous))
+            self._current = _Run(run_id, thread, event)
+            self._idle.clear()
+            self.run_button.description = "Restart"
+            self.stop_button.disabled = False
+            thread.start()
+        return run_id
+
+    def stop(self, wait: bool = True, timeout: float | None = 30.0) -> bool:
+        """Ask the running work to stop; with ``wait``, block until it has. True when idle."""
+        with self._lock:
+            if self._current is not None:
+                self._current.stop_event.set()
+                self._set_status(self._current.run_id, "stopping...")
+        return self.wait(timeout, raise_errors=False) if wait else not self.running
+
+    def wait(self, timeout: float | None = None, raise_errors: bool = True) -> bool:
+        """Block until no run is active (True) or ``timeout`` seconds pass (False).
+
+        With ``raise_errors`` an exception raised by the work is re-raised here,
+        in the notebook's thread, where it is visible.
+        """
+        done = self._idle.wait(timeout)
+        if done and raise_errors and self.error is not None:
+            err, self.error = self.error, None
+            raise err
+        return done
+
+    # ------------------------------------------------------------ internals
+
+    def _control_changed(self, change: dict[str, Any]) -> None:
+        if self.restart_on_change and self.running:
+            self.start()
+
+    def _set_status(self, run_id: int, message: str) -> None:
+        with self._lock:
+            if self._current is not None and self._current.run_id == run_id:
+                self.status_line.value = message
+
+    def _main(self, run_id: int, params: dict[str, Any], event: threading.Event, previous: _Run | None) -> None:
+        if previous is not None:
+            previous.thread.join()  # never two runs at once: wait for the cancelled one to finish
+        try:
+            if event.is_set():
+                return  # superseded before it began
+            import torch
+
+            old_threads = torch.get_num_threads()
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            self._set_status(run_id, "running...")
+            start = time.perf_counter()
+            ctx = RunContext(params, event, run_id, lambda msg: self._set_status(run_id, msg))
+            try:
+                result = self.work(ctx)
+            except Exception as err:  # shown in the status line; re-raised by wait()
+                with self._lock:
+                    self.error = err
+                self._set_status(run_id, f"<span style='color:#B2182B'>error: {type(err).__name__}: {err}</span>")
+                return
+            finally:
+                torch.set_num_threads(old_threads)
+            with self._lock:
+                self.result, self.error = result, None
+            took = f"{time.perf_counter() - start:.1f} s"
+            self._set_status(run_id, f"stopped after {took}" if event.is_set() else f"done in {took}")
+        finally:
+            with self._lock:
+                if self._current is not None and self._current.run_id == run_id:
+                    self._current = None
+                    self.run_button.description = "Run"
+                    self.stop_button.disabled = True
+                    self._idle.set()
