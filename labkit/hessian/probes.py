@@ -20,6 +20,7 @@ __all__ = [
     "BatchSharpness",
     "Sharpness",
     "batch_sharpness",
+    "class_outliers",
     "count_outliers",
     "dense",
     "operator",
@@ -222,3 +223,35 @@ def batch_sharpness(
             row.append(float(linalg.top_eigenvalues(op, 1, tol=tol, dense=False).values[0]))
         values.append(row)
     return BatchSharpness(list(batch_sizes), values, full)
+
+
+# ---------------------------------------------------------------- outliers and the number of classes
+
+
+def class_outliers(
+    classes: int, loss: str = "cross_entropy", matrix: str = "hessian", *, per_class: int = 10, dim: int = 4,
+    width: int = 16, separation: float = 3.0, seed: int = 0,
+) -> tuple[torch.Tensor, int]:
+    """Dense spectrum (descending) and outlier count for a one-hidden-layer ReLU net on a Gaussian mixture.
+
+    The readout starts near zero (weights x 0.01, bias 0), so the softmax is uniform and
+    the output Hessian is the same for every example: ``H_out = (1/k)(I - 11^T/k)`` for
+    cross-entropy (rank k - 1: adding a constant to all logits changes nothing) and
+    ``2 I`` for MSE (rank k). The readout block of G is then ``H_out (x) E[h h^T]`` and
+    the mean feature's large direction in ``E[h h^T]`` is repeated once per nonzero
+    eigenvalue of ``H_out``: k - 1 outliers for cross-entropy, k for MSE, in G and in H.
+    """
+    from labkit.data import gaussian_mixture
+    from labkit.models import mlp
+
+    _checks.in_range("classes", classes, 2, 100)
+    _checks.choice("loss", loss, ["cross_entropy", "mse"])
+    ds = gaussian_mixture(per_class * classes, dim, classes, separation, seed).to(dtype=torch.float64)
+    model = mlp(dim, [width], classes, "relu", seed=seed).double()
+    with torch.no_grad():
+        model[-1].weight.mul_(0.01)
+        model[-1].bias.zero_()
+    data = ds if loss == "cross_entropy" else (ds.inputs, torch.nn.functional.one_hot(ds.targets, classes).double())
+    M = linalg.to_dense(operator(model, loss, data, matrix))
+    values = torch.linalg.eigvalsh((M + M.T) / 2).flip(0)
+    return values, count_outliers(values[: 3 * classes])
