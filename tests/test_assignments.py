@@ -119,6 +119,7 @@ def test_assert_check_becomes_check_in_every_form():
         _code('if True:\n    assert check("t.a", a), "message, with a comma"\nassert a == 1'),
         _code('assert check(\n    "t.a",\n    a,\n)  # trailing comment'),
         _code('%time assert check("t.a", a)'),
+        _code('λ = a\nassert check("t.λ", λ)  # λ_max, not λ_min'),
     )
     student, regions = student_notebook(nb, "t")
     assert regions == 1
@@ -127,6 +128,7 @@ def test_assert_check_becomes_check_in_every_form():
     assert sources[2] == 'if True:\n    check("t.a", a)\nassert a == 1'
     assert sources[3] == 'check(\n    "t.a",\n    a,\n)  # trailing comment'
     assert sources[4] == '%time check("t.a", a)'
+    assert sources[5] == 'λ = a\ncheck("t.λ", λ)  # λ_max, not λ_min'
     assert student["cells"][0]["metadata"]["tags"] == ["student"]
     assert nb["cells"][0]["metadata"]["tags"] == ["solution"], "the input notebook must not be modified"
 

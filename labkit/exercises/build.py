@@ -174,7 +174,9 @@ def _strip_assert_check(source: str) -> str:
     ]
     for node in sorted(asserts, key=lambda n: n.lineno, reverse=True):
         first, last = node.lineno - 1, node.end_lineno - 1
-        head, tail = lines[first][: node.col_offset], lines[last][node.end_col_offset :]
+        # ast offsets count UTF-8 bytes, not characters
+        head = lines[first].encode()[: node.col_offset].decode()
+        tail = lines[last].encode()[node.end_col_offset :].decode()
         call = ast.get_source_segment(source, node.test)
         lines[first : last + 1] = (head + call + tail).split("\n")
     return "\n".join(lines)
