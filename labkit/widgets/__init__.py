@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "fractal_explorer": "fractal_explorer",
     "DATASETS": "controls",
     "batch_size_slider": "controls",
+    "batch_size_value": "controls",
     "dataset_dropdown": "controls",
     "depth_slider": "controls",
     "int_slider": "controls",

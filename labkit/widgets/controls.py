@@ -19,6 +19,7 @@ from labkit.optim import OPTIMIZERS
 __all__ = [
     "DATASETS",
     "batch_size_slider",
+    "batch_size_value",
     "dataset_dropdown",
     "depth_slider",
     "int_slider",
@@ -84,9 +85,17 @@ def depth_slider(value: int = 2, min: int = 1, max: int = 8) -> widgets.IntSlide
     return int_slider("depth", value, min, max)
 
 
-def batch_size_slider(value: int | None = 64, min: int = 1, max: int = 1024) -> widgets.SelectionSlider:
-    """Batch size in powers of two, or ``"full"`` (value None: the whole training set each step)."""
-    return pow2_slider("batch size", value, min, max, extra={"full": None})
+def batch_size_slider(value: int | str | None = 64, min: int = 1, max: int = 1024) -> widgets.SelectionSlider:
+    """Batch size in powers of two, or ``"full"`` (the whole training set each step; ``None`` means the same).
+
+    Convert with :func:`batch_size_value` before passing it to ``fit``.
+    """
+    return pow2_slider("batch size", "full" if value is None else value, min, max, extra={"full": "full"})
+
+
+def batch_size_value(value: int | str | None, n: int) -> int | None:
+    """A batch-size control's value as ``fit`` takes it: None for "full" or any size >= ``n``."""
+    return None if value in (None, "full") or value >= n else int(value)
 
 
 def steps_slider(value: int = 300, min: int = 50, max: int = 5000, step: int = 50) -> widgets.IntSlider:

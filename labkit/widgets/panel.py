@@ -119,8 +119,7 @@ class TrainPanel:
         p = ctx.params
         train, test = self.data(p)
         model = self.model(p, train)
-        bs = p["batch_size"]
-        bs = None if bs is None or bs >= len(train) else bs
+        bs = ctl.batch_size_value(p["batch_size"], len(train))
         self.live.clear()
         extra = self.callbacks(p)
         options = {k: p[k] for k in _FIT_OPTIONS if k in p}

@@ -1,0 +1,175 @@
+"""Controls, the background Runner (Run / Stop / cancel-and-restart) and train_panel, driven from code.
+
+Thread tests synchronise on events (never on sleeps) and every wait is bounded.
+"""
+
+import threading
+
+import pytest
+
+from labkit import widgets
+from labkit.widgets import Runner
+
+T = 30.0  # generous bound for any wait (the machine may be loaded); passing runs take milliseconds
+
+
+class Recorder:
+    """A work function that runs until stopped and records what it saw, and how many ran at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active = self.max_active = 0
+        self.seen = []
+        self.started = threading.Event()
+
+    def __call__(self, ctx):
+        with self.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self.seen.append(dict(ctx.params))
+        self.started.set()
+        try:
+            ctx.stop_event.wait(T)  # "train" until stopped
+            return ctx.params
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def test_run_then_stop_button():
+    work = Recorder()
+    lr = widgets.lr_slider(0.1)
+    runner = Runner(work, {"lr": lr})
+    assert not runner.running and runner.stop_button.disabled
+    runner.run_button.click()
+    assert work.started.wait(T) and runner.running and not runner.stop_button.disabled
+    runner.stop_button.click()
+    assert runner.wait(T) and not runner.running
+    assert runner.result == {"lr": pytest.approx(0.1)}
+    assert runner.status_line.value.startswith("stopped") and runner.stop_button.disabled
+
+
+def test_control_change_mid_run_cancels_and_restarts_with_new_value():
+    work = Recorder()
+    lr = widgets.lr_slider(0.1)
+    runner = Runner(work, {"lr": lr})
+    runner.start()
+    assert work.started.wait(T)
+    work.started.clear()
+    lr.value = 0.5  # mid-run: cancel and restart
+    assert work.started.wait(T)
+    assert [round(s["lr"], 6) for s in work.seen] == [0.1, 0.5]
+    assert runner.running and runner.runs_started == 2
+    runner.stop()
+    assert not runner.running and work.max_active == 1  # never two runs at once
+    lr.value = 1.0  # idle: a change does not start anything
+    assert runner.runs_started == 2 and not runner.running
+
+
+def test_rapid_restarts_never_overlap_and_the_last_values_win():
+    work = Recorder()
+    steps = widgets.steps_slider(100)
+    runner = Runner(work, {"steps": steps})
+    runner.start()
+    assert work.started.wait(T)
+    for v in (200, 300, 400, 500):
+        steps.value = v
+    # the last request is the one left running, with the last value (superseded ones may be skipped)
+    while work.seen[-1]["steps"] != 500:
+        work.started.clear()
+        assert work.started.wait(T)
+    assert runner.running
+    runner.stop(wait=False)
+    assert runner.wait(T)
+    got = [s["steps"] for s in work.seen]
+    assert work.max_active == 1 and got[0] == 100 and got[-1] == 500 and got == sorted(got)
+    assert runner.result == {"steps": 500}
+
+
+def test_errors_are_shown_and_reraised_in_wait():
+    def broken(ctx):
+        raise RuntimeError("bad work")
+
+    runner = Runner(broken)
+    runner.start()
+    with pytest.raises(RuntimeError, match="bad work"):
+        runner.wait(T)
+    assert "bad work" in runner.status_line.value and not runner.running
+    assert runner.wait(T)  # reported once
+
+
+def test_runner_restores_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+    runner = Runner(lambda ctx: seen.append(torch.get_num_threads()), threads=1)
+    runner.start()
+    assert runner.wait(T)
+    assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_controls():
+    lr = widgets.lr_slider(0.1, 1e-4, 10.0)
+    assert lr.min == pytest.approx(-4) and lr.max == pytest.approx(1) and lr.base == 10 and not lr.continuous_update
+    bs = widgets.batch_size_slider(None, 8, 64)
+    assert [v for _, v in bs.options] == [8, 16, 32, 64, "full"] and bs.value == "full"
+    assert widgets.batch_size_value(bs.value, 100) is None and widgets.batch_size_value(32, 100) == 32
+    assert widgets.batch_size_value(64, 50) is None
+    assert widgets.width_slider(64).value == 64
+    assert widgets.optimizer_dropdown("adam").options == ("sgd", "momentum", "adam", "adamw")
+    with pytest.raises(ValueError, match="must lie in"):
+        widgets.lr_slider(100.0)
+    with pytest.raises(ValueError, match="value='mnist'"):
+        widgets.dataset_dropdown("mnist")
+    with pytest.raises(ValueError, match="one of"):
+        widgets.width_slider(48)
+    with pytest.raises(TypeError, match="work"):
+        Runner(3)
+
+
+def test_train_panel_runs_restarts_and_stops(capsys):
+    stepping = {}  # lr -> Event set once a run with that lr is training
+
+    def probe(params, live):
+        event = stepping.setdefault(round(params["lr"], 6), threading.Event())
+        return [lambda info: event.set()]
+
+    panel = widgets.train_panel(steps=40, width=8, n=128, batch_size=32, callbacks=probe)
+    hist = panel.run(wait=True, timeout=120)
+    assert hist.steps == 40 and not hist.diverged and hist.final_loss < hist.loss[0]
+    assert set(panel.live.names) == {"loss", "test loss", "test accuracy"}
+    drawn = panel.live.widget.outputs[0]["data"]["application/vnd.plotly.v1+json"]["data"]
+    assert drawn[0]["y"][-1] == pytest.approx(hist.loss[-1])  # the final state is on screen
+    assert panel.runner.status_line.value.startswith("done")
+
+    panel.set(steps=5000)
+    stepping.clear()
+    panel.run()
+    assert stepping.setdefault(0.1, threading.Event()).wait(T)
+    panel.set(lr=0.05)  # mid-run change: cancels, restarts with the new learning rate
+    assert stepping.setdefault(0.05, threading.Event()).wait(T)
+    panel.stop()
+    assert not panel.runner.running and panel.runner.runs_started == 3
+    assert panel.history.hparams["lr"] == pytest.approx(0.05) and panel.history.stopped_early
+    assert panel.history.steps < 5000
+    assert capsys.readouterr().out == ""  # the worker thread printed nothing
+
+    with pytest.raises(ValueError, match="no control 'nope'"):
+        panel.set(nope=1)
+    assert "application/vnd.jupyter.widget-view+json" in panel._repr_mimebundle_()
+
+
+def test_train_panel_extension_points():
+    calls = []
+
+    def extra(params, live):
+        live.reference("loss", 0.1, "target")
+        calls.append(params["weight_decay"])
+        return []
+
+    panel = widgets.train_panel(steps=10, n=64, dataset="two_moons", callbacks=extra,
+                                controls={"weight_decay": widgets.lr_slider(1e-3, 1e-6, 1e-1, "weight decay")})
+    hist = panel.run(wait=True, timeout=120)
+    assert calls == [pytest.approx(1e-3)] and hist.hparams["weight_decay"] == pytest.approx(1e-3)
+    assert "target = 0.1" in {t["name"] for t in panel.live._traces()}
