@@ -1,0 +1,334 @@
+"""The gradient noise scale of McCandlish et al. (2018), exactly and from two batch sizes.
+
+McCandlish, Kaplan, Amodei and the OpenAI Dota team (2018), "An Empirical Model of
+Large-Batch Training", arXiv:1812.06162. With per-example gradients ``g_i``, the true
+gradient ``G = mean_i g_i`` and their covariance ``Sigma``:
+
+- ``B_simple = tr(Sigma) / |G|^2`` (the batch size at which gradient noise and signal
+  are equal; the largest useful batch if the Hessian is a multiple of the identity);
+- ``B_noise = tr(H Sigma) / (G^T H G)`` (the same with the Hessian ``H`` in place).
+
+**Convention.** The dataset is the distribution: ``Sigma = (1/n) sum_i (g_i - G)(g_i - G)^T``
+(divisor ``n``, not ``n - 1``), the covariance of the gradient of one example drawn
+uniformly. Then ``tr(Sigma) = mean_i |g_i|^2 - |G|^2`` exactly, and a batch of ``B``
+examples drawn *with* replacement has ``E |G_B|^2 = |G|^2 + tr(Sigma) / B``; drawn
+*without* replacement (the default, as in training) ``1/B`` becomes the finite-population
+factor ``c_B = (n - B) / (B (n - 1))``. The two-batch estimators below use the matching
+``c_B``, so both are unbiased for exactly the quantities ``method="per_example"`` computes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vmap
+
+from labkit import _checks
+from labkit.batchsize.grads import per_example_grads, per_example_sq_norms
+from labkit.data import Dataset, as_dataset
+from labkit.losses import Loss, resolve
+from labkit.models import ParamSpec, param_dict
+from labkit.train import Callback, StepInfo
+
+__all__ = ["NoiseScale", "NoiseScaleTracker", "b_noise", "noise_scale"]
+
+METHODS = ("per_example", "two_batch")
+
+
+@dataclass(frozen=True)
+class NoiseScale:
+    """``b_simple = trace_cov / grad_sq_norm`` with the two parts and their standard errors.
+
+    For ``method="per_example"`` the values are exact on the data (stderrs are 0).
+    For ``"two_batch"`` each part is the mean of ``n_samples`` unbiased estimates and its
+    stderr is their sample standard deviation over sqrt(n_samples); ``b_simple`` is the
+    ratio of the means (not the mean of ratios) with a delta-method stderr.
+    """
+
+    b_simple: float
+    trace_cov: float
+    grad_sq_norm: float
+    b_simple_stderr: float = 0.0
+    trace_cov_stderr: float = 0.0
+    grad_sq_norm_stderr: float = 0.0
+    method: str = "per_example"
+    n: int = 0
+    batch_sizes: tuple[int, int] | None = None
+    n_samples: int = 0
+
+
+def _setup(model: nn.Module, loss: str | Loss | Callable, data: Any) -> tuple[Dataset, Loss, dict]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    params = param_dict(model)
+    first = next(iter(params.values()))
+    ds = as_dataset(data).to(first.device, first.dtype)
+    return ds, resolve(loss, ds.task), params
+
+
+def _mean_loss(model: nn.Module, loss_fn: Loss) -> Callable:
+    def f(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, p, (x,)), y)
+
+    return f
+
+
+def _full_gradient(model: nn.Module, loss_fn: Loss, ds: Dataset, params: dict) -> torch.Tensor:
+    """``G = grad of the mean loss over the whole dataset``, flat."""
+    return ParamSpec.of(params).flatten(grad(_mean_loss(model, loss_fn))(params, ds.inputs, ds.targets))
+
+
+def _finite_population(n: int, b: int, replacement: bool) -> float:
+    """``c_B`` in ``E|G_B|^2 = |G|^2 + c_B tr(Sigma)``."""
+    return 1.0 / b if replacement else (n - b) / (b * (n - 1))
+
+
+def _check_batch_sizes(batch_sizes: Any, n: int, replacement: bool) -> tuple[int, int]:
+    if not isinstance(batch_sizes, Sequence) or len(batch_sizes) != 2:
+        raise ValueError(f"batch_sizes must be a pair (small, big), got {batch_sizes!r}")
+    small, big = batch_sizes
+    _checks.positive("batch_sizes[0] (small)", small, integer=True)
+    _checks.positive("batch_sizes[1] (big)", big, integer=True)
+    if small >= big:
+        raise ValueError(f"batch_sizes=(small, big) needs small < big, got small={small}, big={big}")
+    if not replacement and big > n:
+        raise ValueError(f"batch_sizes[1] (big)={big} is larger than the dataset ({n} examples); "
+                         "use a smaller batch or replacement=True")
+    return small, big
+
+
+def _batch_sq_norms(model: nn.Module, loss_fn: Loss, ds: Dataset, params: dict, index: torch.Tensor,
+                    chunk_size: int | None) -> torch.Tensor:
+    """``|G_B|^2`` for each row of ``index`` (``(S, B)`` example indices): one vmapped gradient per batch."""
+    spec = ParamSpec.of(params)
+    batch_grad = vmap(grad(_mean_loss(model, loss_fn)), in_dims=(None, 0, 0), chunk_size=chunk_size)
+    g = batch_grad(params, ds.inputs[index], ds.targets[index])  # {name: (S, *shape)}
+    return spec.flatten(g).square().sum(1)
+
+
+def _draw(n: int, b: int, samples: int, replacement: bool, gen: torch.Generator) -> torch.Tensor:
+    if replacement:
+        return torch.randint(n, (samples, b), generator=gen)
+    return torch.rand(samples, n, generator=gen).argsort(1)[:, :b]
+
+
+def _mean_stderr(x: torch.Tensor) -> tuple[float, float]:
+    s = x.numel()
+    return float(x.mean()), float(x.std() / math.sqrt(s)) if s > 1 else math.inf
+
+
+def noise_scale(
+    model: nn.Module,
+    loss: str | Loss | Callable,
+    data: Any,
+    *,
+    method: str = "per_example",
+    batch_sizes: tuple[int, int] | None = None,
+    n_samples: int = 32,
+    replacement: bool = False,
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> NoiseScale:
+    """The simple noise scale ``B_simple = tr(Sigma) / |G|^2`` of ``model`` on ``data``.
+
+    ``method="per_example"``: exact, from ``|G|^2`` (one full-batch gradient) and
+    ``tr(Sigma) = mean_i |g_i|^2 - |G|^2`` (per-example squared norms, see
+    :func:`~labkit.batchsize.per_example_sq_norms`).
+
+    ``method="two_batch"``: McCandlish et al.'s appendix-A estimators from ``n_samples``
+    independent draws of a small and a big batch, ``batch_sizes=(small, big)``, with
+    ``x_B = |G_B|^2`` and ``c_B`` as in the module docstring (``c_B = 1/B`` with replacement)::
+
+        tr(Sigma) ~ (x_small - x_big) / (c_small - c_big)
+        |G|^2     ~ (c_small x_big - c_big x_small) / (c_small - c_big)
+
+    each unbiased; their means and stderrs are reported. ``seed`` fixes the draws.
+
+    >>> import torch, labkit
+    >>> x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> model = torch.nn.Linear(3, 1, bias=False).double()
+    >>> ns = noise_scale(model, "mse", (x, x.sum(1, keepdim=True)))
+    >>> round(ns.trace_cov / ns.grad_sq_norm - ns.b_simple, 12)
+    0.0
+    """
+    _checks.choice("method", method, METHODS)
+    ds, loss_fn, params = _setup(model, loss, data)
+    n = len(ds)
+    G = _full_gradient(model, loss_fn, ds, params)
+    g2_exact = float(G.square().sum())
+    if method == "per_example":
+        sq = per_example_sq_norms(model, loss_fn, ds.inputs, ds.targets, chunk_size=chunk_size)
+        tr = float(sq.mean()) - g2_exact
+        return NoiseScale(_ratio(tr, g2_exact), tr, g2_exact, method=method, n=n)
+
+    if batch_sizes is None:
+        raise ValueError("method='two_batch' needs batch_sizes=(small, big), e.g. (8, 128)")
+    small, big = _check_batch_sizes(batch_sizes, n, replacement)
+    _checks.positive("n_samples", n_samples, integer=True)
+    gen = torch.Generator().manual_seed(int(seed))
+    idx_s = _draw(n, small, n_samples, replacement, gen).to(ds.inputs.device)
+    idx_b = _draw(n, big, n_samples, replacement, gen).to(ds.inputs.device)
+    x_s = _batch_sq_norms(model, loss_fn, ds, params, idx_s, chunk_size).double()
+    x_b = _batch_sq_norms(model, loss_fn, ds, params, idx_b, chunk_size).double()
+    c_s, c_b = _finite_population(n, small, replacement), _finite_population(n, big, replacement)
+    tr_est = (x_s - x_b) / (c_s - c_b)
+    g2_est = (c_s * x_b - c_b * x_s) / (c_s - c_b)
+    tr, tr_se = _mean_stderr(tr_est)
+    g2, g2_se = _mean_stderr(g2_est)
+    ratio = _ratio(tr, g2)
+    if n_samples > 1:  # delta method for a ratio of means
+        cov = torch.cov(torch.stack([tr_est, g2_est]))
+        var = (cov[0, 0] - 2 * ratio * cov[0, 1] + ratio**2 * cov[1, 1]) / (n_samples * g2**2)
+        b_se = float(var.clamp_min(0).sqrt())
+    else:
+        b_se = math.inf
+    return NoiseScale(ratio, tr, g2, b_se, tr_se, g2_se, method, n, (small, big), n_samples)
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den != 0 else math.inf
+
+
+# ---------------------------------------------------------------- B_noise
+
+
+def _hessian_matmat(model: nn.Module, loss_fn: Loss, ds: Dataset, params: dict) -> Callable:
+    """``V (P, k) -> H V`` for the Hessian of the mean loss on ``ds``.
+
+    Uses :class:`labkit.hessian.HessianOperator` (the curvature module) when it is available;
+    otherwise forward-over-reverse HVPs (``jvp`` of ``grad``) vmapped over the columns.
+    """
+    try:
+        from labkit.hessian import HessianOperator
+    except ImportError:
+        HessianOperator = None
+    if HessianOperator is not None:
+        return HessianOperator(model, loss_fn, ds).matmat
+    spec = ParamSpec.of(params)
+    g = grad(_mean_loss(model, loss_fn))
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        # H v = d/dt grad L(theta + t v) at t = 0
+        return spec.flatten(jvp(lambda p: g(p, ds.inputs, ds.targets), (params,), (spec.unflatten(v),))[1])
+
+    batched = vmap(hvp, in_dims=1, out_dims=1)
+    return batched
+
+
+def b_noise(
+    model: nn.Module,
+    loss: str | Loss | Callable,
+    data: Any,
+    *,
+    examples: int | None = None,
+    seed: int = 0,
+    chunk_size: int = 64,
+) -> float:
+    """``B_noise = tr(H Sigma) / (G^T H G)`` (McCandlish et al. 2018, eq. 2.8) with Hessian-vector products.
+
+    ``tr(H Sigma) = mean_i g_i^T H g_i - G^T H G`` (divisor-``n`` convention, see the module
+    docstring), with ``H`` the Hessian of the mean loss on ``data``. This costs one HVP per
+    example; ``examples=m`` averages ``g_i^T H g_i`` over ``m`` random examples instead
+    (an unbiased estimate of the mean, ``seed`` picks them). Gradients are processed
+    ``chunk_size`` at a time.
+    """
+    ds, loss_fn, params = _setup(model, loss, data)
+    _checks.positive("chunk_size", chunk_size, integer=True)
+    n = len(ds)
+    idx = torch.arange(n)
+    if examples is not None:
+        _checks.in_range("examples", examples, 1, n)
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:examples]
+    idx = idx.to(ds.inputs.device)
+    hmm = _hessian_matmat(model, loss_fn, ds, params)
+    G = _full_gradient(model, loss_fn, ds, params)
+    gHg = float(G @ hmm(G[:, None])[:, 0])
+    total = 0.0
+    for chunk in idx.split(chunk_size):
+        g = per_example_grads(model, loss_fn, ds.inputs[chunk], ds.targets[chunk])  # (c, P)
+        total += float((g.T * hmm(g.T)).sum())
+    tr_h_sigma = total / len(idx) - gHg
+    return _ratio(tr_h_sigma, gHg)
+
+
+# ---------------------------------------------------------------- tracking during training
+
+
+@dataclass
+class NoiseScaleTracker(Callback):
+    """A :func:`labkit.train.fit` callback recording the noise scale every ``every`` steps.
+
+    At each record it measures ``tr(Sigma)`` and ``|G|^2`` at the current parameters on
+    the training data (or ``data``) with :func:`noise_scale` and keeps exponential moving
+    averages of the two *separately* (bias-corrected, decay ``smoothing``); ``b_simple``
+    is the ratio of the averages, as McCandlish et al. recommend, because the ratio of
+    averages is far less biased than the average of noisy ratios. ``smoothing=None``
+    means 0 (no averaging) for the exact ``"per_example"`` method and 0.9 for
+    ``"two_batch"``. ``live`` (e.g. a :class:`labkit.viz.LivePlot`) receives
+    ``live.append(step, b_simple=...)`` at each record.
+    """
+
+    every: int = 10
+    method: str = "per_example"
+    batch_sizes: tuple[int, int] | None = None
+    n_samples: int = 8
+    smoothing: float | None = None
+    data: Any = None
+    live: Any = None
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    b_simple: list[float] = field(default_factory=list)
+    trace_cov: list[float] = field(default_factory=list)
+    grad_sq_norm: list[float] = field(default_factory=list)
+    raw: list[NoiseScale] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _checks.positive("every", self.every, integer=True)
+        _checks.choice("method", self.method, METHODS)
+        if self.method == "two_batch" and self.batch_sizes is None:
+            raise ValueError("NoiseScaleTracker(method='two_batch') needs batch_sizes=(small, big)")
+        if self.smoothing is None:
+            self.smoothing = 0.0 if self.method == "per_example" else 0.9
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing!r}")
+        self._ema = [0.0, 0.0]
+        self._weight = 0.0
+
+    def on_start(self, info: StepInfo) -> None:
+        if info.model is None:
+            raise TypeError("NoiseScaleTracker works with labkit.train.fit (one model), not fit_many")
+
+    def on_step(self, info: StepInfo) -> bool | None:
+        if info.step % self.every:
+            return None
+        data = info.data if self.data is None else self.data
+        ns = noise_scale(info.model, info.loss_fn, data, method=self.method, batch_sizes=self.batch_sizes,
+                         n_samples=self.n_samples, seed=info.step)
+        beta = self.smoothing
+        self._ema = [beta * self._ema[0] + (1 - beta) * ns.trace_cov,
+                     beta * self._ema[1] + (1 - beta) * ns.grad_sq_norm]
+        self._weight = beta * self._weight + (1 - beta)
+        tr, g2 = self._ema[0] / self._weight, self._ema[1] / self._weight
+        self.steps.append(info.step)
+        self.loss.append(float(info.loss))
+        self.trace_cov.append(tr)
+        self.grad_sq_norm.append(g2)
+        self.b_simple.append(_ratio(tr, g2))
+        self.raw.append(ns)
+        if self.live is not None:
+            self.live.append(info.step, b_simple=self.b_simple[-1])
+        return None
+
+    def figure(self) -> Any:
+        """``B_simple`` (and the training loss) against the step, log y."""
+        from labkit.viz.theme import figure
+
+        fig = figure("Gradient noise scale during training", "step", "value", log_y=True)
+        fig.add_scatter(x=self.steps, y=self.b_simple, name="B_simple = tr(Σ)/|G|²", mode="lines+markers")
+        fig.add_scatter(x=self.steps, y=self.loss, name="training loss", mode="lines", line=dict(dash="dot"))
+        return fig

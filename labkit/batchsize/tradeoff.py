@@ -1,0 +1,111 @@
+"""The steps/examples trade-off of McCandlish et al. (2018) and its critical batch size.
+
+Training to a fixed target with batch size ``B`` takes ``S`` steps and ``E = B S`` examples.
+McCandlish et al. ("An Empirical Model of Large-Batch Training", arXiv:1812.06162, eq. 2.11)
+find ``(S / S_min - 1) (E / E_min - 1) = 1``, equivalently
+
+    ``S = S_min (1 + B_crit / B)``  and  ``E = E_min (1 + B / B_crit)``,  ``B_crit = E_min / S_min``:
+
+below ``B_crit`` doubling the batch halves the steps (perfect scaling); above it the
+steps approach ``S_min`` (maximal data parallelism). Since ``S = S_min + E_min / B`` is
+linear in ``(S_min, E_min)``, the fit is a small least-squares problem on relative
+(log) residuals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Tradeoff", "fit_tradeoff"]
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    """Fitted ``S_min``, ``E_min`` and ``B_crit = E_min / S_min``, plus the data and the fit's R^2 (in log S)."""
+
+    s_min: float
+    e_min: float
+    b_crit: float
+    r2: float
+    steps: tuple[float, ...] = ()
+    examples: tuple[float, ...] = ()
+
+    def steps_at(self, batch_size: Any) -> np.ndarray:
+        """Predicted steps ``S_min (1 + B_crit / B)``."""
+        return self.s_min * (1 + self.b_crit / np.asarray(batch_size, dtype=float))
+
+    def examples_at(self, batch_size: Any) -> np.ndarray:
+        """Predicted examples ``E_min (1 + B / B_crit)``."""
+        return self.e_min * (1 + np.asarray(batch_size, dtype=float) / self.b_crit)
+
+    def figure(self) -> Any:
+        """Steps against examples (log-log): the data, the fitted hyperbola, ``S_min``, ``E_min`` and ``B_crit``."""
+        from labkit.viz.theme import COLORS, REFERENCE, figure
+
+        fig = figure(f"Steps vs examples to target: B_crit = {self.b_crit:.3g}", "examples  E = B S",
+                     "steps  S", log_x=True, log_y=True)
+        b = np.geomspace(self.b_crit / 1e3, self.b_crit * 1e3, 200)
+        if self.steps:
+            bs = np.asarray(self.examples) / np.asarray(self.steps)
+            b = np.geomspace(min(bs.min(), self.b_crit) / 3, max(bs.max(), self.b_crit) * 3, 200)
+        fig.add_scatter(x=self.examples_at(b), y=self.steps_at(b), mode="lines", name="fit (S/S_min-1)(E/E_min-1)=1",
+                        line=dict(color=COLORS[0]))
+        if self.steps:
+            fig.add_scatter(x=list(self.examples), y=list(self.steps), mode="markers", name="measured",
+                            marker=dict(color=COLORS[1], size=9),
+                            text=[f"B = {v:.4g}" for v in bs], hovertemplate="%{text}<br>E=%{x:.4g}, S=%{y:.4g}")
+        fig.add_hline(y=self.s_min, line=dict(dash="dot", color=REFERENCE), annotation_text="S_min")
+        fig.add_vline(x=self.e_min, line=dict(dash="dot", color=REFERENCE), annotation_text="E_min")
+        fig.add_scatter(x=[2 * self.e_min], y=[2 * self.s_min], mode="markers", name="B = B_crit (2 E_min, 2 S_min)",
+                        marker=dict(symbol="star", size=14, color=COLORS[2]))
+        return fig
+
+
+def fit_tradeoff(steps: Sequence[float], examples: Sequence[float]) -> Tradeoff:
+    """Fit ``(S / S_min - 1)(E / E_min - 1) = 1`` to measured steps and examples to a target.
+
+    Minimises ``sum_j (log S_j - log(S_min + E_min / B_j))^2`` with ``B_j = E_j / S_j``
+    (relative errors, so every batch size counts alike) by Gauss-Newton in
+    ``(log S_min, log E_min)``, started from the weighted linear least-squares solution.
+    Needs at least 3 points with finite positive values; points not reached (NaN/inf)
+    are dropped.
+
+    >>> b = np.array([1, 4, 16, 64, 256, 1024.])
+    >>> s = 100 * (1 + 32 / b)
+    >>> t = fit_tradeoff(s, s * b)
+    >>> round(t.s_min, 6), round(t.e_min, 6), round(t.b_crit, 6)
+    (100.0, 3200.0, 32.0)
+    """
+    s = np.asarray(steps, dtype=float).ravel()
+    e = np.asarray(examples, dtype=float).ravel()
+    if s.shape != e.shape:
+        raise ValueError(f"steps and examples must have the same length, got {s.size} and {e.size}")
+    ok = np.isfinite(s) & np.isfinite(e) & (s > 0) & (e > 0)
+    s, e = s[ok], e[ok]
+    if s.size < 3:
+        raise ValueError(f"fit_tradeoff needs at least 3 reached points with positive steps and examples, got {s.size}")
+    inv_b = s / e  # 1 / B
+    # weighted linear least squares for S = a + b / B with weights 1 / S (relative residuals)
+    A = np.stack([np.ones_like(s), inv_b], 1) / s[:, None]
+    a, b = np.linalg.lstsq(A, np.ones_like(s), rcond=None)[0]
+    a, b = max(a, 1e-3 * s.min()), max(b, 1e-3 * s.min() * e.min() / s.min())
+    theta = np.log([a, b])
+    for _ in range(50):  # Gauss-Newton on log residuals
+        a, b = np.exp(theta)
+        pred = a + b * inv_b
+        r = np.log(s) - np.log(pred)
+        J = np.stack([a / pred, b * inv_b / pred], 1)
+        step = np.linalg.lstsq(J, r, rcond=None)[0]
+        theta = theta + step
+        if np.max(np.abs(step)) < 1e-12:
+            break
+    a, b = np.exp(theta)
+    resid = np.log(s) - np.log(a + b * inv_b)
+    ss_tot = float(np.sum((np.log(s) - np.log(s).mean()) ** 2))
+    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else math.nan
+    return Tradeoff(float(a), float(b), float(b / a), r2, tuple(s.tolist()), tuple(e.tolist()))
