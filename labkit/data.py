@@ -111,7 +111,7 @@ class Dataset:
             raise ValueError(f"frac must be strictly between 0 and 1, got {frac!r}")
         g = torch.Generator().manual_seed(seed)
         perm = torch.randperm(len(self), generator=g).to(self.inputs.device)
-        k = min(max(int(round(frac * len(self))), 1), len(self) - 1)
+        k = min(max(round(frac * len(self)), 1), len(self) - 1)
         return self[perm[:k]], self[perm[k:]]
 
     def batches(self, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -16,6 +16,7 @@ one vector::
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -137,7 +138,7 @@ def mlp(
     g = _generator(seed)
     sizes = [in_dim, *widths, out_dim]
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         readout = i == len(sizes) - 2
         if parameterization == "standard":
             layer = Dense(fan_in, fan_out, bias)

@@ -88,13 +88,6 @@ class Functional:
                 out[k] = p - lr_k * m_hat / (v_hat.sqrt() + EPS)
         return out
 
-    def mask(self, keep: torch.Tensor) -> None:
-        """Zero the state of members where ``keep`` is False (diverged members stay finite)."""
-        for state in (self.m, self.v):
-            for k, s in state.items():
-                s.mul_(keep.reshape((-1,) + (1,) * (s.ndim - 1)).to(s.dtype))
-                s.nan_to_num_(0.0, 0.0, 0.0)
-
 
 # ---------------------------------------------------------------- schedules
 

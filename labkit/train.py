@@ -168,7 +168,13 @@ def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
 
 
 def _check_common(
-    ds: Dataset, loss: Loss, optimizer: Any, steps: Any, batch_size: Any, lr_values: Sequence[Any], wd_values: Sequence[Any]
+    ds: Dataset,
+    loss: Loss,
+    optimizer: Any,
+    steps: Any,
+    batch_size: Any,
+    lr_values: Sequence[Any],
+    wd_values: Sequence[Any],
 ) -> None:
     _checks.positive("steps", steps, integer=True)
     if not callable(optimizer):

@@ -121,6 +121,8 @@ def check(id: str, answer: Any, *, quiet: bool = False) -> bool:
             ok, message = False, str(err)
         except NotImplementedError:
             ok, message = False, "not implemented yet: write your code where the NotImplementedError is raised."
+        except Exception as err:  # a checker tripped over an unexpected answer: report, never crash
+            ok, message = False, f"the check could not use your answer ({type(err).__name__}: {err})"
     if not quiet:
         mark = "✅" if ok else "❌"
         tip = "" if ok or not ex.hints else f"\n   Stuck? hint({id!r}) reveals a hint ({len(ex.hints)} available)."
@@ -162,6 +164,8 @@ def call_student(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _as_array(value: Any, what: str) -> np.ndarray:
+    if value is None:
+        raise Wrong(f"{what} is None: did you forget to return it?")
     try:
         import torch
 
@@ -176,7 +180,9 @@ def _as_array(value: Any, what: str) -> np.ndarray:
     return arr
 
 
-def expect_close(value: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 0.0, what: str = "your answer") -> None:
+def expect_close(
+    value: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 0.0, what: str = "your answer"
+) -> None:
     """Raise :class:`Wrong` unless ``value`` matches ``expected`` within tolerance.
 
     The message diagnoses shape, non-finite values, sign and scale (e.g. "off by
@@ -199,15 +205,14 @@ def expect_close(value: Any, expected: Any, *, rtol: float = 1e-6, atol: float =
     nz = np.abs(w) > 1e-300
     if np.any(nz) and np.all(np.abs(g[nz]) > 0):
         ratio = g[nz] / w[nz]
-        if np.allclose(ratio, ratio[0], rtol=1e-3) and ratio[0] > 0:
+        if np.allclose(ratio, ratio[0], rtol=1e-3) and ratio[0] > 0 and abs(ratio[0] - 1) > 0.1:
             r = ratio[0]
             for k in (2, 0.5, 4, 0.25):
                 if math.isclose(r, k, rel_tol=1e-2):
                     raise Wrong(f"{what} is off by a factor of {k:g}: check a factor of 2 or an average vs a sum")
             raise Wrong(f"{what} is off by a constant factor ({'too large' if r > 1 else 'too small'}): check scaling")
-    err = float(np.max(np.abs(g - w) / (atol + rtol * np.abs(w) + 1e-300)))
     direction = "too large" if np.mean(g - w) > 0 else "too small"
-    raise Wrong(f"{what} is not within tolerance (rtol={rtol:g}); it is {direction} on average (error {err:.3g}x the tolerance)")
+    raise Wrong(f"{what} is not within tolerance (rtol={rtol:g}); it is {direction} on average")
 
 
 def expect_integer(value: Any, expected: int, *, what: str = "your answer") -> None:
