@@ -444,7 +444,7 @@ def power_iteration(
     """Power iteration with deflation: the teaching baseline (PyHessian's algorithm, with a residual stop).
 
     Finds the ``k`` eigenvalues of largest magnitude one at a time: iterate
-    ``v <- A v / |A v|`` on ``A`` minus the pairs already found, stop when
+    ``v <- A v / |A v|`` on ``A`` deflated by the pairs already found, stop when
     ``|A v - (v.Av) v| <= tol |v.Av|``. Converges like ``(|lambda_2| / |lambda_1|)^t``:
     slowly when the top eigenvalues are close, which Lanczos does not mind.
     """
@@ -465,8 +465,8 @@ def power_iteration(
                 v = v - V @ (V.T @ v)
             w = op.matvec(v)
             used += 1
-            if vecs:  # deflation: (A - sum lambda_j v_j v_j^T) v
-                w = w - V @ (torch.stack(vals) * (V.T @ v))
+            if vecs:  # deflation: P A P v with P = I - V V^T projects out the pairs found
+                w = w - V @ (V.T @ w)
             lam = torch.dot(v, w)
             r = (w - lam * v).norm()
             if r <= tol * lam.abs():

@@ -1,0 +1,213 @@
+"""labkit.linalg against dense float64 references."""
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg
+import scipy.stats
+import torch
+
+from labkit import linalg as L
+
+DT = torch.float64
+
+
+def _matrix(eigenvalues, seed=0):
+    """Symmetric matrix with the given eigenvalues and a random orthonormal eigenbasis."""
+    ev = torch.as_tensor(eigenvalues, dtype=DT)
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(len(ev), len(ev), generator=g, dtype=DT))
+    A = Q @ torch.diag(ev) @ Q.T
+    return (A + A.T) / 2
+
+
+@functools.lru_cache
+def _gapped(n=300, seed=0):
+    """Ten well separated outliers above a bulk in [-1, 1]: top gaps are not tiny."""
+    g = torch.Generator().manual_seed(seed + 1)
+    top = torch.tensor([60.0, 50, 42, 35, 29, 24, 20, 17, 14.5, 12.5], dtype=DT)
+    bulk = torch.rand(n - 10, generator=g, dtype=DT) * 2 - 1
+    return _matrix(torch.cat([top, bulk]), seed)
+
+
+def test_operator_contract():
+    A = _matrix(torch.arange(1.0, 7.0))
+    op = L.from_dense(A)
+    assert op.shape == (6, 6) and op.size == 6 and op.dtype == DT and op.device.type == "cpu"
+    v, V = torch.randn(6, dtype=DT), torch.randn(6, 3, dtype=DT)
+    torch.testing.assert_close(op @ v, A @ v)
+    torch.testing.assert_close(op @ V, A @ V)
+    torch.testing.assert_close(op.matvec(v), A @ v)
+    f = L.from_function(lambda X: 2 * X, 6)
+    torch.testing.assert_close((op - f) @ V, A @ V - 2 * V)
+    torch.testing.assert_close((3 * op + f) @ v, 3 * A @ v + 2 * v)
+    torch.testing.assert_close(L.to_dense(op, chunk=4), A)
+    torch.testing.assert_close(torch.as_tensor(op.to_scipy() @ v.numpy()), A @ v)
+
+    class Twice(L.LinearOperator):  # the minimal subclass: size/dtype/device + matmat
+        def matmat(self, V):
+            return 2 * V
+
+    torch.testing.assert_close(Twice(3) @ torch.ones(3, dtype=DT), torch.full((3,), 2.0, dtype=DT))
+    with pytest.raises(NotImplementedError, match="matmat"):
+        L.LinearOperator(3).matvec(torch.ones(3, dtype=DT))
+
+
+def test_bad_inputs():
+    op = L.from_dense(_matrix([3.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match="cannot multiply"):
+        op @ torch.ones(4, dtype=DT)
+    with pytest.raises(TypeError, match="torch tensors"):
+        op @ [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="k=4 is larger than the operator"):
+        L.top_eigenvalues(op, k=4)
+    with pytest.raises(ValueError, match="which='top'"):
+        L.top_eigenvalues(op, which="top")
+    with pytest.raises(ValueError, match="tol must be >= 0"):
+        L.top_eigenvalues(op, tol=-1.0)
+    with pytest.raises(ValueError, match="method='exact'"):
+        L.trace(op, method="exact")
+    with pytest.raises(ValueError, match="square"):
+        L.from_dense(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="cannot combine"):
+        op + L.from_dense(torch.eye(2, dtype=DT))
+    with pytest.raises(TypeError, match="LinearOperator"):
+        L.top_eigenvalues(np.eye(3))
+
+
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_top_k_gapped_spectrum_is_exact_and_cheap(k):
+    A = _gapped()
+    evals, evecs = torch.linalg.eigh(A)
+    ref, ref_vecs = evals.flip(0)[:k], evecs.flip(1)[:, :k]
+    res = L.top_eigenvalues(L.from_dense(A), k=k, dense=False)
+    assert res.converged
+    assert res.n_matvec <= 2 * k + 40, res.n_matvec
+    assert ((res.values - ref).abs() / ref.abs()).max() < 1e-8
+    cos = (res.vectors * ref_vecs).sum(0).abs()
+    assert (cos >= 1 - 1e-6).all(), cos
+    assert (res.residuals <= 1e-6 * ref[0]).all()
+
+
+def test_top_k_clustered_indefinite_spectrum_reports_cost(capsys):
+    # Hessian-at-init-like: top values within 1%, large negative part; accuracy still 1e-8, cost reported
+    g = torch.Generator().manual_seed(3)
+    ev = torch.cat([torch.tensor([10.0, 9.97, 9.95, 9.9, 9.88], dtype=DT), torch.randn(495, generator=g, dtype=DT) * 3])
+    A = _matrix(ev, seed=3)
+    ref = torch.linalg.eigvalsh(A).flip(0)[:5]
+    res = L.top_eigenvalues(L.from_dense(A), k=5, dense=False, tol=1e-7)
+    assert ((res.values - ref).abs() / ref.abs()).max() < 1e-8
+    with capsys.disabled():
+        print(f"\n[clustered top-5] Lanczos used {res.n_matvec} matvecs (2k+40 = 50)")
+
+
+@pytest.mark.parametrize("which", ["smallest", "both_ends", "magnitude"])
+def test_which(which):
+    g = torch.Generator().manual_seed(0)
+    outliers = torch.tensor([30.0, 25.0, -40.0, -33.0, -20.0], dtype=DT)
+    ev = torch.cat([outliers, torch.rand(295, generator=g, dtype=DT) - 0.5])
+    A = _matrix(ev, seed=1)
+    s = torch.linalg.eigvalsh(A)
+    expected = {"smallest": s[:3], "both_ends": torch.stack([s[-1], s[-2], s[0]]),
+                "magnitude": torch.tensor([-40.0, -33.0, 30.0], dtype=DT)}[which]
+    res = L.top_eigenvalues(L.from_dense(A), k=3, which=which, dense=False)
+    torch.testing.assert_close(res.values, expected, rtol=1e-9, atol=1e-9)
+    dense = L.top_eigenvalues(L.from_dense(A), k=3, which=which, dense=True)
+    torch.testing.assert_close(dense.values, expected, rtol=1e-9, atol=1e-9)
+    assert dense.n_matvec == 300
+
+
+def test_warm_start_saves_matvecs():
+    A = _gapped(seed=4)
+    op = L.from_dense(A)
+    cold = L.top_eigenvalues(op, k=1, dense=False)
+    warm = L.top_eigenvalues(L.from_dense(A + 1e-3 * _gapped(seed=5)), k=1, v0=cold.vectors, dense=False)
+    assert warm.n_matvec < cold.n_matvec
+    assert abs(warm.values[0] - torch.linalg.eigvalsh(A + 1e-3 * _gapped(seed=5))[-1]) < 1e-8 * 60
+
+
+def test_lanczos_relation_and_orthogonality():
+    A = _gapped(n=200)
+    lz = L.lanczos(L.from_dense(A), 30, seed=1)
+    Q = lz.basis
+    torch.testing.assert_close(Q.T @ Q, torch.eye(30, dtype=DT), atol=1e-12, rtol=0)
+    T = Q.T @ A @ Q
+    torch.testing.assert_close(torch.diagonal(T), lz.alpha, atol=1e-10, rtol=0)
+    torch.testing.assert_close(torch.diagonal(T, 1), lz.beta[:-1], atol=1e-10, rtol=0)
+
+
+def test_power_iteration_finds_largest_magnitude():
+    ev = torch.cat([torch.tensor([10.0, -7.0, 5.0], dtype=DT), torch.linspace(-1, 1, 97, dtype=DT)])
+    res = L.power_iteration(L.from_dense(_matrix(ev)), k=2, tol=1e-6)
+    torch.testing.assert_close(res.values, torch.tensor([10.0, -7.0], dtype=DT), rtol=1e-8, atol=0)
+    assert res.converged and res.n_matvec > 20
+
+
+def test_scipy_adapter_with_eigsh():
+    A = _gapped(n=120)
+    vals = scipy.sparse.linalg.eigsh(L.to_scipy(L.from_dense(A)), k=3, which="LA", return_eigenvectors=False)
+    np.testing.assert_allclose(np.sort(vals)[::-1], torch.linalg.eigvalsh(A).flip(0)[:3].numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
+def test_trace_unbiased_with_honest_stderr(method):
+    g = torch.Generator().manual_seed(0)
+    ev = torch.cat([torch.tensor([40.0, 30.0, 20.0], dtype=DT), torch.randn(197, generator=g, dtype=DT)])
+    A = _matrix(ev)
+    op, exact = L.from_dense(A), float(ev.sum())
+    runs = [L.trace(op, n_matvec=30, method=method, seed=s) for s in range(300)]
+    values = np.array([r.value for r in runs])
+    errors = np.array([r.stderr for r in runs])
+    assert all(r.n_matvec == 30 for r in runs)
+    assert abs(values.mean() - exact) <= 3 * values.std(ddof=1) / math.sqrt(len(runs))
+    # the reported stderr matches the actual spread, and +/- 2 stderr covers the truth ~95% of the time
+    assert 0.7 < np.median(errors) / values.std() < 1.3
+    coverage = np.mean(np.abs(values - exact) <= 2 * errors)
+    assert 0.88 <= coverage <= 0.995, coverage
+
+
+def test_trace_exact_when_budget_covers_size():
+    A = _matrix([1.0, 2.0, 3.0, 4.0])
+    est = L.trace(L.from_dense(A), n_matvec=10)
+    assert est.value == pytest.approx(10.0, rel=1e-12) and est.stderr == 0.0
+
+
+@pytest.mark.parametrize("steps", [12, 30])
+def test_slq_wasserstein_bound(steps):
+    """W1(SLQ measure, eigenvalue distribution) <= W (pi / (4 m) + 1 / sqrt(2 (n + 2) n_probes)).
+
+    Quadrature: Gauss quadrature with m nodes is exact up to degree 2m - 1, and by Jackson's
+    theorem a 1-Lipschitz f on an interval of width W is within pi W / (8 m) of such a
+    polynomial, so each probe's quadrature is within pi W / (4 m) of its weighted measure in
+    W1. Sampling: for a unit Gaussian probe, the weighted CDF at x is Beta distributed with
+    variance 2 F (1 - F) / (n + 2) <= 1 / (2 (n + 2)); averaging n_probes and integrating
+    |F_probe - F| over the width gives the second term (a bound on the expectation, so we
+    check the mean over seeds).
+    """
+    g = torch.Generator().manual_seed(0)
+    n, n_probes = 300, 5
+    ev = torch.cat([torch.tensor([25.0, 18.0, 12.0], dtype=DT), torch.randn(n - 3, generator=g, dtype=DT).abs() ** 2])
+    op = L.from_dense(_matrix(ev))
+    width = float(ev.max() - ev.min())
+    bound = width * (math.pi / (4 * steps) + 1 / math.sqrt(2 * (n + 2) * n_probes))
+    w1 = []
+    for seed in range(4):
+        d = L.spectral_density(op, n_probes=n_probes, lanczos_steps=steps, seed=seed)
+        assert d.weights.sum().item() == pytest.approx(1.0, abs=1e-12)
+        assert d.n_matvec == n_probes * steps
+        w1.append(scipy.stats.wasserstein_distance(d.nodes.flatten().numpy(), ev.numpy(),
+                                                   d.weights.flatten().numpy(), None))
+    assert np.mean(w1) <= bound, (np.mean(w1), bound)
+    # the smoothed density integrates to one
+    dx = float(d.grid[1] - d.grid[0])
+    assert float(d.density.sum()) * dx == pytest.approx(1.0, abs=2e-2)
+
+
+def test_reproducible():
+    op = L.from_dense(_gapped(n=100))
+    a, b = L.trace(op, 20, seed=7), L.trace(op, 20, seed=7)
+    assert a.value == b.value
+    d1, d2 = L.spectral_density(op, 2, 10, seed=3), L.spectral_density(op, 2, 10, seed=3)
+    assert torch.equal(d1.density, d2.density)
