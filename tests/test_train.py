@@ -229,3 +229,19 @@ def test_fit_many_callbacks_and_grid():
 def test_fit_many_bad_input(hparams, match):
     with pytest.raises(ValueError, match=match):
         train.fit_many(net, regression(), hparams=hparams, steps=2, progress=False)
+
+
+def test_keyboard_interrupt_returns_the_history_so_far():
+    def interrupt(info):
+        if info.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.warns(UserWarning, match="interrupted"):
+        hist = train.fit(net(0), regression(), lr=0.01, steps=50, callbacks=[interrupt], progress=False)
+    assert hist.stopped_early and hist.steps == 4 and hist.eval_steps[-1] == 4
+
+
+def test_explicit_device_moves_model_and_data():
+    model = net(0)
+    hist = train.fit(model, regression(), lr=0.01, steps=2, device="cpu", progress=False)
+    assert hist.steps == 2 and next(model.parameters()).device.type == "cpu"
