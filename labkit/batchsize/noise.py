@@ -26,11 +26,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, vmap
 
 from labkit import _checks
 from labkit.batchsize.grads import per_example_grads, per_example_sq_norms
 from labkit.data import Dataset, as_dataset
+from labkit.hessian import HessianOperator
 from labkit.losses import Loss, resolve
 from labkit.models import ParamSpec, param_dict
 from labkit.train import Callback, StepInfo
@@ -197,29 +198,6 @@ def _ratio(num: float, den: float) -> float:
 # ---------------------------------------------------------------- B_noise
 
 
-def _hessian_matmat(model: nn.Module, loss_fn: Loss, ds: Dataset, params: dict) -> Callable:
-    """``V (P, k) -> H V`` for the Hessian of the mean loss on ``ds``.
-
-    Uses :class:`labkit.hessian.HessianOperator` (the curvature module) when it is available;
-    otherwise forward-over-reverse HVPs (``jvp`` of ``grad``) vmapped over the columns.
-    """
-    try:
-        from labkit.hessian import HessianOperator
-    except ImportError:
-        HessianOperator = None
-    if HessianOperator is not None:
-        return HessianOperator(model, loss_fn, ds).matmat
-    spec = ParamSpec.of(params)
-    g = grad(_mean_loss(model, loss_fn))
-
-    def hvp(v: torch.Tensor) -> torch.Tensor:
-        # H v = d/dt grad L(theta + t v) at t = 0
-        return spec.flatten(jvp(lambda p: g(p, ds.inputs, ds.targets), (params,), (spec.unflatten(v),))[1])
-
-    batched = vmap(hvp, in_dims=1, out_dims=1)
-    return batched
-
-
 def b_noise(
     model: nn.Module,
     loss: str | Loss | Callable,
@@ -232,7 +210,8 @@ def b_noise(
     """``B_noise = tr(H Sigma) / (G^T H G)`` (McCandlish et al. 2018, eq. 2.8) with Hessian-vector products.
 
     ``tr(H Sigma) = mean_i g_i^T H g_i - G^T H G`` (divisor-``n`` convention, see the module
-    docstring), with ``H`` the Hessian of the mean loss on ``data``. This costs one HVP per
+    docstring), with ``H`` the Hessian of the mean loss on ``data``
+    (:class:`labkit.hessian.HessianOperator`). This costs one HVP per
     example; ``examples=m`` averages ``g_i^T H g_i`` over ``m`` random examples instead
     (an unbiased estimate of the mean, ``seed`` picks them). Gradients are processed
     ``chunk_size`` at a time.
@@ -245,7 +224,7 @@ def b_noise(
         _checks.in_range("examples", examples, 1, n)
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:examples]
     idx = idx.to(ds.inputs.device)
-    hmm = _hessian_matmat(model, loss_fn, ds, params)
+    hmm = HessianOperator(model, loss_fn, ds).matmat  # V (P, k) -> H V by Hessian-vector products
     G = _full_gradient(model, loss_fn, ds, params)
     gHg = float(G @ hmm(G[:, None])[:, 0])
     total = 0.0

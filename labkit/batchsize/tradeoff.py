@@ -45,24 +45,13 @@ class Tradeoff:
 
     def figure(self) -> Any:
         """Steps against examples (log-log): the data, the fitted hyperbola, ``S_min``, ``E_min`` and ``B_crit``."""
-        from labkit.viz.theme import COLORS, REFERENCE, figure
+        from labkit import viz
 
-        fig = figure(f"Steps vs examples to target: B_crit = {self.b_crit:.3g}", "examples  E = B S",
-                     "steps  S", log_x=True, log_y=True)
-        b = np.geomspace(self.b_crit / 1e3, self.b_crit * 1e3, 200)
-        if self.steps:
-            bs = np.asarray(self.examples) / np.asarray(self.steps)
-            b = np.geomspace(min(bs.min(), self.b_crit) / 3, max(bs.max(), self.b_crit) * 3, 200)
-        fig.add_scatter(x=self.examples_at(b), y=self.steps_at(b), mode="lines", name="fit (S/S_min-1)(E/E_min-1)=1",
-                        line=dict(color=COLORS[0]))
-        if self.steps:
-            fig.add_scatter(x=list(self.examples), y=list(self.steps), mode="markers", name="measured",
-                            marker=dict(color=COLORS[1], size=9),
-                            text=[f"B = {v:.4g}" for v in bs], hovertemplate="%{text}<br>E=%{x:.4g}, S=%{y:.4g}")
-        fig.add_hline(y=self.s_min, line=dict(dash="dot", color=REFERENCE), annotation_text="S_min")
-        fig.add_vline(x=self.e_min, line=dict(dash="dot", color=REFERENCE), annotation_text="E_min")
+        s, e = np.asarray(self.steps), np.asarray(self.examples)
+        fig = viz.tradeoff(s, e, batch_sizes=e / s if s.size else None, fit=self,
+                           title=f"Steps vs examples to target: B_crit = {self.b_crit:.3g}")
         fig.add_scatter(x=[2 * self.e_min], y=[2 * self.s_min], mode="markers", name="B = B_crit (2 E_min, 2 S_min)",
-                        marker=dict(symbol="star", size=14, color=COLORS[2]))
+                        marker=dict(symbol="star", size=14, color=viz.COLORS[2]))
         return fig
 
 
