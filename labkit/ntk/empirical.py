@@ -1,0 +1,319 @@
+"""The empirical neural tangent kernel ``Theta(x1, x2) = J(x1) J(x2)^T`` of any module.
+
+``J(x)`` is the Jacobian of the network output with respect to all trainable parameters
+at their current values (Jacot, Gabriel & Hongler 2018, "Neural Tangent Kernel:
+Convergence and Generalization in Neural Networks", NeurIPS, arXiv:1806.07572). Three
+implementations sit behind ``method`` (Novak, Sohl-Dickstein & Schoenholz 2022, "Fast
+Finite Width Neural Tangent Kernel", ICML, arXiv:2206.08720):
+
+- ``"jacobian"``: per-sample Jacobians (``vmap(jacrev)``) contracted by matmuls; any module.
+- ``"ntk_vp"``: rows of ``J(x1)`` pushed through ``jvp`` on ``x2`` (NTK-vector products); any module.
+- ``"structured"``: for a linear layer ``y = a x W^T + c b`` the weight block is
+  ``a^2 (x1 x2^T) * (g1 g2^T)`` (elementwise product of the Gram matrices of the layer
+  inputs and of the output cotangents ``g``), the bias block ``c^2 (g1 g2^T)``; summed over
+  layers, using :mod:`labkit.structure`. Convolutions use their per-example gradients;
+  parameters of other layers fall back to ``"jacobian"``.
+- ``"auto"`` picks the cheapest by a flop model of the sizes involved.
+
+``output="trace"`` sums over the output dimension, ``(n1, n2)``; neural-tangents'
+default ``trace_axes=(-1,)`` *averages* instead (divide by the output size to compare).
+``output="full"`` gives ``(n1, n2, out, out)``::
+
+    model = mlp(3, [64], 2, seed=0)
+    K = empirical(model, x)                  # (n, n), sum over the 2 outputs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.func import jacrev, jvp, vjp, vmap
+from torch.utils.flop_counter import FlopCounterMode
+
+from labkit import _checks, structure
+from labkit.linalg import LinearOperator
+from labkit.models import Dense, call, param_dict
+
+__all__ = ["METHODS", "NTKOperator", "choose_method", "empirical"]
+
+Method = Literal["auto", "jacobian", "ntk_vp", "structured"]
+METHODS = ("auto", "jacobian", "ntk_vp", "structured")
+OUTPUTS = ("trace", "full")
+BUDGET = 2**24  # entries of the largest intermediate block (chunk_size=None)
+
+Params = Mapping[str, torch.Tensor]
+
+
+def _prepare(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    p = next(iter(param_dict(model).values()))
+    out = []
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            out.append(None)
+            continue
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(f"{name} must have shape (n, features...) with n >= 1, got {tuple(x.shape)}")
+        out.append(x.to(device=p.device, dtype=p.dtype))
+    if out[1] is not None and out[1].shape[1:] != out[0].shape[1:]:
+        raise ValueError(
+            f"x2 has features of shape {tuple(out[1].shape[1:])} but x1 has {tuple(out[0].shape[1:])}; "
+            "both must match the model's input"
+        )
+    return out[0], out[1]
+
+
+def _single(model: nn.Module) -> Callable[[Params, torch.Tensor], torch.Tensor]:
+    """f(params, x_i) -> (out,): the network on one example, flattened output."""
+    return lambda p, xi: call(model, p, xi.unsqueeze(0)).reshape(-1)
+
+
+def _batch(model: nn.Module, x: torch.Tensor) -> Callable[[Params], torch.Tensor]:
+    """F(params) -> (n, out) on a fixed batch."""
+    return lambda p: call(model, p, x).reshape(x.shape[0], -1)
+
+
+def _out_dim(model: nn.Module, x: torch.Tensor) -> int:
+    try:
+        with torch.no_grad():
+            return model(x[:1]).reshape(-1).numel()
+    except RuntimeError as err:
+        raise ValueError(f"model does not accept inputs with features of shape {tuple(x.shape[1:])}: {err}") from err
+
+
+def _rows(n: int, chunk: int) -> list[slice]:
+    return [slice(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+
+
+def _contract(j1: dict[str, torch.Tensor], j2: dict[str, torch.Tensor], full: bool) -> torch.Tensor:
+    """Sum over parameters of J1 J2^T for Jacobian dicts ``{name: (n, O, *shape)}``.
+
+    Full output is kept in the layout ``(n1, O, n2, O)`` (a plain matmul result); :func:`empirical`
+    permutes once at the end.
+    """
+    total = 0.0
+    for name, a in j1.items():
+        b = j2[name]
+        n1, o = a.shape[:2]
+        n2 = b.shape[0]
+        if full:  # (n1 O, p) @ (p, n2 O) -> (n1, O, n2, O)
+            total = total + (a.reshape(n1 * o, -1) @ b.reshape(n2 * o, -1).T).reshape(n1, o, n2, o)
+        else:  # sum over outputs folds into the contraction: (n1, O p) @ (O p, n2)
+            total = total + a.reshape(n1, -1) @ b.reshape(n2, -1).T
+    return total
+
+
+def _jacobian_method(model, params, x1, x2, o, full, chunk):
+    jac = vmap(jacrev(_single(model)), in_dims=(None, 0))  # per-sample Jacobians {name: (n, O, *shape)}
+    j2 = jac(params, x1 if x2 is None else x2)
+    blocks = []
+    for s in _rows(x1.shape[0], chunk):
+        j1 = {k: v[s] for k, v in j2.items()} if x2 is None else jac(params, x1[s])
+        blocks.append(_contract(j1, j2, full))
+    return torch.cat(blocks)
+
+
+def _ntk_vp_method(model, params, x1, x2, o, full, chunk):
+    x2 = x1 if x2 is None else x2
+    f2 = _batch(model, x2)
+    push = vmap(lambda t: jvp(f2, (params,), (t,))[1])  # Theta(., x2) v = J(x2) v for v = J(x1)^T e
+    blocks = []
+    for s in _rows(x1.shape[0], chunk):
+        rows = vmap(jacrev(_single(model)), in_dims=(None, 0))(params, x1[s])  # {name: (r, O, *shape)}
+        r, o = next(iter(rows.values())).shape[:2]
+        k = push({n: v.reshape(r * o, *v.shape[2:]) for n, v in rows.items()})  # (r O, n2, O)
+        k = k.reshape(r, o, -1, o)  # (r, O, n2, O)
+        blocks.append(k if full else k.diagonal(dim1=1, dim2=3).sum(-1))
+    return torch.cat(blocks)
+
+
+def _split(model: nn.Module, params: Params) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Parameters of supported linear layers (structured) and the rest (generic fallback)."""
+    fast = set()
+    for name, m in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, (Dense, nn.Linear, nn.Conv2d)) and structure.supported(m) and f"{prefix}weight" in params:
+            fast.update(f"{prefix}{n}" for n, _ in m.named_parameters(recurse=False) if f"{prefix}{n}" in params)
+    return ({k: v for k, v in params.items() if k in fast}, {k: v for k, v in params.items() if k not in fast})
+
+
+def _traces(model, params, x, o):
+    cot = torch.eye(o, dtype=x.dtype, device=x.device)
+
+    def one_hot(out: torch.Tensor) -> torch.Tensor:  # (O, n, *out_shape): e_a for every example
+        return cot.unsqueeze(1).expand(o, out.shape[0], o).reshape(o, *out.shape)
+
+    return structure.backprop_layers(model, params, x, one_hot)
+
+
+def _layer_block(t1: structure.LayerTrace, t2: structure.LayerTrace, s: slice, full: bool) -> torch.Tensor:
+    g1, g2 = t1.grads[:, s], t2.grads  # (O, r, [P,] out), (O, n2, [P,] out)
+    o, r, n2 = g1.shape[0], g1.shape[1], g2.shape[1]
+    if t1.positions:  # convolution / extra dims: explicit per-example gradients, then a Gram matrix
+        sub = structure.LayerTrace(t1.name, t1.inputs[s], g1, t1.weight_mult, t1.bias_mult, t1.has_bias,
+                                   t1.weight_shape)
+        a, b = structure.per_example_grads(sub), structure.per_example_grads(t2)
+        return _contract({k: v.transpose(0, 1) for k, v in a.items()}, {k: v.transpose(0, 1) for k, v in b.items()},
+                         full)
+    xx = t1.weight_mult**2 * (t1.inputs[s] @ t2.inputs.T)  # (r, n2)
+    if t1.has_bias:
+        xx = xx + t1.bias_mult**2
+    if full:
+        gg = g1.transpose(0, 1).reshape(r * o, -1) @ g2.transpose(0, 1).reshape(n2 * o, -1).T
+        return gg.reshape(r, o, n2, o).mul_(xx[:, None, :, None])
+    return xx * (g1.transpose(0, 1).reshape(r, -1) @ g2.transpose(0, 1).reshape(n2, -1).T)
+
+
+def _structured_method(model, params, x1, x2, o, full, chunk):
+    fast, rest = _split(model, params)
+    total = _jacobian_method(model, rest, x1, x2, o, full, chunk) if rest else 0.0
+    if not fast:
+        return total
+    tr1 = _traces(model, fast, x1, o)
+    tr2 = tr1 if x2 is None else _traces(model, fast, x2, o)
+    blocks = []
+    for s in _rows(x1.shape[0], chunk):
+        acc = None
+        for a, b in zip(tr1, tr2):
+            block = _layer_block(a, b, s, full)
+            acc = block if acc is None else acc.add_(block)
+        blocks.append(acc)
+    return total + torch.cat(blocks)
+
+
+_IMPL = {"jacobian": _jacobian_method, "ntk_vp": _ntk_vp_method, "structured": _structured_method}
+
+
+def _forward_cost(model: nn.Module, x: torch.Tensor) -> tuple[float, int]:
+    """Forward flops and activation entries of the network on one example."""
+    acts = [0]
+
+    def count(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if isinstance(out, torch.Tensor) and not list(module.children()):
+            acts[0] += out.numel()
+
+    handle = nn.modules.module.register_module_forward_hook(count)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model(x[:1])
+    finally:
+        handle.remove()
+    return float(max(fc.get_total_flops(), 1)), max(acts[0], 1)
+
+
+def _costs(model: nn.Module, params: Params, n1: int, n2: int, o: int, full: bool, x: torch.Tensor) -> dict:
+    """Estimated flops of each method (constants measured on the 2-core CPU, see benchmarks/bench_ntk.py)."""
+    f, _ = _forward_cost(model, x)
+    n_params = sum(v.numel() for v in params.values())
+    oo = o * o if full else o
+    jac = lambda p: 3.0 * o * f * (n1 + n2) + 2.0 * n1 * n2 * p * oo  # noqa: E731  form J, contract
+    costs = {"jacobian": jac(n_params), "ntk_vp": 3.0 * o * f * n1 * (1 + 2 * n2)}
+    fast, rest = _split(model, params)
+    if fast:
+        traces = _traces(model, fast, x[:1], o)
+        c = (n1 + n2) * (1 + 2 * o) * f + (jac(sum(v.numel() for v in rest.values())) if rest else 0.0)
+        for t in traces:
+            d_in, d_out = t.inputs.shape[-1], t.grads.shape[-1]
+            if t.positions:
+                c += 2.0 * (n1 + n2) * o * t.inputs.shape[1] * d_in * d_out + 2.0 * n1 * n2 * d_in * d_out * oo
+            else:
+                c += 2.0 * n1 * n2 * (d_in + d_out * oo)
+        costs["structured"] = c
+    return costs
+
+
+def choose_method(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
+                  output: str = "trace") -> str:
+    """The method ``"auto"`` uses: the lowest estimated flop count (see :func:`empirical`)."""
+    _checks.choice("output", output, OUTPUTS)
+    x1, x2 = _prepare(model, x1, x2)
+    o = _out_dim(model, x1)
+    costs = _costs(model, param_dict(model), x1.shape[0], (x1 if x2 is None else x2).shape[0], o, output == "full", x1)
+    return min(costs, key=costs.get)
+
+
+def empirical(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    method: Method = "auto",
+    output: Literal["trace", "full"] = "trace",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Empirical NTK ``J(x1) J(x2)^T`` of ``model`` at its current parameters (``x2=None``: ``x1``).
+
+    Returns ``(n1, n2)`` summed over outputs (``"trace"``) or ``(n1, n2, out, out)`` (``"full"``),
+    in the model's dtype. ``chunk_size`` is the number of ``x1`` rows per block (``None``:
+    sized so that no intermediate exceeds about 2^24 entries). For a linear model
+    ``f(x) = x W^T`` the kernel is ``x1 x2^T`` per output::
+
+        >>> import torch
+        >>> lin = torch.nn.Linear(3, 2, bias=False).double()
+        >>> x = torch.eye(3, dtype=torch.float64)
+        >>> empirical(lin, x, output="trace")  # 2 outputs, each contributes x x^T = I
+        tensor([[2., 0., 0.],
+                [0., 2., 0.],
+                [0., 0., 2.]], dtype=torch.float64)
+    """
+    _checks.choice("method", method, METHODS)
+    _checks.choice("output", output, OUTPUTS)
+    if chunk_size is not None:
+        _checks.positive("chunk_size", chunk_size, integer=True)
+    x1, x2 = _prepare(model, x1, x2)
+    params = param_dict(model)
+    o = _out_dim(model, x1)
+    full = output == "full"
+    n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+    if method == "auto":
+        costs = _costs(model, params, n1, n2, o, full, x1)
+        method = min(costs, key=costs.get)
+    if chunk_size is None:
+        n_params = sum(v.numel() for v in params.values())
+        per_row = o * (n_params if method != "ntk_vp" else n2 * _forward_cost(model, x1)[1]) + n2 * o * o
+        chunk_size = max(1, min(n1, BUDGET // max(per_row, 1)))
+    k = _IMPL[method](model, params, x1, x2, o, full, chunk_size)
+    return k.permute(0, 2, 1, 3) if full else k
+
+
+class NTKOperator(LinearOperator):
+    """The NTK Gram matrix on ``x`` as a matrix-free operator (``labkit.linalg``).
+
+    ``output="full"``: the ``(n out) x (n out)`` matrix ``J J^T`` (rows ordered example-major,
+    matching ``empirical(..., output="full").permute(0, 2, 1, 3).reshape(n*out, n*out)``);
+    ``"trace"``: the ``n x n`` matrix summed over outputs. A product ``Theta V`` costs one
+    vjp and one jvp per column (per column and output for ``"trace"``), never a Jacobian. With
+    the MSE loss ``mean_i sum_o (f - y)^2``, ``(2/n) Theta`` has the nonzero eigenvalues of the
+    Gauss-Newton matrix ``(2/n) J^T J``.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, *, output: Literal["trace", "full"] = "full"):
+        _checks.choice("output", output, OUTPUTS)
+        x, _ = _prepare(model, x, None)
+        self.model, self.x, self.output = model, x, output
+        self.params = param_dict(model)
+        self.n, self.out_dim = x.shape[0], _out_dim(model, x)
+        size = self.n * self.out_dim if output == "full" else self.n
+        super().__init__(size, x.dtype, x.device)
+        f = _batch(model, x)
+        _, self._vjp = vjp(f, self.params)  # J^T u, reusing one forward pass
+        self._jvp = lambda t: jvp(f, (self.params,), (t,))[1]  # J v
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        n, o, k = self.n, self.out_dim, V.shape[1]
+        if self.output == "full":
+            cot = V.T.reshape(k, n, o)  # column j as an output-space vector
+        else:  # column j placed on output a: (k, O, n, O) -> (k O, n, O)
+            eye = torch.eye(o, dtype=V.dtype, device=V.device)
+            cot = (V.T[:, None, :, None] * eye[None, :, None, :]).reshape(k * o, n, o)
+        tangents = vmap(self._vjp)(cot)[0]  # J^T u: {name: (cols, *shape)}
+        out = vmap(self._jvp)(tangents)  # J J^T u: (cols, n, O)
+        if self.output == "full":
+            return out.reshape(k, n * o).T
+        return out.reshape(k, o, n, o).diagonal(dim1=1, dim2=3).sum(-1).T
