@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "assignments"
 NOTEBOOKS = ROOT / "notebooks"
 THEMED = ["01_hessian_spectrum", "02_ntk", "03_fractal_boundary", "04_batch_size"]
+UNUSABLE = "the check could not use your answer"  # core verdict when a checker raises on an answer
 CELL_TIMEOUT = 240  # seconds per cell on a slow 2-core CI machine; a fast-mode notebook runs in < 60 s in total
 
 
@@ -273,8 +274,9 @@ def exercise_problems(nb: dict) -> list[str]:
     """What is wrong with an executed student notebook (empty list: fine).
 
     Cells before the first exercise must not error; every check cell must print
-    at least one ❌ verdict with a message, no ✅ (a stub must never pass), and
-    no error; no cell may fail with a traceback from inside labkit.exercises.
+    at least one ❌ verdict with a message, no ✅ (a stub must never pass), no
+    "could not use your answer" (a checker that trips over a stub), and no
+    error; no cell may fail with a traceback from inside labkit.exercises.
     """
     problems = []
     cells = nb["cells"]
@@ -310,6 +312,11 @@ def exercise_problems(nb: dict) -> list[str]:
         if not verdicts and not errors and "✅" not in text:
             problems.append(f"{where} (check cell) printed no ❌ verdict: {text.strip()!r}")
         problems += [f"{where} (check cell): empty verdict message" for v in verdicts if len(v.strip()) < 10]
+        problems += [
+            f"{where} (check cell): the checker tripped over the student stub: {v.strip()}"
+            for v in verdicts
+            if v.startswith(UNUSABLE)
+        ]
     return problems
 
 
@@ -336,6 +343,7 @@ def test_exercise_problems_flags_each_kind_of_failure():
         cell('check("a.b", y)', [_error_output("TypeError", "/work/labkit/exercises/_core.py")]),
         cell('check("a.c", y)', [stream("✅ [T] correct. Well done!\n")]),
         cell('check("a.d", y)', [stream("nothing\n")]),
+        cell('check("a.e", y)', [stream(f"❌ [T] {UNUSABLE} (TypeError: bad operand)\n")]),
         cell("plot(f())", [_error_output("KeyError", "C:\\labkit\\exercises\\ntk.py")]),
         cell("plot(f())", [_error_output("NotImplementedError", "<ipython-input-3>")]),
     ]
@@ -345,8 +353,12 @@ def test_exercise_problems_flags_each_kind_of_failure():
     assert problems[2] == "cell 3 (check cell) raised TypeError: boom"
     assert problems[3].startswith("cell 4 (check cell): a student stub passed the check")
     assert problems[4].startswith("cell 5 (check cell) printed no ❌ verdict")
-    assert problems[5].startswith("cell 6 crashed inside labkit.exercises: KeyError")
-    assert len(problems) == 6  # a student stub raising NotImplementedError in a later cell is fine
+    assert (
+        problems[5]
+        == f"cell 6 (check cell): the checker tripped over the student stub: {UNUSABLE} (TypeError: bad operand)"
+    )
+    assert problems[6].startswith("cell 7 crashed inside labkit.exercises: KeyError")
+    assert len(problems) == 7  # a student stub raising NotImplementedError in a later cell is fine
     assert exercise_problems(_nb(cell("x = 1"))) == ["no cell is tagged 'student': is this a student version?"]
 
 
@@ -373,8 +385,10 @@ def test_fixture_solution_version_passes_every_check_and_a_crashing_checker_is_c
 
     build(FIXTURES / "crash_master.ipynb", tmp_path)
     problems = exercise_problems(execute(tmp_path / "crash_master.ipynb", FIXTURES))
-    assert problems[0].startswith("cell 5 crashed inside labkit.exercises: TypeError: unsupported operand")
-    assert problems[1].startswith("cell 5 (check cell) raised TypeError")
+    assert problems == [
+        "cell 5 (check cell): the checker tripped over the student stub: the check could not use your answer "
+        "(TypeError: unsupported operand type(s) for /: 'NoneType' and 'NoneType')"
+    ]
 
 
 def _notebooks_with_exercises() -> list[Path]:
