@@ -71,6 +71,8 @@ def _auto_panel(name: str) -> str:
 
 
 def _value(v: Any) -> float | np.ndarray:
+    if type(v) is float:  # the common case, first
+        return v
     if hasattr(v, "detach"):
         v = v.detach()
         return float(v) if v.ndim == 0 else v.cpu().double().numpy()
@@ -140,6 +142,7 @@ class LivePlot(Callback):
         self._shown_at: int | None = None  # execution count of the cell that displayed us
         self._static_done = False
         self._hook = False
+        self._kernel = notebook.in_kernel()  # checked once: it cannot change within a process
         #: Number of times the figure was redrawn (throttling keeps this small).
         self.redraws = 0
 
@@ -275,7 +278,7 @@ class LivePlot(Callback):
 
     def _flush_when_cell_ends(self) -> None:
         """Make sure the final state is drawn when the running notebook cell finishes."""
-        if self._hook or not notebook.on_main_thread() or not notebook.in_kernel():
+        if self._hook or not self._kernel or not notebook.on_main_thread():
             return
         ip = notebook.ipython()
 
@@ -421,7 +424,7 @@ class LivePlot(Callback):
         return self._widget
 
     def _maybe_show(self) -> None:
-        if self._shown_at is None and self.backend != "static" and notebook.in_kernel() and notebook.on_main_thread():
+        if self._shown_at is None and self.backend != "static" and self._kernel and notebook.on_main_thread():
             self.show()
 
     def show(self) -> None:
