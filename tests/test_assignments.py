@@ -428,3 +428,33 @@ def test_themed_notebook_has_at_least_two_registered_exercises(name):
     solutions = sum("solution" in c["metadata"].get("tags", []) for c in cells)
     assert solutions >= 2 and len(ids) >= 2, f"{path.name}: {solutions} solution cells, check ids {sorted(ids)}"
     assert ids <= set(list_exercises()), f"{path.name}: unregistered ids {sorted(ids - set(list_exercises()))}"
+
+
+def test_every_registered_exercise_reports_stubs_and_never_passes_junk(capsys):
+    """For each theme's exercises: stubs get a clear verdict (not a checker error), junk answers never pass."""
+    import numpy as np
+
+    from labkit.exercises import check, list_exercises
+
+    def stub(*args, **kwargs):
+        raise NotImplementedError("Exercise: write your code here, then run the check cell below")
+
+    def returns(value):
+        return lambda *args, **kwargs: value
+
+    junk = [0.0, -1.0, 1e30, float("nan"), "abc", (None, None), [], np.zeros(3), returns(None), returns(0.0)]
+    junk += [returns(np.ones(2)), returns("abc")]
+    problems = []
+    for id in list_exercises():
+        if id.startswith("core_test."):
+            continue
+        for answer in (None, stub, (None, None)):
+            if check(id, answer):
+                problems.append(f"{id}: the stub {answer!r} passed")
+            out = capsys.readouterr().out
+            if answer is stub and UNUSABLE in out:
+                problems.append(f"{id}: a NotImplementedError stub tripped the checker: {out.strip()}")
+        for answer in junk:
+            if check(id, answer, quiet=True):
+                problems.append(f"{id}: the junk answer {answer!r} passed")
+    assert problems == []
