@@ -1,0 +1,252 @@
+// In-page probes for labdriver.py. Each top-level function is evaluated by Playwright in the JupyterLab page.
+// Cells are numbered from 1 over all cells (markdown included), as a reader counts them.
+
+function lkNotebook() {
+  return document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
+}
+
+function lkCells() {
+  const nb = lkNotebook();
+  return nb ? Array.from(nb.querySelectorAll(':scope .jp-Cell')) : [];
+}
+
+function lkCellOf(el) {
+  const cell = el.closest('.jp-Cell');
+  return lkCells().indexOf(cell) + 1;
+}
+
+function kernelReady() {
+  const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+  if (!panel) return false;
+  // "Select Kernel" dialog (notebook without kernelspec): accept the default kernel.
+  const select = document.querySelector('.jp-Dialog .jp-mod-accept');
+  if (select) select.click();
+  const name = panel.querySelector('.jp-KernelName');
+  const ind = panel.querySelector('.jp-Notebook-ExecutionIndicator');
+  const tip = ind ? ind.textContent : '';
+  return !!name && !/No Kernel/.test(name.textContent) && /Idle/i.test(tip);
+}
+
+function lkCodeCells() {
+  return lkCells().filter((c) => c.classList.contains('jp-CodeCell'));
+}
+
+function lkPrompt(cell) {
+  const p = cell.querySelector('.jp-InputArea-prompt');
+  return p ? p.textContent.trim() : '';
+}
+
+function runFinished() {
+  const ind = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator');
+  if (!ind || ind.dataset.status !== 'idle') return false;
+  const prompts = lkCodeCells().map(lkPrompt);
+  if (prompts.some((p) => p.includes('*'))) return false;
+  return prompts.some((p) => /\[\d+\]/.test(p));
+}
+
+const LK_BAD_WIDGET = /Error displaying widget|Loading widget\.\.\./;
+
+function lkWidgetViews() {
+  const nb = lkNotebook();
+  // A widget view is an output rendered by the widget manager: an lm-Panel without data-mime-type, holding the
+  // view (class jupyter-widgets), or only the text "Loading widget..." / "Error displaying widget: ...".
+  if (!nb) return [];
+  return Array.from(nb.querySelectorAll('.jp-OutputArea-output.lm-Panel:not([data-mime-type])'))
+    .filter((o) => o.classList.contains('jupyter-widgets') || o.querySelector(':scope > .jupyter-widgets')
+      || (o.childElementCount === 0 && LK_BAD_WIDGET.test(o.textContent)));
+}
+
+function widgetsSettled() {
+  return !lkWidgetViews().some((v) => v.childElementCount === 0 && /Loading widget\.\.\./.test(v.textContent));
+}
+
+// Number of data points in an array-like plotly attribute: arrays, nested arrays, typed arrays, b64 specs.
+function lkLen(a) {
+  if (a == null) return 0;
+  if (ArrayBuffer.isView(a)) return a.length;
+  if (Array.isArray(a)) {
+    if (a.length && (Array.isArray(a[0]) || ArrayBuffer.isView(a[0]))) return a.reduce((s, r) => s + lkLen(r), 0);
+    return a.length;
+  }
+  if (typeof a === 'object' && a.bdata) {
+    if (a.shape) return String(a.shape).split(',').reduce((s, d) => s * parseInt(d, 10), 1);
+    const size = { int8: 1, uint8: 1, int16: 2, uint16: 2, int32: 4, uint32: 4, float32: 4, float64: 8 }[a.dtype] || 8;
+    return Math.floor((a.bdata.length * 3) / 4 / size);
+  }
+  return 0;
+}
+
+const LK_DATA_KEYS = ['x', 'y', 'z', 'values', 'r', 'lat', 'source'];
+const LK_SVG_TYPES = new Set(['scatter', 'bar', 'heatmap', 'image', 'contour', 'histogram', 'pie', 'box', 'violin']);
+
+function lkTraces(gd) {
+  const traces = (gd._fullData && gd._fullData.length ? gd._fullData : gd.data) || [];
+  return traces.map((t) => ({
+    type: t.type || 'scatter',
+    visible: t.visible !== false,
+    points: Math.max(0, ...LK_DATA_KEYS.map((k) => (k === 'source' ? (t.source ? 1 : 0) : lkLen(t[k])))),
+  }));
+}
+
+// A short fingerprint of a figure's data: per trace its type, point count and a checksum of its values.
+function lkFlatten(a, out) {
+  if (a == null) return out;
+  if (ArrayBuffer.isView(a) || Array.isArray(a)) {
+    for (let i = 0; i < a.length; i++) {
+      const v = a[i];
+      if (Array.isArray(v) || ArrayBuffer.isView(v)) lkFlatten(v, out);
+      else out.push(typeof v === 'number' ? v : String(v).length);
+    }
+  } else if (typeof a === 'object' && a.bdata) {
+    out.push(a.bdata.length, a.bdata.charCodeAt(a.bdata.length >> 1) || 0, a.bdata.slice(-16));
+  }
+  return out;
+}
+
+function lkFingerprint(gd) {
+  const traces = (gd._fullData && gd._fullData.length ? gd._fullData : gd.data) || [];
+  return traces.map((t) => {
+    let sum = 0;
+    let n = 0;
+    for (const k of ['x', 'y', 'z']) {
+      const vals = lkFlatten(t[k], []);
+      n += vals.length;
+      vals.forEach((v, i) => {
+        const num = typeof v === 'number' ? v : String(v).split('').reduce((s, c) => s + c.charCodeAt(0), 0);
+        if (Number.isFinite(num)) sum += num * ((i % 7) + 1);
+      });
+    }
+    return `${t.type || 'scatter'}:${n}:${sum.toPrecision(12)}`;
+  }).join('|');
+}
+
+function lkPoints(gd) {
+  return lkTraces(gd).reduce((s, t) => s + t.points, 0);
+}
+
+function inspectNotebook() {
+  const nb = lkNotebook();
+  const figures = Array.from(nb.querySelectorAll('.js-plotly-plot')).map((gd, i) => {
+    const traces = lkTraces(gd);
+    const marks = gd.querySelectorAll(
+      '.scatterlayer .trace path.js-line, .scatterlayer .trace .point, .barlayer .point, .heatmaplayer image, '
+      + '.imagelayer image, .contourlayer path, .pielayer path.surface, .boxlayer path, .violinlayer path',
+    ).length;
+    return {
+      index: i + 1,
+      cell: lkCellOf(gd),
+      traces,
+      points: traces.reduce((s, t) => s + t.points, 0),
+      marks,
+      svgTypesOnly: traces.every((t) => LK_SVG_TYPES.has(t.type)),
+      width: gd.offsetWidth,
+      height: gd.offsetHeight,
+    };
+  });
+  const views = lkWidgetViews();
+  const broken = views
+    .filter((v) => v.childElementCount === 0)
+    .map((v) => ({ cell: lkCellOf(v), text: v.textContent.trim().slice(0, 120) || '(nothing rendered)' }));
+  const controls = nb.querySelectorAll('.widget-slider, .widget-button, .widget-dropdown, .widget-toggle-buttons, '
+    + '.widget-checkbox, .widget-text, .widget-inline-hbox.widget-select').length;
+  const unexecuted = [];
+  lkCells().forEach((c, i) => {
+    if (!c.classList.contains('jp-CodeCell')) return;
+    const src = c.querySelector('.jp-InputArea-editor');
+    if (src && src.textContent.trim() === '') return;
+    if (!/\[\d+\]/.test(lkPrompt(c))) unexecuted.push(i + 1);
+  });
+  return { figures, widgets: { views: views.length, controls, broken }, unexecuted };
+}
+
+// --- live check --------------------------------------------------------------------------------------------
+
+const LK_RUN_LABEL = /^\s*(run|train|start|scan)\b/i;
+
+function findLiveTarget(arg) {
+  const cells = lkCells();
+  const scope = arg && arg.cell != null && cells[arg.cell] ? cells[arg.cell] : lkNotebook();
+  let control = Array.from(scope.querySelectorAll('button.widget-button, button.jupyter-button'))
+    .find((b) => LK_RUN_LABEL.test(b.textContent) && !b.disabled);
+  let kind = 'button';
+  if (!control) {
+    control = scope.querySelector('.widget-slider .noUi-handle, .noUi-handle');
+    kind = 'slider';
+  }
+  if (!control) return null;
+  const token = String(Date.now());
+  control.setAttribute('data-lk-live-control', token);
+  const plots = Array.from(lkNotebook().querySelectorAll('.js-plotly-plot'));
+  const cell = lkCellOf(control);
+  const after = (p) => control.compareDocumentPosition(p) & Node.DOCUMENT_POSITION_FOLLOWING;
+  let fig = plots.find((p) => lkCellOf(p) === cell && after(p))
+    || plots.find((p) => after(p))
+    || plots.filter((p) => lkCellOf(p) === cell).pop();
+  let label = control.textContent.trim();
+  let canIncrease = true;
+  if (kind === 'slider') {
+    const box = control.closest('.widget-slider');
+    const desc = box && box.querySelector('.widget-label');
+    label = desc ? desc.textContent.trim() : 'slider';
+    const now = parseFloat(control.getAttribute('aria-valuenow'));
+    const max = parseFloat(control.getAttribute('aria-valuemax'));
+    canIncrease = !(now >= max);
+  }
+  if (!fig) return { kind, label, cell, token, figure: null, canIncrease };
+  const figCell = lkCellOf(fig);
+  const ordinal = plots.filter((p) => lkCellOf(p) === figCell).indexOf(fig);
+  return { kind, label, cell, token, figure: plots.indexOf(fig) + 1, figCell, ordinal, canIncrease };
+}
+
+// The figure is found afresh at every sample: an Output-widget redraw replaces the plot element.
+function lkLiveFigure(target) {
+  const plots = Array.from(lkNotebook().querySelectorAll('.js-plotly-plot')).filter((p) => lkCellOf(p) === target.figCell);
+  return plots[target.ordinal] || null;
+}
+
+function startSampler(target) {
+  const gd = lkLiveFigure(target);
+  const initial = gd ? lkFingerprint(gd) : null;
+  const s = {
+    target, initial, last: initial, initialPoints: gd ? lkPoints(gd) : 0, finalPoints: 0,
+    changes: 0, samples: 0, t0: performance.now(), lastChange: performance.now(), distinct: new Set(),
+  };
+  s.timer = setInterval(() => {
+    const g = lkLiveFigure(target);
+    s.samples += 1;
+    if (!g) return;
+    const f = lkFingerprint(g);
+    s.finalPoints = lkPoints(g);
+    if (f !== s.last) {
+      s.changes += 1;
+      s.last = f;
+      s.lastChange = performance.now();
+      s.distinct.add(f);
+    }
+  }, 50);
+  window.__lkLive = s;
+  return true;
+}
+
+function samplerState() {
+  const s = window.__lkLive;
+  return { changes: s.changes, samples: s.samples, sinceChange: performance.now() - s.lastChange };
+}
+
+function stopSampler() {
+  const s = window.__lkLive;
+  clearInterval(s.timer);
+  return {
+    changes: s.changes, distinct: s.distinct.size, samples: s.samples, elapsed: performance.now() - s.t0,
+    sinceChange: performance.now() - s.lastChange, initial: s.initial, final: s.last,
+    initialPoints: s.initialPoints, finalPoints: s.finalPoints,
+  };
+}
+
+function notebookHeight() {
+  const nb = lkNotebook();
+  if (!nb) return 900;
+  const boxes = [nb, nb.closest('.jp-WindowedPanel-outer'), ...nb.querySelectorAll('.jp-WindowedPanel-outer, .jp-WindowedPanel-viewport')]
+    .filter(Boolean);
+  return nb.getBoundingClientRect().top + Math.max(...boxes.map((b) => b.scrollHeight));
+}
