@@ -63,22 +63,25 @@ class LayerTrace:
 
 def _layer_ok(module: nn.Module, prefix: str, params: Mapping[str, torch.Tensor] | None) -> bool:
     own = [n for n, _ in module.named_parameters(recurse=False)]
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, nn.Conv2d) and own:
         if module.groups != 1 or module.padding_mode != "zeros":
             return False
         if isinstance(module.padding, str) and module.padding != "valid":
             return False
-    elif not isinstance(module, (Dense, nn.Linear)):
-        return not own
     if params is None:
         trainable = [n for n, p in module.named_parameters(recurse=False) if p.requires_grad]
     else:
         trainable = [n for n in own if f"{prefix}{n}" in params]
+    if not isinstance(module, (Dense, nn.Linear, nn.Conv2d)):
+        return not trainable  # other layers may sit in between as long as none of their parameters is traced
     return "weight" in trainable or not trainable  # a frozen weight with a trainable bias is not handled
 
 
 def supported(model: nn.Module) -> bool:
     """True when every module that owns trainable parameters is a supported linear layer.
+
+    :func:`backprop_layers` also accepts a ``params`` dict restricted to supported layers
+    (other layers then keep their own, untraced parameters).
 
     Supported: :class:`labkit.models.Dense`, ``nn.Linear`` and ``nn.Conv2d`` (``groups=1``,
     zero padding given as numbers or ``"valid"``). Layers must not be called twice per
