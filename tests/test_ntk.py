@@ -116,8 +116,7 @@ def _gauss2(f, k11, k12, k22):
     a = math.sqrt(k11)
     b, c = k12 / a, math.sqrt(max(k22 - k12**2 / k11, 0.0))
     dens = lambda t, s: math.exp(-(s * s + t * t) / 2) / (2 * math.pi) * f(a * s, b * s + c * t)  # noqa: E731
-    val, err = integrate.dblquad(dens, -12, 12, -12, 12, epsabs=1e-13, epsrel=1e-12)
-    return val
+    return integrate.dblquad(dens, -12, 12, -12, 12, epsabs=1e-13, epsrel=1e-12)[0]
 
 
 def _relu_pieces(k11, k12, k22):
@@ -287,7 +286,7 @@ def test_bad_inputs():
         ntk.empirical(net, x, output="diag")
     with pytest.raises(ValueError, match="does not accept"):
         ntk.empirical(net, torch.randn(4, 5))
-    with pytest.raises(TypeError, match="x1 must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"x1 must be a torch\.Tensor"):
         ntk.empirical(net, [[1.0, 2.0, 3.0]])
     with pytest.raises(ValueError, match="activation='tanh'"):
         ntk.analytic(x, depth=1, activation="tanh")
