@@ -173,3 +173,12 @@ def test_train_panel_extension_points():
     hist = panel.run(wait=True, timeout=120)
     assert calls == [pytest.approx(1e-3)] and hist.hparams["weight_decay"] == pytest.approx(1e-3)
     assert "target = 0.1" in {t["name"] for t in panel.live._traces()}
+
+
+def test_run_button_presses_draw_new_seeds_but_changes_and_code_keep_it():
+    panel = widgets.train_panel(steps=5, n=64, width=4)
+    assert panel.run(wait=True, timeout=120).hparams["seed"] == 0
+    assert panel.run(wait=True, timeout=120).hparams["seed"] == 0  # from code: reproducible
+    for expected in (1, 2):
+        panel.runner.run_button.click()
+        assert panel.runner.wait(T) and panel.history.hparams["seed"] == expected

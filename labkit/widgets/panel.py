@@ -3,7 +3,12 @@
 The panel is a :class:`TrainPanel`: controls (dataset, width, depth, optimizer,
 learning rate, batch size, steps), a :class:`~labkit.widgets.runner.Runner`
 (Run / Stop, restart on change) and a :class:`~labkit.viz.LivePlot` of the
-training loss, the test loss and the test accuracy. Themed notebooks extend it
+training loss, the test loss and the test accuracy.
+
+Seeds: runs started from code (``panel.run()``) or by moving a control use the
+same seed, so curves compare like for like; each further press of **Run** draws
+a fresh initialisation and batch order (seed + 1), to show run-to-run
+variation. A ``seed`` control, if added, takes over. Themed notebooks extend it
 without copying it:
 
 - ``controls={"weight_decay": lr_slider(1e-4, 1e-6, 1e-1, "weight decay")}`` adds
@@ -67,6 +72,7 @@ class TrainPanel:
         title: str = "",
     ):
         self.n, self.seed = n, seed
+        self._reseeds = 0  # Run presses after the first run: each one trains from a new seed
         self.controls: dict[str, widgets.ValueWidget] = {
             "dataset": ctl.dataset_dropdown(dataset, list(datasets) if datasets else None),
             "width": ctl.width_slider(width),
@@ -96,8 +102,8 @@ class TrainPanel:
     # ------------------------------------------------------------ overridable pieces
 
     def data(self, params: dict[str, Any]) -> tuple[Dataset, Dataset]:
-        """``(train, test)`` for a run (cached per dataset and seed)."""
-        key = (params["dataset"], self.n, int(params.get("seed", self.seed)))
+        """``(train, test)`` for a run (cached; the panel's own ``seed`` fixes the data, not the run's)."""
+        key = (params["dataset"], self.n, self.seed)
         if key not in self._data_cache:
             self._data_cache[key] = load_split(key[0], key[1], key[2])
         return self._data_cache[key]
@@ -117,13 +123,16 @@ class TrainPanel:
     def train(self, ctx: RunContext) -> History:
         """One run: build data and model from ``ctx.params``, ``fit`` with the live plot, stoppable."""
         p = ctx.params
+        if ctx.reason == "button" and self.history is not None:
+            self._reseeds += 1
+        p.setdefault("seed", self.seed + self._reseeds)
         train, test = self.data(p)
         model = self.model(p, train)
         bs = ctl.batch_size_value(p["batch_size"], len(train))
         self.live.clear()
+        self.live.draw()  # show the reset at once: the reader sees the new run begin
         extra = self.callbacks(p)
         options = {k: p[k] for k in _FIT_OPTIONS if k in p}
-        options.setdefault("seed", self.seed)
         hist = fit(model, train, optimizer=p["optimizer"], lr=p["lr"], batch_size=bs, steps=p["steps"],
                    eval_data=test, eval_every=max(1, p["steps"] // 100), progress=False,
                    callbacks=[self.live, *extra, ctx.callback], **options)

@@ -68,6 +68,8 @@ class RunContext:
     params: dict[str, Any]
     stop_event: threading.Event
     run_id: int
+    #: what started the run: "button" (Run pressed), "change" (a control moved mid-run) or "code"
+    reason: str = "code"
     _status: Callable[[str], None] = field(repr=False, default=lambda _msg: None)
 
     def stopped(self) -> bool:
@@ -126,7 +128,7 @@ class Runner:
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger", disabled=True,
                                           layout={"width": "100px"})
         self.status_line = widgets.HTML("press <b>Run</b>")
-        self.run_button.on_click(lambda _b: self.start())
+        self.run_button.on_click(lambda _b: self.start("button"))
         self.stop_button.on_click(lambda _b: self.stop(wait=False))
         for c in self.controls.values():
             c.observe(self._control_changed, names="value")
@@ -145,8 +147,11 @@ class Runner:
 
     # ------------------------------------------------------------ actions
 
-    def start(self) -> int:
-        """Start a run with the current control values (cancelling the running one); return its id."""
+    def start(self, reason: str = "code") -> int:
+        """Start a run with the current control values (cancelling the running one); return its id.
+
+        ``reason`` reaches the work as ``ctx.reason``.
+        """
         with self._lock:
             previous = self._current
             if previous is not None:
@@ -155,7 +160,7 @@ class Runner:
             run_id = self.runs_started
             event = threading.Event()
             thread = threading.Thread(target=self._main, name=f"labkit-run-{run_id}", daemon=True,
-                                      args=(run_id, self.params(), event, previous))
+                                      args=(run_id, self.params(), event, previous, reason))
             self._current = _Run(run_id, thread, event)
             self._idle.clear()
             self.run_button.description = "Restart"
@@ -187,14 +192,15 @@ class Runner:
 
     def _control_changed(self, change: dict[str, Any]) -> None:
         if self.restart_on_change and self.running:
-            self.start()
+            self.start("change")
 
     def _set_status(self, run_id: int, message: str) -> None:
         with self._lock:
             if self._current is not None and self._current.run_id == run_id:
                 self.status_line.value = message
 
-    def _main(self, run_id: int, params: dict[str, Any], event: threading.Event, previous: _Run | None) -> None:
+    def _main(self, run_id: int, params: dict[str, Any], event: threading.Event, previous: _Run | None,
+              reason: str) -> None:
         if previous is not None:
             previous.thread.join()  # never two runs at once: wait for the cancelled one to finish
         try:
@@ -207,7 +213,7 @@ class Runner:
                 torch.set_num_threads(self.threads)
             self._set_status(run_id, "running...")
             start = time.perf_counter()
-            ctx = RunContext(params, event, run_id, lambda msg: self._set_status(run_id, msg))
+            ctx = RunContext(params, event, run_id, reason, lambda msg: self._set_status(run_id, msg))
             try:
                 result = self.work(ctx)
             except Exception as err:  # shown in the status line; re-raised by wait()
