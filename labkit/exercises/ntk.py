@@ -1,0 +1,110 @@
+"""Exercises of notebook 02 (neural tangent kernel): checkers against labkit.ntk on fresh seeded cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from labkit import ntk
+from labkit.exercises._core import Wrong, call_student, exercise, expect_close
+
+__all__: list[str] = []
+
+
+def _two_layer(seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    d, m = 2 + seed % 3, 5 + seed
+    W, b, v = (torch.randn(m, d, generator=g, dtype=torch.float64), torch.randn(m, generator=g, dtype=torch.float64),
+               torch.randn(m, generator=g, dtype=torch.float64))
+    x1, x2 = torch.randn(4, d, generator=g, dtype=torch.float64), torch.randn(3, d, generator=g, dtype=torch.float64)
+    return W, b, v, x1, x2
+
+
+def two_layer_reference(W: torch.Tensor, b: torch.Tensor, v: torch.Tensor, x1: torch.Tensor,
+                        x2: torch.Tensor) -> torch.Tensor:
+    """labkit's empirical NTK of ``f(x) = v . relu(W x + b)`` (an nn.Sequential with these weights)."""
+    net = nn.Sequential(nn.Linear(W.shape[1], W.shape[0]), nn.ReLU(), nn.Linear(W.shape[0], 1, bias=False)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(W)
+        net[0].bias.copy_(b)
+        net[2].weight.copy_(v.reshape(1, -1))
+    return ntk.empirical(net, x1, x2, method="jacobian")
+
+
+@exercise(
+    "ntk.two_layer_kernel",
+    title="The empirical NTK of a two-layer ReLU network, by hand",
+    hints=[
+        "Theta(x, x') = sum over all parameters p of df(x)/dp * df(x')/dp. Group the sum by parameter: v, W, b.",
+        "df/dv = relu(W x + b); df/db = v * relu'(W x + b); df/dW = outer(v * relu'(W x + b), x).",
+        "The W block of the kernel is (s1 s2^T) * (x1 x2^T), with s = v * relu'(W x + b) for each input, "
+        "the b block is s1 s2^T and the v block is h1 h2^T with h = relu(W x + b).",
+    ],
+)
+def _two_layer_kernel(fn: object) -> None:
+    for seed in range(3):
+        W, b, v, x1, x2 = _two_layer(seed)
+        got = call_student(fn, W.clone(), b.clone(), v.clone(), x1.clone(), x2.clone())
+        want = two_layer_reference(W, b, v, x1, x2)
+        h1, h2 = torch.relu(x1 @ W.T + b), torch.relu(x2 @ W.T + b)
+        s1, s2 = v * (x1 @ W.T + b > 0), v * (x2 @ W.T + b > 0)
+        parts = {"the readout weights v": h1 @ h2.T, "the hidden weights W": (s1 @ s2.T) * (x1 @ x2.T),
+                 "the hidden biases b": s1 @ s2.T}
+        try:
+            arr = np.asarray(got.detach() if isinstance(got, torch.Tensor) else got, dtype=float)
+        except (TypeError, ValueError):
+            raise Wrong(f"return the kernel as a (n1, n2) tensor, got {type(got).__name__}") from None
+        if arr.shape == tuple(want.shape):
+            for name, part in parts.items():
+                if np.allclose(arr, (want - part).numpy(), rtol=1e-8, atol=1e-10):
+                    raise Wrong(f"the contribution of {name} is missing")
+        expect_close(got, want, rtol=1e-8, atol=1e-10, what="your kernel")
+
+
+@exercise(
+    "ntk.decay_steps",
+    title="How fast is an eigendirection of the kernel learned?",
+    hints=[
+        "With labkit's MSE (mean over examples of the summed squared error, no 1/2) the outputs obey "
+        "df/dt = -(2 lr / n) Theta (f - y).",
+        "Along an eigenvector of Theta with eigenvalue lam the residual decays like exp(-2 lr lam t / n).",
+    ],
+)
+def _decay_steps(fn: object) -> None:
+    for lam, n, lr in [(3.0, 10, 0.1), (0.5, 64, 1.0), (20.0, 7, 0.02)]:
+        got = call_student(fn, lam, n, lr)
+        if isinstance(got, (int, float)) and any(math.isclose(got, c / (lr * lam), rel_tol=1e-6) for c in (0.5, 1.0)):
+            raise Wrong("your answer does not depend on n: labkit's MSE averages over the n examples, which slows "
+                        "the flow by a factor n")
+        expect_close(got, n / (2 * lr * lam), rtol=1e-6, what=f"decay_steps({lam}, {n}, {lr})")
+
+
+@exercise(
+    "ntk.kernel_regression",
+    title="Where gradient flow ends: ridgeless kernel regression",
+    hints=[
+        "At t -> infinity the training residual is zero along every direction with a nonzero eigenvalue.",
+        "f(x*) = Theta(x*, X) Theta(X, X)^{-1} y: solve a linear system rather than forming the inverse.",
+    ],
+)
+def _kernel_regression(fn: object) -> None:
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x, xt = torch.randn(6 + seed, 2, generator=g, dtype=torch.float64), torch.randn(4, 2, generator=g,
+                                                                                      dtype=torch.float64)
+        y = torch.randn(len(x), 1, generator=g, dtype=torch.float64)
+        _, k = ntk.analytic(torch.cat([x, xt]), depth=1 + seed % 2)
+        n = len(x)
+        got = call_student(fn, k[:n, :n].clone(), k[n:, :n].clone(), y.clone())
+        want = ntk.predict(k[:n, :n], k[n:, :n], y)
+        if isinstance(got, torch.Tensor) and got.shape == want.shape and torch.allclose(got, y[: len(got)]):
+            raise Wrong("your predictions repeat the training targets: predict the test points with k_test_train")
+        expect_close(got, want, rtol=1e-6, atol=1e-9, what="your test predictions")
+
+
+def decay_steps_reference(lam: float, n: int, lr: float) -> float:
+    """Steps for the residual along eigenvalue ``lam`` to shrink by a factor e: ``n / (2 lr lam)``."""
+    return n / (2 * lr * lam) if lam > 0 else math.inf

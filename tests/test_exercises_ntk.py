@@ -1,0 +1,64 @@
+"""Checkers of the NTK exercises: right answers pass, typical wrong answers fail with specific messages."""
+
+import torch
+
+from labkit.exercises import check
+
+
+def right_kernel(W, b, v, x1, x2):
+    pre1, pre2 = x1 @ W.T + b, x2 @ W.T + b
+    h1, h2 = torch.relu(pre1), torch.relu(pre2)
+    s1, s2 = v * (pre1 > 0), v * (pre2 > 0)
+    return h1 @ h2.T + (s1 @ s2.T) * (x1 @ x2.T + 1)
+
+
+def test_two_layer_kernel(capsys):
+    assert check("ntk.two_layer_kernel", right_kernel)
+    assert "correct" in capsys.readouterr().out
+
+    def no_bias(W, b, v, x1, x2):
+        pre1, pre2 = x1 @ W.T + b, x2 @ W.T + b
+        s1, s2 = v * (pre1 > 0), v * (pre2 > 0)
+        return torch.relu(pre1) @ torch.relu(pre2).T + (s1 @ s2.T) * (x1 @ x2.T)
+
+    assert not check("ntk.two_layer_kernel", no_bias)
+    assert "hidden biases b" in capsys.readouterr().out
+
+    def no_readout(W, b, v, x1, x2):
+        return right_kernel(W, b, v, x1, x2) - torch.relu(x1 @ W.T + b) @ torch.relu(x2 @ W.T + b).T
+
+    assert not check("ntk.two_layer_kernel", no_readout)
+    assert "readout weights v" in capsys.readouterr().out
+
+    assert not check("ntk.two_layer_kernel", lambda W, b, v, x1, x2: 2 * right_kernel(W, b, v, x1, x2))
+    assert "factor of 2" in capsys.readouterr().out
+
+    assert not check("ntk.two_layer_kernel", lambda W, b, v, x1, x2: right_kernel(W, b, v, x1, x2).T)
+    assert "shape" in capsys.readouterr().out
+
+    def crashes(W, b, v, x1, x2):
+        return W @ x1  # wrong shapes: the student's own error is reported
+    assert not check("ntk.two_layer_kernel", crashes)
+    assert "your function raised RuntimeError" in capsys.readouterr().out
+
+
+def test_decay_steps(capsys):
+    assert check("ntk.decay_steps", lambda lam, n, lr: n / (2 * lr * lam))
+    assert not check("ntk.decay_steps", lambda lam, n, lr: n / (lr * lam))
+    assert "factor of 2" in capsys.readouterr().out
+    assert not check("ntk.decay_steps", lambda lam, n, lr: 1 / (lr * lam))
+    assert "does not depend on n" in capsys.readouterr().out
+    assert not check("ntk.decay_steps", None)
+
+
+def test_kernel_regression(capsys):
+    assert check("ntk.kernel_regression", lambda k, kx, y: kx @ torch.linalg.solve(k, y))
+    assert not check("ntk.kernel_regression", lambda k, kx, y: kx @ y)
+    assert not check("ntk.kernel_regression", lambda k, kx, y: y[: kx.shape[0]])
+    assert "repeat the training targets" in capsys.readouterr().out
+
+    def not_done(k, kx, y):
+        raise NotImplementedError
+
+    assert not check("ntk.kernel_regression", not_done)
+    assert "not implemented" in capsys.readouterr().out
