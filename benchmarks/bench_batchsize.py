@@ -17,9 +17,9 @@ is used when it imports, otherwise its row says "not available".
 from __future__ import annotations
 
 import argparse
-import warnings
 import statistics
 import time
+import warnings
 
 import numpy as np
 import torch
