@@ -42,27 +42,17 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from labkit import _checks, notebook
 from labkit.train import Callback, History, StepInfo
-from labkit.viz import theme
-from labkit.viz.figures import finite_or_none, palette
+from labkit.viz._livefigure import LiveFigure, _Series
 
 __all__ = ["BACKENDS", "LivePlot"]
 
 BACKENDS = ("output", "figurewidget", "static")
-
-
-@dataclass
-class _Series:
-    panel: str
-    x: list[float] = field(default_factory=list)
-    y: list[Any] = field(default_factory=list)  # floats, or (members,) arrays for population runs
-    vector: bool = False
 
 
 def _auto_panel(name: str) -> str:
@@ -89,7 +79,7 @@ def _auto_backend() -> str:
     return "static" if notebook.environment() in ("plain", "ipython") else "output"
 
 
-class LivePlot(Callback):
+class LivePlot(LiveFigure, Callback):
     """A live figure of named series against the step, in one or several side-by-side panels.
 
     ``panels`` maps a panel title to the series it shows (``{"loss": ["loss",
@@ -289,100 +279,6 @@ class LivePlot(Callback):
 
         ip.events.register("post_run_cell", hook)
         self._hook = True
-
-    # ------------------------------------------------------------ figure contents
-
-    def _layout_dict(self) -> dict[str, Any]:
-        if self._layout is None:
-            from plotly.subplots import make_subplots
-
-            n = max(len(self._panels), 1)
-            cols = min(n, 3)
-            rows = math.ceil(n / cols)
-            fig = make_subplots(rows=rows, cols=cols, subplot_titles=self._panels or None,
-                                horizontal_spacing=0.1 if cols > 1 else 0.2, vertical_spacing=0.15)
-            theme.apply(fig)
-            fig.update_layout(title=self.title or None, height=self.height * rows, showlegend=True,
-                              margin=dict(t=60 if self.title else 40), uirevision="labkit-live")
-            for i, panel in enumerate(self._panels):
-                log = self._is_log(panel)
-                label = f"{panel} (log scale)" if log else panel
-                fig.update_xaxes(title_text="step", row=i // cols + 1, col=i % cols + 1)
-                fig.update_yaxes(title_text=label, type="log" if log else "linear", row=i // cols + 1,
-                                 col=i % cols + 1)
-            self._layout = fig.layout.to_plotly_json()
-        return self._layout
-
-    def _is_log(self, panel: str) -> bool:
-        if isinstance(self._log_y, bool):
-            return self._log_y
-        if self._log_y is None:
-            return "loss" in panel.lower()
-        return panel in self._log_y
-
-    def _thin(self, n: int) -> np.ndarray | slice:
-        if n <= self.max_points:
-            return slice(None)
-        return np.unique(np.linspace(0, n - 1, self.max_points).round().astype(int))
-
-    def _traces(self) -> list[dict[str, Any]]:
-        """Plotly trace dicts (JSON-safe, no validation: this runs on every redraw)."""
-        traces: list[dict[str, Any]] = []
-        axis = {p: ("" if i == 0 else str(i + 1)) for i, p in enumerate(self._panels)}
-        colors = palette(max(len(self._series), 1))
-        xrange: dict[str, list[float]] = {}
-        for k, (name, s) in enumerate(self._series.items()):
-            n = min(len(s.x), len(s.y))
-            keep = self._thin(n)
-            x = np.asarray(s.x[:n], dtype=float)[keep]
-            y = np.asarray(s.y[:n], dtype=float)[keep]
-            if x.size:
-                lo, hi = xrange.get(s.panel, [x[0], x[-1]])
-                xrange[s.panel] = [min(lo, x[0]), max(hi, x[-1])]
-            ax = axis[s.panel]
-            base = {"type": "scatter", "mode": "lines", "xaxis": f"x{ax}", "yaxis": f"y{ax}",
-                    "x": finite_or_none(x)}
-            if not s.vector:
-                traces.append({**base, "y": finite_or_none(y), "name": name, "line": {"color": colors[k]}})
-            elif y.shape[1] <= self.max_members:
-                member_colors = palette(y.shape[1])
-                labels = self.member_labels or [f"member {j}" for j in range(y.shape[1])]
-                for j in range(y.shape[1]):
-                    traces.append({**base, "y": finite_or_none(y[:, j]), "name": f"{name}: {labels[j]}",
-                                   "legendgroup": labels[j], "line": {"color": member_colors[j], "width": 1.5}})
-            else:
-                traces.extend(self._summary(base, x, y, name, colors[k]))
-        for (panel, label), value in self._refs.items():
-            x0, x1 = xrange.get(panel, [0.0, 1.0])
-            ax = axis[panel]
-            traces.append({"type": "scatter", "mode": "lines", "xaxis": f"x{ax}", "yaxis": f"y{ax}",
-                           "x": [x0, x1], "y": [value, value], "name": f"{label} = {value:.4g}",
-                           "line": {"color": theme.REFERENCE, "dash": "dash", "width": 1.5}})
-        return traces
-
-    @staticmethod
-    def _summary(base: dict[str, Any], x: np.ndarray, y: np.ndarray, name: str, color: str) -> list[dict[str, Any]]:
-        """Median over the members still finite, and a min-max band."""
-        finite = np.where(np.isfinite(y), y, np.nan)
-        ok = np.isfinite(finite).any(1)
-        med, lo, hi = (np.full(len(x), np.nan) for _ in range(3))
-        if ok.any():
-            med[ok], lo[ok], hi[ok] = (f(finite[ok], 1) for f in (np.nanmedian, np.nanmin, np.nanmax))
-        band = {**base, "x": finite_or_none(np.concatenate([x[ok], x[ok][::-1]])),
-                "y": finite_or_none(np.concatenate([hi[ok], lo[ok][::-1]])), "fill": "toself",
-                "fillcolor": "rgba(120,120,120,0.2)", "line": {"width": 0}, "hoverinfo": "skip",
-                "name": f"{name}: min-max of {y.shape[1]}"}
-        return [band, {**base, "y": finite_or_none(med), "name": f"{name}: median", "line": {"color": color}}]
-
-    def _figure_dict(self) -> dict[str, Any]:
-        with self._lock:
-            return {"data": self._traces(), "layout": self._layout_dict()}
-
-    def figure(self) -> Any:
-        """The current state as a static ``plotly.graph_objects.Figure``."""
-        import plotly.graph_objects as go
-
-        return go.Figure(self._figure_dict())
 
     def _bundle(self) -> dict[str, Any]:
         fig = self._figure_dict()
