@@ -52,16 +52,18 @@ class KernelTracker(Callback):
     ``distance`` (:func:`kernel_distance` to the first kernel) and ``eigenvalues`` (top ``k``
     of the trace kernel), plus ``initial`` and ``final`` kernels. Pass a
     :class:`labkit.viz.LivePlot` as ``live`` to stream ``kernel_change`` and
-    ``kernel_distance`` into it. The kernel at ``fit``'s last step is measured in ``on_end``.
+    ``kernel_distance`` into it (or only the change, as series ``name``, when ``name`` is given).
+    The kernel after ``fit``'s last update is measured in ``on_end``.
     """
 
-    def __init__(self, x: torch.Tensor, every: int = 10, *, k: int = 5, method: str = "auto", live: Any = None):
+    def __init__(self, x: torch.Tensor, every: int = 10, *, k: int = 5, method: str = "auto", live: Any = None,
+                 name: str | None = None):
         if not isinstance(x, torch.Tensor) or x.ndim < 2:
             raise ValueError(f"x must be a tensor of inputs (n, features...), got {getattr(x, 'shape', x)!r}")
         _checks.positive("every", every, integer=True)
         _checks.positive("k", k, integer=True)
         _checks.choice("method", method, METHODS)
-        self.x, self.every, self.k, self.method, self.live = x, every, k, method, live
+        self.x, self.every, self.k, self.method, self.live, self.name = x, every, k, method, live, name
         self.steps: list[int] = []
         self.change: list[float] = []
         self.distance: list[float] = []
@@ -81,7 +83,9 @@ class KernelTracker(Callback):
         self.distance.append(kernel_distance(kern, self.initial))
         self.eigenvalues.append(torch.linalg.eigvalsh(kern).flip(0)[: self.k])
         self._last = step
-        if self.live is not None:
+        if self.live is not None and self.name is not None:
+            self.live.append(step, **{self.name: self.change[-1]})
+        elif self.live is not None:
             self.live.append(step, kernel_change=self.change[-1], kernel_distance=self.distance[-1])
 
     def on_start(self, info: StepInfo) -> None:
