@@ -78,6 +78,10 @@ def test_auto_backend_is_static_outside_a_kernel_and_overridable(monkeypatch):
     monkeypatch.setenv("LABKIT_ENV", "colab")
     monkeypatch.setenv("LABKIT_LIVEPLOT", "")
     assert LivePlot().backend == "output"
+    monkeypatch.setenv("LABKIT_ENV", "nope")
+    with pytest.raises(ValueError, match="LABKIT_ENV='nope'"):
+        notebook.environment()
+    monkeypatch.setenv("LABKIT_ENV", "colab")
     live = LivePlot(backend="output")
     live.append(0, loss=1.0)
     assert "cdn.plot.ly" in live.widget.outputs[0]["data"]["text/html"]  # self-contained HTML on Colab

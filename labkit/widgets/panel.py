@@ -30,6 +30,7 @@ from typing import Any
 import ipywidgets as widgets
 from torch import nn
 
+import labkit
 from labkit import data as lkdata
 from labkit.data import Dataset
 from labkit.models import mlp
@@ -70,8 +71,10 @@ class TrainPanel:
         panels: Any = None,
         backend: str = "auto",
         title: str = "",
+        device: Any = None,
     ):
         self.n, self.seed = n, seed
+        self.device = device  # None: labkit.device() (cuda when present, e.g. on Colab)
         self._reseeds = 0  # Run presses after the first run: each one trains from a new seed
         self.controls: dict[str, widgets.ValueWidget] = {
             "dataset": ctl.dataset_dropdown(dataset, list(datasets) if datasets else None),
@@ -135,7 +138,7 @@ class TrainPanel:
         options = {k: p[k] for k in _FIT_OPTIONS if k in p}
         hist = fit(model, train, optimizer=p["optimizer"], lr=p["lr"], batch_size=bs, steps=p["steps"],
                    eval_data=test, eval_every=max(1, p["steps"] // 100), progress=False,
-                   callbacks=[self.live, *extra, ctx.callback], **options)
+                   callbacks=[self.live, *extra, ctx.callback], device=self.device or labkit.device(), **options)
         self.history, self.model_ = hist, model
         return hist
 
@@ -171,7 +174,8 @@ def train_panel(**kwargs: Any) -> TrainPanel:
     Keyword arguments (all optional) set the initial control values
     (``dataset``, ``width``, ``depth``, ``optimizer``, ``lr``, ``batch_size``,
     ``steps``), the dataset size ``n`` and ``seed``, and extend the panel
-    (``controls``, ``callbacks``, ``panels``, see the module docstring).
+    (``controls``, ``callbacks``, ``panels``, see the module docstring); ``device``
+    defaults to :func:`labkit.device` (``cuda`` when present).
     Press Run, or call ``panel.run(wait=True)``; moving a control during a run
     restarts it with the new value.
     """
