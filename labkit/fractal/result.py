@@ -1,0 +1,231 @@
+"""The outcome of a scan: grid, phases, scores, the equalised image, boundary, zoom and npz files.
+
+Coordinates are plain float64 hyperparameter values (no centre-plus-offset
+bookkeeping): the networks themselves train with float64 learning rates and
+offsets, so a window whose pixel spacing is below a few units in the last place
+could not be resolved by the training either. :func:`check_window` enforces
+this: a pixel must span at least ``MIN_ULPS`` units in the last place of the
+experiment's dtype (float64: relative spacing ~1.8e-15, about 13 decades below
+a 64-pixel window of width 1; float32: ~1e-6).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labkit.fractal.experiment import Experiment
+
+__all__ = ["MIN_ULPS", "ScanResult", "axis_values", "check_window", "equalise"]
+
+#: A pixel must span at least this many units in the last place (else the grid is quantised).
+MIN_ULPS = 8
+
+
+def _check_axis(name: str, rng: Any, n: int, log: bool, eps: float) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in rng)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair of numbers (lo, hi), got {rng!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name}={rng!r} must be finite")
+    if log and lo <= 0:
+        raise ValueError(f"{name}={rng!r}: a log axis needs positive bounds (lo > 0); use log=False for a linear axis")
+    if lo >= hi:
+        raise ValueError(f"{name}={rng!r}: need lo < hi")
+    spacing = (hi - lo) / (n - 1)
+    ulp = eps * max(abs(lo), abs(hi))
+    if spacing < MIN_ULPS * ulp:
+        raise ValueError(
+            f"{name}={rng!r} is too deep a window for this dtype at {n} pixels: a pixel spans "
+            f"{spacing / ulp:.2g} units in the last place (need >= {MIN_ULPS}; relative width "
+            f"{(hi - lo) / max(abs(lo), abs(hi)):.2g}). Use a wider window or fewer pixels."
+        )
+    return lo, hi
+
+
+def check_window(x_range: Any, y_range: Any, resolution: tuple[int, int], log: tuple[bool, bool], eps: float) -> tuple:
+    """Validate a window; return ``((x_lo, x_hi), (y_lo, y_hi))`` as floats."""
+    for name, n in zip(("resolution[0]", "resolution[1]"), resolution):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {n!r}")
+        if n < 2:
+            raise ValueError(f"resolution must be >= 2 pixels per axis, got {n}")
+    return (
+        _check_axis("x_range", x_range, int(resolution[0]), log[0], eps),
+        _check_axis("y_range", y_range, int(resolution[1]), log[1], eps),
+    )
+
+
+def axis_values(rng: tuple[float, float], n: int, log: bool) -> np.ndarray:
+    """``n`` values from lo to hi, geometric on a log axis (computed as lo + lo*expm1(.) to keep deep windows exact)."""
+    lo, hi = rng
+    t = np.linspace(0.0, 1.0, n)
+    if not log:
+        return lo + t * (hi - lo)
+    v = lo + lo * np.expm1(t * np.log1p((hi - lo) / lo))
+    v[-1] = hi
+    return v
+
+
+def equalise(score: np.ndarray) -> np.ndarray:
+    """Sign-preserving histogram equalisation: negative scores onto [-1, -0.25], positive onto [0.25, 1] by rank."""
+    out = np.full(score.shape, np.nan)
+    flat, res = score.ravel(), out.ravel()
+    for sel, lo, hi in ((flat < 0, -1.0, -0.25), (flat > 0, 0.25, 1.0)):
+        idx = np.flatnonzero(sel)
+        if idx.size == 1:
+            res[idx] = (lo + hi) / 2
+        elif idx.size > 1:
+            ranks = np.empty(idx.size)
+            ranks[np.argsort(flat[idx], kind="stable")] = np.arange(idx.size)
+            res[idx] = lo + (hi - lo) * ranks / (idx.size - 1)
+    return out
+
+
+def _mid(a: float, b: float, log: bool) -> float:
+    return math.sqrt(a * b) if log else (a + b) / 2
+
+
+@dataclass
+class ScanResult:
+    """A scanned window. Arrays are ``(ny, nx)``: row ``i`` is ``y[i]``, column ``j`` is ``x[j]``."""
+
+    experiment: Experiment
+    axes: tuple[str, str]
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+    log: tuple[bool, bool]
+    x: np.ndarray
+    y: np.ndarray
+    converged: np.ndarray
+    score: np.ndarray
+    complete: bool = True
+    wall_time: float = 0.0
+    device: str = "cpu"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return len(self.x), len(self.y)
+
+    def image(self) -> np.ndarray:
+        """The equalised image in [-1, 1] (converged < 0 blue side, diverged > 0 red side; NaN = unscanned)."""
+        return equalise(self.score)
+
+    def rgb(self) -> np.ndarray:
+        """``(ny, nx, 3)`` uint8 colours of :meth:`image` on labkit's diverging scale (row 0 = lowest y)."""
+        from labkit.fractal.png import colorize
+
+        return colorize(self.image())
+
+    def boundary(self) -> np.ndarray:
+        """``(ny-1, nx-1)`` bool: 2x2 pixel blocks containing both phases (the score changes sign)."""
+        c = self.converged
+        blocks = np.stack([c[:-1, :-1], c[:-1, 1:], c[1:, :-1], c[1:, 1:]])
+        return blocks.any(0) & ~blocks.all(0)
+
+    def dimension(self) -> float:
+        """Box-counting dimension of :meth:`boundary` (NaN if there is too little boundary)."""
+        from labkit.fractal.dimension import box_counting_dimension
+
+        return box_counting_dimension(self.boundary())[0]
+
+    def nearest_boundary(self, point: tuple[float, float] | None = None) -> tuple[float, float]:
+        """Centre of the boundary block nearest ``point`` (default: the window centre), in data coordinates."""
+        b = np.argwhere(self.boundary())
+        if b.size == 0:
+            raise ValueError("this window has no boundary pixels (only one phase); widen the window")
+        if point is None:
+            ti, tj = (len(self.y) - 2) / 2, (len(self.x) - 2) / 2
+        else:
+            tj = np.interp(self._axis_t(point[0], 0), np.linspace(0, 1, len(self.x)), np.arange(len(self.x)))
+            ti = np.interp(self._axis_t(point[1], 1), np.linspace(0, 1, len(self.y)), np.arange(len(self.y)))
+        i, j = b[np.argmin((b[:, 0] - ti) ** 2 + (b[:, 1] - tj) ** 2)]
+        return _mid(self.x[j], self.x[j + 1], self.log[0]), _mid(self.y[i], self.y[i + 1], self.log[1])
+
+    def _axis_t(self, v: float, k: int) -> float:
+        lo, hi = (self.x_range, self.y_range)[k]
+        if self.log[k]:
+            return math.log(v / lo) / math.log(hi / lo)
+        return (v - lo) / (hi - lo)
+
+    def zoom(self, a: Any, b: Any = 10.0) -> tuple[tuple[float, float], tuple[float, float]]:
+        """New ranges: ``zoom((x, y), factor)`` shrinks the window ``factor``-fold around a point
+        (geometrically on log axes); ``zoom(x_range, y_range)`` checks a window. Raises ValueError if the
+        window is deeper than the dtype allows (see :data:`MIN_ULPS`).
+        """
+        import torch
+
+        if np.ndim(b) == 0:
+            factor = float(b)
+            if not factor > 0:
+                raise ValueError(f"factor must be > 0, got {b!r}")
+            ranges = []
+            for k, (c, (lo, hi)) in enumerate(zip(a, (self.x_range, self.y_range))):
+                if self.log[k]:
+                    half = math.log(hi / lo) / 2 / factor
+                    ranges.append((c * math.exp(-half), c * math.exp(half)))
+                else:
+                    half = (hi - lo) / 2 / factor
+                    ranges.append((c - half, c + half))
+            a, b = ranges
+        eps = torch.finfo(self.experiment.torch_dtype).eps
+        return check_window(a, b, self.resolution, self.log, eps)
+
+    def figure(self, title: str | None = None, height: int = 480) -> Any:
+        """A plotly heatmap of :meth:`image` on labkit's diverging scale."""
+        import plotly.graph_objects as go
+
+        from labkit.viz import theme
+
+        ax = {"lr_in": "input-layer learning rate", "lr_out": "output-layer learning rate",
+              "offset": "input-weight offset", "lr": "learning rate"}
+        title = title if title is not None else f"{self.experiment.name}: converged (blue) / diverged (red)"
+        fig = theme.figure(title, ax[self.axes[0]], ax[self.axes[1]], log_x=self.log[0], log_y=self.log[1],
+                           height=height, width=height + 60)
+        fig.add_trace(go.Heatmap(z=self.image(), x=self.x, y=self.y, colorscale=theme.DIVERGING, zmin=-1, zmax=1,
+                                 colorbar=dict(title="score", tickvals=[-1, 0, 1],
+                                               ticktext=["slow conv.", "", "slow div."]),
+                                 hovertemplate="x=%{x:.6g}<br>y=%{y:.6g}<br>%{z:.2f}<extra></extra>"))
+        return fig
+
+    def to_png(self, path: str | Path, scale: int = 1) -> Path:
+        """Write :meth:`image` as a PNG (top row = highest y), ``scale``x nearest-neighbour enlarged."""
+        from labkit.fractal.png import write_png
+
+        rgb = self.rgb()[::-1]
+        if scale > 1:
+            rgb = rgb.repeat(scale, 0).repeat(scale, 1)
+        return write_png(path, rgb)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Save as a compressed ``.npz`` with all metadata (JSON), loadable anywhere with :meth:`load`."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")
+        import labkit
+
+        meta = dict(experiment=self.experiment.to_dict(), axes=list(self.axes), x_range=list(self.x_range),
+                    y_range=list(self.y_range), log=list(self.log), complete=self.complete,
+                    wall_time=self.wall_time, device=self.device, labkit=labkit.__version__, meta=self.meta)
+        np.savez_compressed(path, x=self.x, y=self.y, converged=self.converged, score=self.score,
+                            meta=np.array(json.dumps(meta)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScanResult:
+        """Read a file written by :meth:`save`."""
+        with np.load(Path(path), allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            exp = meta["experiment"]
+            exp.update(axes=tuple(exp["axes"]), x_range=tuple(exp["x_range"]), y_range=tuple(exp["y_range"]))
+            return cls(Experiment(**exp), tuple(meta["axes"]), tuple(meta["x_range"]), tuple(meta["y_range"]),
+                       tuple(meta["log"]), f["x"], f["y"], f["converged"], f["score"], meta["complete"],
+                       meta["wall_time"], meta["device"], meta.get("meta", {}))

@@ -1,0 +1,259 @@
+"""Scan a window of hyperparameter space: train every cell's network at once and record its outcome.
+
+All cells of a chunk train **simultaneously** with hand-batched tensor operations
+(no autograd, no per-network work). With ``C`` cells, width ``h``, input dimension
+``d`` and ``n`` points, the state is the first-layer weights of all cells as one
+``(C*h, d)`` matrix and the readouts as ``(C, h)``; one step is
+
+* ``A = V0 @ x^T``: one ``(C*h, d) x (d, n)`` GEMM (every cell shares the data);
+* ``H = phi(A)`` in place; ``f = U1 . H`` (batched matvec); ``r = f - y``;
+* ``Q = r * phi'(A)`` in one fused kernel (``tanh_backward`` / ``threshold_backward``);
+* ``G = Q @ x``: one ``(C*h, n) x (n, d)`` GEMM; ``V0 -= K0 * U1 * G``; ``U1 -= K1 * (H . r)``,
+
+where ``V0 = gain * W0 / sqrt(d)`` and ``U1 = W1 / h`` hold the mean-field scalings
+and ``K0, K1`` the per-cell learning rates and constants, so the gradients are the
+exact analytic gradients of ``mean_i (f_i - y_i)^2`` (checked against autograd
+loops in ``tests/test_fractal_scan.py``). Chunks are sized for the cache on CPUs
+(the whole grid at once is several times slower) and for ``max_memory`` on GPUs.
+
+Outcome (as in the paper's notebook): losses ``l_t`` of ``theta_t`` for
+``t = 0 .. steps-1`` are divided by ``l_0``, non-finite values count as 1e6 and
+everything is clipped at 1e6; a cell **converged** when the mean normalised loss of
+the last ``tail`` steps is < 1. Score: converged ``-sum_t l_t/l_0``, diverged
+``+sum_t l_0/l_t``. A cell whose loss became non-finite has non-finite weights and
+stays so; it is dropped from the chunk and its remaining steps are filled in exactly.
+
+The offset axis adds the offset to every input-layer weight **once, at
+initialisation** (``Experiment.offset_every_step=True`` re-adds it before every
+step, as the paper's notebook does).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from labkit import _checks
+from labkit.fractal.experiment import Experiment
+from labkit.fractal.result import ScanResult, axis_values, check_window
+
+__all__ = ["scan"]
+
+_CLIP = 1e6
+_CPU_CHUNK_BYTES = 2 << 20  # ~2 MiB activation buffer per chunk: stays in cache on CPUs
+
+
+class _Problem:
+    """The data, the shared initialisation and the constants of one experiment on one device."""
+
+    def __init__(self, exp: Experiment, device: torch.device) -> None:
+        dt = exp.torch_dtype
+        x, y = exp.data()
+        w0, w1 = exp.init_weights()
+        self.exp, self.device, self.dtype = exp, device, dt
+        self.d, self.h, self.n = exp.input_dim, exp.width, exp.points
+        self.x = x.to(device, dt)  # (n, d)
+        self.xT = self.x.T.contiguous()  # (d, n)
+        self.yT = y.T.to(device, dt)  # (1, n)
+        # tanh(g z) = 2 sigmoid(2 g z) - 1: sigmoid is ~3x cheaper than tanh in float64 on CPUs, so for tanh
+        # the state holds 2x the pre-activation and the kernels work with s = sigmoid(A) (H = 2s - 1).
+        self.sig = exp.nonlinearity == "tanh"
+        self.v0_scale = exp.gain / math.sqrt(self.d) * (2.0 if self.sig else 1.0)
+        self.v0 = (w0 * self.v0_scale).T.contiguous().to(device, dt)  # (h, d): row j = unit j's scaled weights
+        self.u1 = (w1[:, 0] / self.h).to(device, dt)  # (h,)
+        idx = exp.batch_indices()
+        self.idx = None if idx is None else idx.to(device)
+        self.nb = self.n if idx is None else exp.batch_size  # points per gradient
+        self.k0 = exp.gain**2 * 2.0 / (self.d * self.nb) * (8.0 if self.sig else 1.0)  # times lr_in
+        self.k1 = 2.0 / (self.nb * self.h**2)  # times lr_out: readout step constant
+        self.tiny = torch.finfo(dt).tiny
+
+    def bytes_per_cell(self) -> int:
+        """Working memory of one cell in a chunk (activations, weights, gradient buffers)."""
+        nb = self.nb if self.idx is not None else 0
+        return torch.finfo(self.dtype).bits // 8 * (self.h * (self.n + nb) + 2 * self.h * self.d + 6 * self.n + 16)
+
+
+def _train_chunk(p: _Problem, lr_in: torch.Tensor, lr_out: torch.Tensor, offset: torch.Tensor | None) -> tuple:
+    """Train ``C`` cells at once; return ``(sum l/l0, sum l0/l, tail mean)`` per cell as float64 numpy arrays."""
+    exp, (h, d, n), dt = p.exp, (p.h, p.d, p.n), p.dtype
+    steps, tail_len = exp.steps, exp.tail
+    c = lr_in.shape[0]
+    v0 = p.v0.expand(c, h, d).clone()  # (C, h, d)
+    off = None if offset is None else (offset * p.v0_scale).view(-1, 1, 1)
+    if off is not None and not exp.offset_every_step:
+        v0 += off
+    u1 = p.u1.expand(c, h).clone()  # (C, h)
+    k0, k1 = lr_in * p.k0, lr_out * p.k1  # (C,)
+    pos = torch.arange(c, device=p.device)  # chunk position of each live cell
+    s_fwd, s_inv, s_tail = (torch.zeros(c, dtype=dt, device=p.device) for _ in range(3))
+    l0 = None
+    out = torch.zeros(3, c, dtype=torch.float64, device=p.device)
+    buf = torch.empty(c * h * n, dtype=dt, device=p.device)
+    act = {"tanh": torch.sigmoid_, "relu": torch.relu_, "identity": None}[exp.nonlinearity]
+    for t in range(steps):
+        live = v0.shape[0]
+        if live == 0:
+            break
+        if off is not None and exp.offset_every_step:
+            v0 += off
+        a = torch.mm(v0.view(live * h, d), p.xT, out=buf[: live * h * n].view(live * h, n)).view(live, h, n)
+        if act is not None:
+            act(a)  # H = phi(A) in place (tanh: s = sigmoid(A), H = 2s - 1)
+        if p.sig:
+            f = torch.bmm((2.0 * u1).unsqueeze(1), a).view(live, n) - u1.sum(1, keepdim=True)
+        else:
+            f = torch.bmm(u1.unsqueeze(1), a).view(live, n)
+        r = f - p.yT  # residuals (live, n)
+        loss = r.square().mean(1)
+        if l0 is None:
+            l0 = loss.clone()
+        nl = torch.nan_to_num(loss / l0, nan=_CLIP, posinf=_CLIP, neginf=_CLIP).clamp_(p.tiny, _CLIP)
+        s_fwd += nl
+        s_inv += nl.reciprocal()
+        if t >= steps - tail_len:
+            s_tail += nl
+        if t == steps - 1:
+            break
+        if p.idx is not None:  # mini-batch: the gradient on this step's samples
+            i = p.idx[t]
+            hb, rb, xbT = a.index_select(2, i), r.index_select(1, i), p.xT.index_select(1, i)
+        else:
+            hb, rb, xbT = a, r, p.xT
+        g1 = (hb * rb.unsqueeze(1)).sum(2)  # sum_n H r (readout gradient, unscaled)
+        if p.sig:
+            g1 = 2.0 * g1 - rb.sum(1, keepdim=True)
+        rs = (rb * k0.unsqueeze(1)).unsqueeze(1).expand(live, h, rb.shape[1])
+        if p.sig:
+            q = torch.ops.aten.sigmoid_backward(rs, hb)  # r * s (1 - s), one pass
+        elif exp.nonlinearity == "relu":
+            q = torch.ops.aten.threshold_backward(rs, hb, 0)  # r * 1[H > 0]
+        else:
+            q = rs
+        g0 = torch.mm(xbT, q.reshape(live * h, -1).T).T.view(live, h, d)  # (x^T Q^T)^T: the faster BLAS layout
+        v0.addcmul_(u1.unsqueeze(2), g0, value=-1.0)
+        u1.addcmul_(k1.unsqueeze(1), g1, value=-1.0)
+        if t % 8 == 7:  # drop cells whose loss is non-finite: they stay so; fill in their remaining steps exactly
+            dead = ~torch.isfinite(loss)
+            if bool(dead.any()):
+                rest, rest_tail = steps - 1 - t, min(tail_len, steps - 1 - t)
+                out[:, pos[dead]] = torch.stack(
+                    [s_fwd[dead] + rest * _CLIP, s_inv[dead] + rest / _CLIP, s_tail[dead] + rest_tail * _CLIP]
+                ).double()
+                keep = ~dead
+                v0, u1, k0, k1, pos, l0 = v0[keep], u1[keep], k0[keep], k1[keep], pos[keep], l0[keep]
+                s_fwd, s_inv, s_tail = s_fwd[keep], s_inv[keep], s_tail[keep]
+                off = None if off is None else off[keep]
+    out[:, pos] = torch.stack([s_fwd, s_inv, s_tail]).double()
+    out[2] /= tail_len
+    return tuple(out.cpu().numpy())
+
+
+def _chunk_cells(p: _Problem, chunk: int | None, max_memory: int) -> int:
+    cap = max(1, max_memory // p.bytes_per_cell())
+    if chunk is not None:
+        return max(1, min(chunk, cap))
+    if p.device.type == "cpu":
+        per_cell = p.h * p.n * torch.finfo(p.dtype).bits // 8
+        return max(8, min(cap, _CPU_CHUNK_BYTES // per_cell))
+    return cap
+
+
+def scan(
+    experiment: Experiment | str = "quick",
+    x_range: tuple[float, float] | None = None,
+    y_range: tuple[float, float] | None = None,
+    resolution: int | tuple[int, int] = 64,
+    *,
+    axes: tuple[str, str] | None = None,
+    log: bool | tuple[bool, bool] | None = None,
+    device: Any = None,
+    max_memory: int = 1 << 30,
+    chunk: int | None = None,
+    progress: bool = True,
+    cancel: Callable[[], bool] | None = None,
+    on_chunk: Callable[[ScanResult], None] | None = None,
+) -> ScanResult:
+    """Train one network per grid cell and return the converged/diverged picture.
+
+    ``experiment`` is an :class:`Experiment` or a preset name; ``x_range``/``y_range``
+    default to its first window and ``axes`` to its axes (``("lr_in", "lr_out")`` or
+    ``("offset", "lr")``). ``resolution`` is ``n`` or ``(nx, ny)``. ``log`` defaults to
+    log-spaced learning-rate axes and a linear offset axis. ``max_memory`` (bytes)
+    bounds the working memory of a chunk (default 1 GiB, well inside Binder's 2 GB);
+    ``chunk`` forces the cells per chunk (otherwise sized for the cache on CPUs and for
+    ``max_memory`` on GPUs). ``cancel()`` is polled between chunks; on ``KeyboardInterrupt``
+    or cancel the scan **returns the partial result** (``complete=False``; unscanned
+    cells have ``score`` NaN and ``converged`` False) with a warning.
+
+    >>> res = scan("quick", (1e-1, 1e2), (1e-1, 1e2), 8, progress=False)
+    >>> res.converged.shape, bool(res.converged[0, 0]), bool(res.converged[-1, -1])
+    ((8, 8), True, False)
+    """
+    from labkit import device as default_device
+
+    exp = Experiment.preset(experiment) if isinstance(experiment, str) else experiment
+    if not isinstance(exp, Experiment):
+        raise TypeError(f"experiment must be an Experiment or a preset name, got {type(experiment).__name__}")
+    axes = exp.axes if axes is None else tuple(axes)
+    if axes != exp.axes:
+        exp = exp.replace(axes=axes)
+    x_range = exp.x_range if x_range is None else x_range
+    y_range = exp.y_range if y_range is None else y_range
+    nx, ny = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else resolution
+    _checks.positive("max_memory", max_memory, integer=True)
+    logs = (axes[0] != "offset", True) if log is None else (log, log) if isinstance(log, bool) else tuple(log)
+    eps = torch.finfo(exp.torch_dtype).eps
+    x_range, y_range = check_window(x_range, y_range, (nx, ny), logs, eps)
+    xs, ys = axis_values(x_range, nx, logs[0]), axis_values(y_range, ny, logs[1])
+    dev = torch.device(default_device() if device is None else device)
+
+    p = _Problem(exp, dev)
+    gx, gy = np.meshgrid(xs, ys)  # (ny, nx): row = y
+    cx, cy = gx.ravel(), gy.ravel()
+    if axes == ("lr_in", "lr_out"):
+        lr_in, lr_out, offset = cx, cy, None
+    else:
+        lr_in, lr_out, offset = cy, cy, cx
+    cells = cx.size
+    score = np.full(cells, np.nan)
+    converged = np.zeros(cells, dtype=bool)
+    result = ScanResult(exp, axes, x_range, y_range, logs, xs, ys, converged.reshape(ny, nx), score.reshape(ny, nx))
+    size = _chunk_cells(p, chunk, max_memory)
+    start, complete = time.perf_counter(), True
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cells, desc=f"scan {exp.name}", unit="net", delay=2, disable=not progress)
+    as_t = lambda v: torch.as_tensor(v, dtype=p.dtype, device=dev)  # noqa: E731
+    try:
+        with torch.no_grad():
+            for lo in range(0, cells, size):
+                if cancel is not None and cancel():
+                    complete = False
+                    break
+                sl = slice(lo, min(cells, lo + size))
+                s_fwd, s_inv, tail = _train_chunk(
+                    p, as_t(lr_in[sl]), as_t(lr_out[sl]), None if offset is None else as_t(offset[sl])
+                )
+                conv = tail < 1.0
+                converged[sl] = conv
+                score[sl] = np.where(conv, -s_fwd, s_inv)
+                bar.update(sl.stop - sl.start)
+                if on_chunk is not None:
+                    on_chunk(result)
+    except KeyboardInterrupt:
+        complete = False
+    finally:
+        bar.close()
+    if not complete:
+        warnings.warn("scan interrupted: returning a partial result (unscanned cells have score NaN)", stacklevel=2)
+    result.complete = complete
+    result.wall_time = time.perf_counter() - start
+    result.device = str(dev)
+    return result
