@@ -298,7 +298,7 @@ def exercise_problems(nb: dict) -> list[str]:
             trace = _ANSI.sub("", "\n".join(err.get("traceback", [])))
             summary = f"{err['ename']}: {err['evalue']}"
             if i < first:
-                problems.append(f"{where} (before the first exercise) raised {summary}")
+                problems.append(f"{where} (before the first exercise) raised {summary}\n{trace[-800:]}")
             elif "labkit/exercises" in trace.replace("\\", "/"):
                 problems.append(f"{where} crashed inside labkit.exercises: {summary}\n{trace[-1500:]}")
         is_check = i > first and _CHECK_CALL.search(_source(cell)) and "student" not in cell["metadata"].get("tags", [])
@@ -348,7 +348,7 @@ def test_exercise_problems_flags_each_kind_of_failure():
         cell("plot(f())", [_error_output("NotImplementedError", "<ipython-input-3>")]),
     ]
     problems = exercise_problems(_nb(*bad))
-    assert problems[0] == "cell 1 (before the first exercise) raised ValueError: boom"
+    assert problems[0] == "cell 1 (before the first exercise) raised ValueError: boom\nFile /site/labkit/hessian.py:3"
     assert problems[1].startswith("cell 3 crashed inside labkit.exercises: TypeError: boom")
     assert problems[2] == "cell 3 (check cell) raised TypeError: boom"
     assert problems[3].startswith("cell 4 (check cell): a student stub passed the check")
