@@ -210,11 +210,15 @@ function startSampler(target) {
   const s = {
     target, initial, last: initial, initialPoints: gd ? lkPoints(gd) : 0, finalPoints: 0,
     changes: 0, samples: 0, t0: performance.now(), lastChange: performance.now(), distinct: new Set(),
+    missing: 0, timeline: [], states: [],
   };
   s.timer = setInterval(() => {
     const g = lkLiveFigure(target);
     s.samples += 1;
-    if (!g) return;
+    if (!g) {
+      s.missing += 1;
+      return;
+    }
     const f = lkFingerprint(g);
     s.finalPoints = lkPoints(g);
     if (f !== s.last) {
@@ -222,6 +226,8 @@ function startSampler(target) {
       s.last = f;
       s.lastChange = performance.now();
       s.distinct.add(f);
+      if (s.timeline.length < 40) s.timeline.push([Math.round(s.lastChange - s.t0), lkPoints(g)]);
+      if (s.states.length < 400) s.states.push([f, lkPoints(g)]);
     }
   }, 50);
   window.__lkLive = s;
@@ -236,10 +242,15 @@ function samplerState() {
 function stopSampler() {
   const s = window.__lkLive;
   clearInterval(s.timer);
+  // Partial states: drawn data seen during the run that is neither the state before it nor the final one.
+  const partial = new Set(s.states.filter(([f, n]) => n > 0 && f !== s.initial && f !== s.last).map(([f]) => f));
+  const control = document.querySelector(`[data-lk-live-control='${s.target.token}']`);
+  const area = control && control.closest('.jp-OutputArea-output');
   return {
+    partial: partial.size, controlText: area ? area.innerText.replace(/\s+/g, ' ').trim().slice(-300) : '',
     changes: s.changes, distinct: s.distinct.size, samples: s.samples, elapsed: performance.now() - s.t0,
     sinceChange: performance.now() - s.lastChange, initial: s.initial, final: s.last,
-    initialPoints: s.initialPoints, finalPoints: s.finalPoints,
+    initialPoints: s.initialPoints, finalPoints: s.finalPoints, missing: s.missing, timeline: s.timeline,
   };
 }
 

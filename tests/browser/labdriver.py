@@ -378,8 +378,7 @@ def _live_check(page, path: Path, report: Report) -> None:
         control.click(timeout=10_000)
     else:  # slider: keyboard on the noUiSlider handle, as a reader would
         control.focus(timeout=10_000)
-        for _ in range(3):
-            page.keyboard.press("ArrowRight" if target["canIncrease"] else "ArrowLeft")
+        page.keyboard.press("ArrowRight" if target["canIncrease"] else "ArrowLeft")
     t0 = time.monotonic()
     while time.monotonic() - t0 < LIVE_TIMEOUT:
         time.sleep(0.5)
@@ -392,21 +391,25 @@ def _live_check(page, path: Path, report: Report) -> None:
     report.live.update(s)
     settled = s["sinceChange"] > LIVE_SETTLE * 1000
     what = f"live check ({target['kind']} {target['label']!r} in cell {target['cell']} -> figure {target['figure']})"
+    report.notes.append(f"{what}: control area after the run: {s['controlText']!r}")
     if s["changes"] == 0:
         report.problems.append(f"{what}: the figure never changed within {LIVE_START_TIMEOUT} s "
-                               f"({s['samples']} DOM samples)")
+                               f"({s['samples']} DOM samples, figure absent in {s['missing']})")
         return
-    if s["changes"] < 2:
-        report.problems.append(f"{what}: the figure changed only once ({s['samples']} samples over "
-                               f"{s['elapsed'] / 1000:.1f} s): no update while the run was in progress")
+    if s["partial"] == 0:
+        report.problems.append(f"{what}: no partial figure seen while the run was in progress ({s['changes']} "
+                               f"change(s) in {s['elapsed'] / 1000:.1f} s, {s['samples']} samples at 50 ms; changes at "
+                               f"[ms, points] {s['timeline'][:12]}); the page shows only the end of the run")
     if s["final"] == s["initial"]:
         report.problems.append(f"{what}: after the run the figure shows the same data as before")
     if s["finalPoints"] == 0:
         report.problems.append(f"{what}: after the run the figure has no data points")
     if not settled:
         report.notes.append(f"{what}: still changing after {LIVE_TIMEOUT} s")
-    report.notes.append(f"{what}: {s['changes']} distinct figure states in {s['elapsed'] / 1000:.1f} s "
-                        f"({s['samples']} samples); points {s['initialPoints']} -> {s['finalPoints']}")
+    report.notes.append(f"{what}: {s['partial']} partial state(s), {s['changes']} figure changes in "
+                        f"{s['elapsed'] / 1000:.1f} s ({s['samples']} samples); "
+                        f"points {s['initialPoints']} -> {s['finalPoints']}; "
+                        f"changes at [ms, points] {s['timeline'][:12]}")
 
 
 def _screenshot(page, dest: Path) -> Path:
