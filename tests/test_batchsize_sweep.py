@@ -43,6 +43,9 @@ def test_steps_to_target_equals_separate_fits():
         if row["reached"]:
             assert row["examples"] == row["steps"] * row["batch_size"]
     assert 0 < reached < 8  # the case mixes reached and not reached trials
+    full = steps_to_target(make_model, DATA, progress=False, stop_early=False, keep_histories=True, **kw)
+    assert [r["steps"] for r in full.rows] == [r["steps"] for r in sweep.rows]
+    assert all(h.steps == 40 for h in full.histories)
     best = sweep.best()
     assert list(best["batch_size"]) == [4, 16]
     assert "Sweep(" in repr(sweep) and sweep.figure().data and sweep.lr_figure().data

@@ -213,6 +213,7 @@ def steps_to_target(
     eval_every: int = 1,
     lr_schedule: Any = None,
     keep_histories: bool = False,
+    stop_early: bool = True,
     progress: bool = True,
 ) -> Sweep:
     """Steps (and examples) to reach ``target`` for every batch size, learning rate and seed.
@@ -223,8 +224,9 @@ def steps_to_target(
     the first evaluation step that meets the target; a trial that never does is reported
     as not reached (``steps=None``). ``lrs`` is the learning-rate grid at ``batch_sizes[0]``;
     ``lr_rule`` (``"none"``, ``"linear"``, ``"sqrt"``) moves the whole grid with the batch
-    size (see :func:`scale_lr`). A batch size stops early once all its trials reached the
-    target or diverged (the recorded steps do not change).
+    size (see :func:`scale_lr`). With ``stop_early`` a batch size stops once all its trials
+    reached the target or diverged (the recorded steps do not change; ``keep_histories``
+    with ``stop_early=False`` keeps full ``max_steps`` curves).
     """
     ds = as_dataset(data)
     bs = _check_batch_sizes(batch_sizes, len(ds))
@@ -252,7 +254,7 @@ def steps_to_target(
         hp = grid(lr=grid_b, seed=seeds)
         hists = fit_many(make_model, ds, hparams=hp, batch_size=b, optimizer=optimizer, loss=loss,
                          steps=max_steps, eval_data=eval_data, eval_every=eval_every, lr_schedule=lr_schedule,
-                         callbacks=[_StopWhenDone(target, metric)], progress=progress)
+                         callbacks=[_StopWhenDone(target, metric)] if stop_early else [], progress=progress)
         for lr, seed, h in zip(hp["lr"], hp["seed"], hists):
             s = first_reached(h, target, metric)
             rows.append(dict(batch_size=b, lr=lr, seed=seed, steps=s, examples=None if s is None else s * b,
