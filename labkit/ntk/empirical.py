@@ -207,8 +207,24 @@ def _forward_cost(model: nn.Module, x: torch.Tensor) -> tuple[float, int]:
     return float(max(fc.get_total_flops(), 1)), max(acts[0], 1)
 
 
+_COST_CACHE: dict[tuple, dict] = {}
+
+
 def _costs(model: nn.Module, params: Params, n1: int, n2: int, o: int, full: bool, x: torch.Tensor) -> dict:
-    """Estimated flops of each method (constants measured on the 2-core CPU, see benchmarks/bench_ntk.py)."""
+    """Estimated flops of each method (constants measured on the 2-core CPU, see benchmarks/bench_ntk.py).
+
+    Cached per architecture and problem size, so repeated calls (a kernel tracker) pay for it once.
+    """
+    key = (id(model), tuple((k, tuple(v.shape)) for k, v in params.items()), tuple(x.shape[1:]), x.dtype, n1, n2,
+           o, full)
+    if key not in _COST_CACHE:
+        if len(_COST_CACHE) > 256:
+            _COST_CACHE.clear()
+        _COST_CACHE[key] = _estimate(model, params, n1, n2, o, full, x)
+    return _COST_CACHE[key]
+
+
+def _estimate(model: nn.Module, params: Params, n1: int, n2: int, o: int, full: bool, x: torch.Tensor) -> dict:
     f, _ = _forward_cost(model, x)
     n_params = sum(v.numel() for v in params.values())
     oo = o * o if full else o
