@@ -315,3 +315,12 @@ def test_float32_and_param_spec_order():
     lin = ntk.linearize(net)
     assert lin.theta.numel() == ParamSpec.of(net).numel
     assert list(param_dict(lin)) == ["theta"]
+
+
+def test_docstring_examples():
+    import doctest
+    import sys
+
+    for name in ("labkit.ntk.empirical", "labkit.ntk.analytic"):
+        result = doctest.testmod(sys.modules[name])
+        assert result.attempted > 0 and result.failed == 0, name
