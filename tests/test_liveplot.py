@@ -102,6 +102,11 @@ def test_throttling_bounds_redraws_under_a_fake_clock():
     assert y[-1] == pytest.approx(1e-4) and len(y) <= live.max_points
     live.flush()
     assert live.redraws == before + 1  # nothing new: no redraw
+    live.clear()
+    live.append(0, loss=2.0)  # the first point after a clear is drawn at once, whatever the throttle
+    assert live.redraws == before + 2 and _by_name(_drawn(live))["loss"]["y"] == [2.0]
+    live.append(1, loss=1.0)
+    assert live.redraws == before + 2
 
 
 def test_throttling_in_a_real_tight_loop():

@@ -126,6 +126,7 @@ class LivePlot(LiveFigure, Callback):
         self._clock = time.monotonic
         self._last_draw = -math.inf
         self._dirty = False
+        self._fresh = True  # no data drawn since creation or the last clear()
         self._layout: dict[str, Any] | None = None  # rebuilt when the panels change
         self._widget: Any = None
         self._widget_panels: list[str] | None = None
@@ -163,7 +164,8 @@ class LivePlot(LiveFigure, Callback):
             self._dirty = True
             self._static_done = False
         self._maybe_show()
-        if self._clock() - self._last_draw >= 1.0 / self.fps:
+        if self._fresh or self._clock() - self._last_draw >= 1.0 / self.fps:
+            self._fresh = False  # the first data after a clear is drawn at once: the page shows the run begin
             self.draw()
         else:
             self._flush_when_cell_ends()
@@ -186,6 +188,7 @@ class LivePlot(LiveFigure, Callback):
             self._layout = None
             self._dirty = True
             self._static_done = False
+            self._fresh = True
 
     def _panel_for(self, name: str, create: str | None = None) -> str:
         panel = create or self._explicit.get(name) or _auto_panel(name)
