@@ -261,3 +261,31 @@ function notebookHeight() {
     .filter(Boolean);
   return nb.getBoundingClientRect().top + Math.max(...boxes.map((b) => b.scrollHeight));
 }
+
+// --- liveness during Run All: figures sampled (every 100 ms) only while their own cell shows [*] ---------------
+
+function startRunAllSampler() {
+  const s = { per: {} };
+  s.timer = setInterval(() => {
+    const cells = lkCells();
+    cells.forEach((c, i) => {
+      if (!c.classList.contains('jp-CodeCell') || !lkPrompt(c).includes('*')) return;
+      c.querySelectorAll('.js-plotly-plot').forEach((g, k) => {
+        const n = lkPoints(g);
+        if (n === 0) return;
+        const key = `${i + 1}:${k + 1}`;
+        const e = s.per[key] || (s.per[key] = { cell: i + 1, states: new Set() });
+        if (e.states.size < 1000) e.states.add(lkFingerprint(g));
+      });
+    });
+  }, 100);
+  window.__lkRunAll = s;
+  return true;
+}
+
+function stopRunAllSampler() {
+  const s = window.__lkRunAll;
+  if (!s) return [];
+  clearInterval(s.timer);
+  return Object.entries(s.per).map(([key, e]) => ({ figure: key, cell: e.cell, states: e.states.size }));
+}

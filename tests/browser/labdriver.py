@@ -220,6 +220,7 @@ class Report:
     figures: list[dict] = field(default_factory=list)
     widgets: dict = field(default_factory=dict)
     live: dict = field(default_factory=dict)
+    run_all_live: list[dict] = field(default_factory=list)
     screenshot: Path | None = None
     console_errors: list[str] = field(default_factory=list)
 
@@ -259,8 +260,13 @@ def check_notebook(page, server: LabServer, path: Path, artifacts: Path, live: b
         page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").first.click(timeout=5_000)
 
     t1 = time.monotonic()
+    page.evaluate(_js("startRunAllSampler"))
     _run_all(page)
     finished = _wait_idle(page, RUN_ALL_TIMEOUT)
+    report.run_all_live = page.evaluate(_js("stopRunAllSampler"))
+    live_cells = [f"cell {f['cell']} ({f['states']} states)" for f in report.run_all_live if f["states"] >= 2]
+    report.notes.append("figures that updated while their cell was running (Run All): "
+                        + (", ".join(live_cells) or "none"))
     server.remember_kernels()
     report.timings["run_all"] = time.monotonic() - t1
     if not finished:
