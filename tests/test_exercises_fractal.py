@@ -1,0 +1,45 @@
+"""The fractal exercises: right answers pass, specific wrong answers fail with a message, crashes are reported."""
+
+import numpy as np
+
+from labkit.exercises import check
+from labkit.fractal.dimension import box_count
+
+
+def right_lr(h):
+    return 2 / np.linalg.eigvalsh(h).max()
+
+
+def right_boundary(c):
+    b = np.stack([c[:-1, :-1], c[:-1, 1:], c[1:, :-1], c[1:, 1:]])
+    return b.any(0) & ~b.all(0)
+
+
+def test_right_answers_pass():
+    assert check("fractal.max_stable_lr", right_lr)
+    assert check("fractal.boundary", right_boundary)
+    assert check("fractal.box_count", box_count)
+
+
+def test_wrong_answers_fail_with_specific_messages(capsys):
+    assert not check("fractal.max_stable_lr", lambda h: 1 / np.linalg.eigvalsh(h).max())
+    assert "factor of 0.5" in capsys.readouterr().out
+    assert not check("fractal.max_stable_lr", lambda h: 2 / np.linalg.eigvalsh(h).min())
+    assert "too large" in capsys.readouterr().out
+    assert not check("fractal.boundary", lambda c: c[:-1, :-1] != c[1:, 1:])
+    out = capsys.readouterr().out
+    assert "missing" in out or "one phase" in out
+    assert not check("fractal.boundary", lambda c: c)
+    assert "shape" in capsys.readouterr().out
+    assert not check("fractal.box_count", lambda m, s: int(m.sum()))
+    assert "your count" in capsys.readouterr().out
+
+
+def test_crashing_and_missing_answers_are_reported(capsys):
+    def boom(h):
+        raise RuntimeError("oops")
+
+    assert not check("fractal.max_stable_lr", boom)
+    assert "RuntimeError" in capsys.readouterr().out
+    assert not check("fractal.boundary", None)
+    assert "no answer" in capsys.readouterr().out

@@ -1,0 +1,116 @@
+"""box_counting_dimension on sets of known dimension, the PNG writer, the fractal-over-decades check, the CLI."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from labkit.fractal import Experiment, box_counting_dimension, scan, write_png
+
+
+def _sierpinski(k):
+    i, j = np.indices((2**k, 2**k))
+    return (i & j) == 0
+
+
+def _carpet(k):
+    n = 3**k
+    i, j = np.indices((n, n))
+    m = np.ones((n, n), bool)
+    for _ in range(k):
+        m &= ~((i % 3 == 1) & (j % 3 == 1))
+        i, j = i // 3, j // 3
+    return m
+
+
+def _draw(points, n):
+    """Rasterise a polyline given in [0, 1]^2 onto an n x n image (dense sampling along each segment)."""
+    t = np.linspace(0, 1, 16)[:, None, None]
+    seg = (points[:-1][None] * (1 - t) + points[1:][None] * t).reshape(-1, 2)
+    m = np.zeros((n, n), bool)
+    ij = np.clip((seg * (n - 1)).astype(int), 0, n - 1)
+    m[ij[:, 1], ij[:, 0]] = True
+    return m
+
+
+def _koch(n=1024, level=7):
+    pts = np.array([[0.0, 0.1], [1.0, 0.1]])
+    rot = np.array([[0.5, -np.sqrt(3) / 2], [np.sqrt(3) / 2, 0.5]])
+    for _ in range(level):
+        a, b = pts[:-1], pts[1:]
+        d = (b - a) / 3
+        new = np.stack([a, a + d, a + d + d @ rot.T, a + 2 * d], 1).reshape(-1, 2)
+        pts = np.vstack([new, pts[-1:]])
+    return _draw(pts, n)
+
+
+def _circle(n=1024):
+    th = np.linspace(0, 2 * np.pi, 4000)
+    return _draw(np.stack([0.5 + 0.4 * np.cos(th), 0.5 + 0.4 * np.sin(th)], 1), n)
+
+
+def _line(n=1024):
+    return _draw(np.linspace([0.05, 0.1], [0.95, 0.8], 2000), n)
+
+
+@pytest.mark.parametrize(
+    "name, make, expected",
+    [
+        ("line", _line, 1.0),
+        ("square", lambda: np.ones((1024, 1024), bool), 2.0),
+        ("circle", _circle, 1.0),
+        ("sierpinski triangle", lambda: _sierpinski(10), np.log(3) / np.log(2)),
+        ("sierpinski carpet", lambda: _carpet(6), np.log(8) / np.log(3)),
+        ("koch curve", _koch, np.log(4) / np.log(3)),
+    ],
+)
+def test_box_counting_known_dimensions(name, make, expected):
+    dim, sizes, counts = box_counting_dimension(make())
+    assert abs(dim - expected) < 0.05, f"{name}: {dim:.3f} vs {expected:.3f}"
+    assert len(sizes) >= 3 and len(sizes) == len(counts) and np.all(np.diff(counts) <= 0)
+
+
+def test_box_counting_degenerate():
+    assert np.isnan(box_counting_dimension(np.zeros((64, 64), bool))[0])
+    with pytest.raises(ValueError, match="2-D"):
+        box_counting_dimension(np.zeros(10, bool))
+
+
+def test_png_writer_roundtrip(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    data = write_png(tmp_path / "a.png", rgb).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = struct.unpack(">II", data[16:24])
+    assert (w, h) == (7, 5)
+    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(5, 1 + 7 * 3)
+    np.testing.assert_array_equal(raw[:, 1:].reshape(5, 7, 3), rgb)
+
+
+def test_fractal_over_decades():
+    """Zoom 10x per level onto a boundary pixel of "quick": both phases and >= 30 boundary pixels at every level."""
+    exp = Experiment.preset("quick")
+    res = scan(exp, resolution=48, progress=False)
+    for level in range(5):
+        n_boundary = res.boundary().sum()
+        assert 0 < res.converged.mean() < 1, f"level {level}: one phase only"
+        assert n_boundary >= 30, f"level {level}: only {n_boundary} boundary pixels"
+        if level < 4:
+            xr, yr = res.zoom(res.nearest_boundary(), 10)
+            res = scan(exp, xr, yr, 48, progress=False)
+
+
+def test_cli_writes_npz_and_png(tmp_path, capsys):
+    from labkit.cli import main
+
+    out = tmp_path / "sub" / "quick"
+    code = main(["fractal", "--preset", "quick", "--resolution", "6", "--steps", "20", "--out", str(out), "--quiet"])
+    assert code == 0
+    from labkit.fractal import ScanResult
+
+    res = ScanResult.load(out.with_suffix(".npz"))
+    assert res.converged.shape == (6, 6) and res.experiment.steps == 20
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "network-steps/s" in capsys.readouterr().out
+    assert main(["fractal", "--resolution", "1", "--out", str(out), "--quiet"]) == 2
