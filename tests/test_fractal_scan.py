@@ -8,7 +8,6 @@ import torch
 
 from labkit.fractal import Experiment, ScanResult, scan
 
-
 _PHI = {  # (phi, phi') of the paper's hidden nonlinearities
     "tanh": (lambda z: np.tanh(np.sqrt(2) * z), lambda z: np.sqrt(2) / np.cosh(np.sqrt(2) * z) ** 2),
     "relu": (lambda z: np.sqrt(2) * np.maximum(z, 0), lambda z: np.sqrt(2) * (z > 0)),
@@ -161,7 +160,7 @@ def test_bad_ranges(kwargs, match):
 
 def test_zoom_depth_limit_and_ranges():
     res = scan(Experiment.preset("quick", steps=20), (1e-1, 1e3), (1e-1, 1e3), 8, progress=False)
-    xr, yr = res.zoom((10.0, 10.0), 10)
+    xr, _ = res.zoom((10.0, 10.0), 10)
     assert math.isclose(xr[0] * xr[1], 100.0) and math.isclose(math.log10(xr[1] / xr[0]), 0.4)
     assert res.zoom((1.0, 2.0), (3.0, 4.0)) == ((1.0, 2.0), (3.0, 4.0))
     with pytest.raises(ValueError, match="too deep"):

@@ -1,0 +1,297 @@
+"""Interactive zoom into the trainability boundary, like a Mandelbrot viewer.
+
+``fractal_explorer()`` shows a plotly ``FigureWidget`` heatmap of a scan with
+controls. Nothing runs until you ask: press **Scan**, drag a rectangle on the
+image (box zoom) to rescan that window, or click a point to zoom ``factor``-fold
+around it. **Back** steps along the breadcrumb of windows, **Stop** cancels a
+running scan. The current window's box-counting dimension is shown beside the
+image; **PNG** writes the current image and **Sequence** a folder of frames from
+the outermost to the current window. Scans run in a background thread, so the
+page stays responsive; from code use ``zoom_to``, ``zoom_at``, ``back``, ``run``
+and ``wait`` (that is also how notebooks drive it headless)::
+
+    ex = fractal_explorer("quick", resolution=48)
+    ex                      # display first; then, in a later cell:
+    ex.run(); ex.wait()
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FractalExplorer", "fractal_explorer"]
+
+_AXES = {"lr_in vs lr_out": ("lr_in", "lr_out"), "offset vs lr": ("offset", "lr")}
+
+
+class FractalExplorer:
+    """The explorer's state (windows, current scan) and its widgets; displays itself."""
+
+    def __init__(self, preset: str = "quick", resolution: int = 48, steps: int | None = None,
+                 axes: str | None = None, out_dir: str | Path = "fractal_exports", threads: int | None = None) -> None:
+        import ipywidgets as w
+        import plotly.graph_objects as go
+
+        from labkit.fractal.experiment import PRESETS, Experiment
+        from labkit.viz import theme
+
+        self._Experiment = Experiment
+        exp = Experiment.preset(preset)
+        self.out_dir = Path(out_dir)
+        self.threads = threads
+        self.preset = w.Dropdown(options=list(PRESETS), value=preset, description="preset")
+        self.resolution = w.Dropdown(options=[16, 24, 32, 48, 64, 96, 128, 192, 256], value=resolution,
+                                     description="pixels")
+        self.steps = w.BoundedIntText(value=steps or exp.steps, min=20, max=5000, description="steps")
+        axes_name = axes or next(k for k, v in _AXES.items() if v == exp.axes)
+        self.axes = w.Dropdown(options=list(_AXES), value=axes_name, description="axes")
+        self.factor = w.Dropdown(options=[2, 4, 10, 100], value=10, description="click zoom")
+        self.scan_button = w.Button(description="Scan", button_style="primary", icon="play")
+        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
+        self.back_button = w.Button(description="Back", icon="arrow-left", disabled=True)
+        self.reset_button = w.Button(description="Reset", icon="home")
+        self.png_button = w.Button(description="PNG", icon="download")
+        self.seq_button = w.Button(description="Sequence", icon="film")
+        self.status = w.HTML("Press <b>Scan</b>, drag a rectangle or click a point to zoom.")
+        self.crumbs = w.HTML("")
+        self.info = w.HTML("")
+        self.fig = go.FigureWidget(theme.figure("", "", "", height=460, width=520))
+        self.fig.add_trace(go.Heatmap(z=[[np.nan]], colorscale=theme.DIVERGING, zmin=-1, zmax=1, showscale=False,
+                                      hovertemplate="x=%{x:.6g}<br>y=%{y:.6g}<extra></extra>"))
+        self.fig.update_layout(dragmode="zoom", margin=dict(l=70, r=10, t=30, b=60))
+        self.fig.data[0].on_click(self._on_click)
+        self.fig.layout.on_change(self._on_relayout, "xaxis.range", "yaxis.range")
+        for b, f in ((self.scan_button, lambda _: self.run()), (self.stop_button, lambda _: self.stop()),
+                     (self.back_button, lambda _: self.back()), (self.reset_button, lambda _: self.reset()),
+                     (self.png_button, lambda _: self.export_png()), (self.seq_button, lambda _: self.export_sequence())):
+            b.on_click(f)
+        for c in (self.preset, self.axes):
+            c.observe(lambda _: self.reset(run=False), names="value")
+        controls = w.VBox([self.preset, self.axes, self.resolution, self.steps, self.factor,
+                           w.HBox([self.scan_button, self.stop_button]), w.HBox([self.back_button, self.reset_button]),
+                           w.HBox([self.png_button, self.seq_button]), self.info])
+        self.widget = w.VBox([w.HBox([self.fig, controls]), self.crumbs, self.status])
+        self.windows: list[tuple] = []  # breadcrumb of windows ((x_lo, x_hi), (y_lo, y_hi))
+        self.result = None
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._updating = False
+        self.reset(run=False)
+
+    # ------------------------------------------------------------------ state
+    def experiment(self) -> Any:
+        exp = self._Experiment.preset(self.preset.value, steps=int(self.steps.value))
+        axes = _AXES[self.axes.value]
+        if axes != exp.axes:
+            lr = axes[0] != "offset"
+            exp = exp.replace(axes=axes, x_range=(1e-3, 1e6) if lr else (-2.0, 2.0),
+                              y_range=(1e-3, 1e6) if lr else (1e-2, 1e3))
+        return exp
+
+    @property
+    def log(self) -> tuple[bool, bool]:
+        return _AXES[self.axes.value][0] != "offset", True
+
+    def reset(self, run: bool = False) -> None:
+        """Back to the preset's first window."""
+        exp = self.experiment()
+        self.windows = [(exp.x_range, exp.y_range)]
+        self._show_crumbs()
+        if run:
+            self.run()
+
+    def _show_crumbs(self) -> None:
+        def fmt(r):
+            return f"[{r[0]:.4g}, {r[1]:.4g}]"
+
+        parts = [f"{k}: x {fmt(xr)} y {fmt(yr)}" for k, (xr, yr) in enumerate(self.windows)]
+        self.crumbs.value = "<small>windows: " + " &rarr; ".join(parts[-4:]) + "</small>"
+        self.back_button.disabled = len(self.windows) < 2
+
+    # ------------------------------------------------------------------ navigation
+    def zoom_to(self, x_range: tuple[float, float], y_range: tuple[float, float], run: bool = True) -> None:
+        """Push a new window (checked against the float64 depth limit) and rescan it."""
+        from labkit.fractal.result import check_window
+
+        try:
+            exp = self.experiment()
+            import torch
+
+            xr, yr = check_window(x_range, y_range, (self.resolution.value,) * 2, self.log,
+                                  torch.finfo(exp.torch_dtype).eps)
+        except ValueError as err:
+            self.status.value = f"<span style='color:#B2182B'>{err}</span>"
+            self.error = str(err)
+            return
+        self.windows.append((xr, yr))
+        self._show_crumbs()
+        if run:
+            self.run()
+
+    def zoom_at(self, x: float, y: float, factor: float | None = None, run: bool = True) -> None:
+        """Zoom ``factor``-fold (default: the dropdown) around the point ``(x, y)``."""
+        factor = float(factor or self.factor.value)
+        (xr, yr), ranges = self.windows[-1], []
+        for k, (c, (lo, hi)) in enumerate(zip((x, y), (xr, yr))):
+            if self.log[k]:
+                half = math.log(hi / lo) / 2 / factor
+                ranges.append((c * math.exp(-half), c * math.exp(half)))
+            else:
+                half = (hi - lo) / 2 / factor
+                ranges.append((c - half, c + half))
+        self.zoom_to(*ranges, run=run)
+
+    def back(self, run: bool = True) -> None:
+        """Step back to the previous window."""
+        if len(self.windows) > 1:
+            self.windows.pop()
+            self._show_crumbs()
+            if run:
+                self.run()
+
+    def _on_click(self, trace: Any, points: Any, state: Any) -> None:
+        if points.xs and not self.running:
+            self.zoom_at(points.xs[0], points.ys[0])
+
+    def _on_relayout(self, layout: Any, xrange: Any, yrange: Any) -> None:
+        if self._updating or self.running or xrange is None or yrange is None:
+            return
+        conv = [(lambda v: 10.0**v) if lg else float for lg in self.log]
+        try:
+            xr = tuple(sorted(conv[0](v) for v in xrange))
+            yr = tuple(sorted(conv[1](v) for v in yrange))
+        except (TypeError, ValueError, OverflowError):
+            return
+        self.zoom_to(xr, yr)
+
+    # ------------------------------------------------------------------ scanning
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self, background: bool = True) -> None:
+        """Scan the current window (in a background thread unless ``background=False``)."""
+        if self.running:
+            return
+        self._cancel.clear()
+        self.error = None
+        if background:
+            self._thread = threading.Thread(target=self._work, daemon=True)
+            self._thread.start()
+        else:
+            self._work()
+
+    def stop(self) -> None:
+        """Cancel the running scan (it stops after the current chunk)."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the running scan ends; return the current :class:`~labkit.fractal.ScanResult`."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.result
+
+    def _work(self) -> None:
+        import torch
+
+        from labkit.fractal.scan import scan
+
+        self.scan_button.disabled, self.stop_button.disabled = True, False
+        self.status.value = "scanning..."
+        last = [0.0]
+        threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+        def partial(res: Any) -> None:
+            if time.perf_counter() - last[0] > 0.5:
+                last[0] = time.perf_counter()
+                self._draw(res)
+
+        try:
+            (xr, yr), exp = self.windows[-1], self.experiment()
+            res = scan(exp, xr, yr, int(self.resolution.value), log=self.log, progress=False,
+                       cancel=self._cancel.is_set, on_chunk=partial)
+            self.result = res
+            self._draw(res)
+            dim = res.dimension()
+            self.info.value = (f"<b>boundary dimension</b> {dim:.3f}<br>converged {res.converged.mean():.0%}<br>"
+                               f"{res.converged.size * exp.steps / max(res.wall_time, 1e-9):,.0f} network-steps/s")
+            self.status.value = (f"{'done' if res.complete else 'stopped'} in {res.wall_time:.2f} s; "
+                                 "drag a rectangle or click to zoom")
+        except Exception as err:  # never let a widget callback crash the kernel
+            self.error = f"{type(err).__name__}: {err}"
+            self.status.value = f"<span style='color:#B2182B'>{self.error}</span>"
+        finally:
+            torch.set_num_threads(threads)
+            self.scan_button.disabled, self.stop_button.disabled = False, True
+
+    def _draw(self, res: Any) -> None:
+        names = {"lr_in": "input-layer lr", "lr_out": "output-layer lr", "offset": "input-weight offset",
+                 "lr": "learning rate"}
+        self._updating = True
+        try:
+            with self.fig.batch_update():
+                self.fig.data[0].update(z=res.image(), x=res.x, y=res.y)
+                self.fig.layout.xaxis.update(type="log" if res.log[0] else "linear", autorange=True,
+                                             title_text=names[res.axes[0]])
+                self.fig.layout.yaxis.update(type="log" if res.log[1] else "linear", autorange=True,
+                                             title_text=names[res.axes[1]])
+                self.fig.layout.title = f"{res.experiment.name}: converged (blue) / diverged (red)"
+        finally:
+            self._updating = False
+
+    # ------------------------------------------------------------------ export
+    def export_png(self, path: str | Path | None = None) -> Path | None:
+        """Write the current image as a PNG (default ``out_dir/fractal_<depth>.png``)."""
+        if self.result is None:
+            self.status.value = "nothing to export yet: press Scan first"
+            return None
+        path = Path(path) if path else self.out_dir / f"fractal_{len(self.windows) - 1:02d}.png"
+        written = self.result.to_png(path, scale=max(1, 512 // max(self.result.resolution)))
+        self.status.value = f"wrote {written}"
+        return written
+
+    def export_sequence(self, folder: str | Path | None = None, frames: int = 12, background: bool = True) -> None:
+        """Write frames from the outermost to the current window as ``folder/frame_000.png ...``."""
+        from labkit.fractal.sequence import zoom_sequence
+
+        folder = Path(folder) if folder else self.out_dir / "sequence"
+        if self.running:
+            return
+
+        def work() -> None:
+            try:
+                self.status.value = f"rendering {frames} frames into {folder}..."
+                zoom_sequence(self.experiment(), self.windows[0], self.windows[-1], frames,
+                              int(self.resolution.value), folder=folder, log=self.log, cancel=self._cancel.is_set)
+                self.status.value = f"wrote {frames} frames into {folder}"
+            except Exception as err:
+                self.error = f"{type(err).__name__}: {err}"
+                self.status.value = f"<span style='color:#B2182B'>{self.error}</span>"
+
+        self._cancel.clear()
+        if background:
+            self._thread = threading.Thread(target=work, daemon=True)
+            self._thread.start()
+        else:
+            work()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def fractal_explorer(preset: str = "quick", resolution: int = 48, steps: int | None = None, *,
+                     axes: str | None = None, out_dir: str | Path = "fractal_exports",
+                     threads: int | None = None) -> FractalExplorer:
+    """An interactive zoom explorer of the trainability boundary (display it, then press Scan)."""
+    return FractalExplorer(preset, resolution, steps, axes, out_dir, threads)
