@@ -67,10 +67,11 @@ class FractalExplorer:
         self.fig.update_layout(dragmode="zoom", margin=dict(l=70, r=10, t=30, b=60))
         self.fig.data[0].on_click(self._on_click)
         self.fig.layout.on_change(self._on_relayout, "xaxis.range", "yaxis.range")
-        for b, f in ((self.scan_button, lambda _: self.run()), (self.stop_button, lambda _: self.stop()),
-                     (self.back_button, lambda _: self.back()), (self.reset_button, lambda _: self.reset()),
-                     (self.png_button, lambda _: self.export_png()), (self.seq_button, lambda _: self.export_sequence())):
-            b.on_click(f)
+        actions = {self.scan_button: self.run, self.stop_button: self.stop, self.back_button: self.back,
+                   self.reset_button: self.reset, self.png_button: self.export_png,
+                   self.seq_button: self.export_sequence}
+        for button, action in actions.items():
+            button.on_click(lambda _, action=action: action())
         for c in (self.preset, self.axes):
             c.observe(lambda _: self.reset(run=False), names="value")
         controls = w.VBox([self.preset, self.axes, self.resolution, self.steps, self.factor,
