@@ -9,6 +9,7 @@ the issue, measured on the same 2-core CPU (MLP, 256 inputs, float32 unless note
 
     python benchmarks/bench_ntk.py            # ~2-4 minutes on an idle 2-core CPU
     python benchmarks/bench_ntk.py --quick    # 64 inputs, for a smoke run
+    python benchmarks/bench_ntk.py --cpu-time # 1 thread, CPU seconds: comparable on a loaded machine
 
 Targets: "auto" within 20% of the fastest labkit method; on the MLP "auto" (structured)
 >= 50x the per-sample loop and within 2x of neural-tangents' structured derivatives.
@@ -52,13 +53,16 @@ def per_sample_loop(model: torch.nn.Module, x: torch.Tensor, full: bool) -> torc
     return torch.einsum("iap,jbp->ijab", j, j) if full else torch.einsum("iap,jap->ij", j, j)
 
 
+CLOCK = time.perf_counter
+
+
 def timed(fn, repeats: int = 3, budget: float = 20.0) -> tuple[float, torch.Tensor]:
-    """Median wall time of up to ``repeats`` runs (fewer when one run exceeds ``budget`` / repeats)."""
+    """Median time of up to ``repeats`` runs (fewer when one run exceeds ``budget`` / repeats)."""
     times, out = [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK()
         out = fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
         if sum(times) > budget:
             break
     return statistics.median(times), out
@@ -68,7 +72,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="64 inputs instead of 256")
     parser.add_argument("--all", action="store_true", help="time the CNN's ntk_vp on all inputs")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one thread, process CPU time instead of wall time (stable on a shared, loaded machine)")
     args = parser.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        torch.set_num_threads(1)
+        CLOCK = time.process_time
     n = 64 if args.quick else 256
     g = torch.Generator().manual_seed(0)
     workloads = [
@@ -77,7 +87,8 @@ def main() -> None:
         ("mlp", "float64", mlp(64, [128, 128], 10, seed=0).double(), torch.randn(n, 64, generator=g).double()),
     ]
     print(f"empirical NTK, {n} inputs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f} (seconds, median of up to 3 runs)")
+          f"load average {os.getloadavg()[0]:.1f} ({'CPU' if args.cpu_time else 'wall'} seconds, "
+          "median of up to 3 runs)")
     head = (f"{'model':<5} {'dtype':<8} {'output':<6} {'params':>6} {'loop':>7} "
             + " ".join(f"{m:>10}" for m in METHODS)
             + f" {'auto->':>10} {'loop/auto':>9} {'auto/best':>9} {'NT struct':>9} {'auto/NT':>7}")
