@@ -88,7 +88,11 @@ def _out_dim(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def _rows(n: int, chunk: int) -> list[slice]:
-    return [slice(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    """Row blocks of ``x1``; a progress bar appears when there are several and they take > 2 s."""
+    from tqdm.auto import tqdm
+
+    blocks = [slice(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    return tqdm(blocks, desc="empirical NTK", delay=2.0, leave=False, disable=len(blocks) < 2)
 
 
 def _contract(j1: dict[str, torch.Tensor], j2: dict[str, torch.Tensor], full: bool) -> torch.Tensor:

@@ -36,8 +36,10 @@ def width_convergence(x: torch.Tensor, widths: Sequence[int], *, depth: int = 2,
                       seeds: int = 3, weight_std: float = 1.0, bias_std: float = 1.0) -> dict[str, Any]:
     """Relative Frobenius error |Theta_width - Theta_inf| / |Theta_inf| (mean over seeds) and its log-log slope."""
     _, theta = analytic(x, depth=depth, activation=activation, weight_std=weight_std, bias_std=bias_std)
+    from tqdm.auto import tqdm
+
     errors = []
-    for w in widths:
+    for w in tqdm(widths, desc="widths", delay=2.0, leave=False):
         errs = []
         for s in range(seeds):
             net = mlp(x.shape[1], [w] * depth, 1, activation, parameterization="ntk", weight_std=weight_std,
@@ -107,8 +109,10 @@ def kernel_change(widths: Sequence[int], *, parameterization: str = "ntk", lr: f
     """
     _checks.choice("parameterization", parameterization, ["ntk", "standard"])
     x, y, _ = sine_data(n, seed)
+    from tqdm.auto import tqdm
+
     finals = []
-    for w in widths:
+    for w in tqdm(widths, desc=f"{parameterization} widths", delay=2.0, leave=False):
         net = mlp(1, [w] * depth, 1, "relu", parameterization=parameterization, bias_std=1.0, seed=seed).double()
         tracker = KernelTracker(x, every=max(1, steps // 20), live=live, name=f"{parameterization} w={w}")
         fit(net, (x, y), loss="mse", lr=lr * max_stable_lr(net, x), steps=steps,
