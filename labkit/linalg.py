@@ -221,7 +221,7 @@ class EigResult:
     converged: bool = True
 
     def figure(self, reference: Any = None) -> Any:
-        """The eigenvalues (and a dense ``reference`` spectrum, if given) as a spectrum plot."""
+        """The eigenvalues as a stem plot, beside the top of a dense ``reference`` spectrum if given."""
         return _spectrum_figure(self.values, reference)
 
 
@@ -258,39 +258,19 @@ class Density:
 
     def figure(self, eigenvalues: Any = None) -> Any:
         """The density (log scale), with exact ``eigenvalues`` as a rug if given."""
-        try:
-            from labkit.viz import density as builder
-        except ImportError:
-            builder = None
-        if builder is not None:
-            return builder(self.grid, self.density, eigenvalues=eigenvalues)
-        from labkit.viz import theme
+        from labkit.viz import density
 
-        fig = theme.figure("Spectral density (SLQ)", "eigenvalue", "density", log_y=True)
-        fig.add_scatter(x=self.grid.cpu().numpy(), y=self.density.cpu().numpy(), mode="lines", name="SLQ")
-        if eigenvalues is not None:
-            ev = torch.as_tensor(eigenvalues).cpu().numpy()
-            fig.add_scatter(x=ev, y=np.full(len(ev), float(self.density.max()) * 1.1), mode="markers",
-                            marker={"symbol": "line-ns-open", "color": theme.REFERENCE}, name="exact")
-        return fig
+        return density(self.grid, self.density, eigenvalues=eigenvalues, title="Spectral density (SLQ)")
 
 
 def _spectrum_figure(values: Any, reference: Any = None) -> Any:
-    try:
-        from labkit.viz import spectrum as builder
-    except ImportError:
-        builder = None
-    if builder is not None:
-        return builder(values, reference=reference)
-    from labkit.viz import theme
+    from labkit.viz import spectrum
 
-    fig = theme.figure("Eigenvalues", "index", "eigenvalue")
-    v = torch.as_tensor(values).detach().cpu().numpy()
-    if reference is not None:
-        r = np.sort(torch.as_tensor(reference).detach().cpu().numpy())[::-1]
-        fig.add_scatter(y=r, mode="markers", name="exact", marker={"color": theme.REFERENCE, "size": 9})
-    fig.add_scatter(y=v, mode="markers", name="estimate")
-    return fig
+    values = torch.as_tensor(values).detach().cpu()
+    if reference is None:
+        return spectrum(values)
+    ref = torch.as_tensor(reference).detach().cpu().flatten().sort(descending=True).values[: len(values)]
+    return spectrum({"estimate": values, "exact (dense)": ref})
 
 
 # ---------------------------------------------------------------- Lanczos

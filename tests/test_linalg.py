@@ -211,3 +211,13 @@ def test_reproducible():
     assert a.value == b.value
     d1, d2 = L.spectral_density(op, 2, 10, seed=3), L.spectral_density(op, 2, 10, seed=3)
     assert torch.equal(d1.density, d2.density)
+
+
+def test_figures():
+    A = _gapped(n=100)
+    res = L.top_eigenvalues(L.from_dense(A), k=3, dense=False)
+    fig = res.figure(reference=torch.linalg.eigvalsh(A))
+    assert len(fig.data) == 4  # stems + markers for the estimate and for the exact top-3
+    np.testing.assert_allclose(fig.data[3].y, torch.linalg.eigvalsh(A).flip(0)[:3].numpy())
+    d = L.spectral_density(L.from_dense(A), 2, 10)
+    assert len(d.figure(eigenvalues=torch.linalg.eigvalsh(A)).data) == 2
