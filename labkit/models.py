@@ -84,11 +84,15 @@ class Dense(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight if self.weight_mult == 1.0 else self.weight * self.weight_mult
-        b = self.bias
-        if b is not None and self.bias_mult != 1.0:
-            b = b * self.bias_mult
-        return nn.functional.linear(x, w, b)
+        if self.weight_mult == 1.0 and self.bias_mult == 1.0:
+            return nn.functional.linear(x, self.weight, self.bias)
+        # scale the (small) output, not the (large) weight matrix: cost O(outputs), not O(weights)
+        y = nn.functional.linear(x, self.weight)
+        if self.weight_mult != 1.0:
+            y = y * self.weight_mult
+        if self.bias is not None:
+            y = y + (self.bias if self.bias_mult == 1.0 else self.bias_mult * self.bias)
+        return y
 
     def extra_repr(self) -> str:
         return (
