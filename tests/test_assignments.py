@@ -433,13 +433,17 @@ def test_themed_notebook_has_at_least_two_registered_exercises(name):
 
 
 def test_every_registered_exercise_reports_stubs_and_never_passes_junk(capsys):
-    """For each theme's exercises: stubs get a clear verdict (not a checker error), junk answers never pass."""
+    """For each theme's exercises: stubs get a clear verdict (not a checker error), junk answers never pass,
+    and a student function that raises is reported with its error (for every exercise that takes a function)."""
     import numpy as np
 
     from labkit.exercises import check, list_exercises
 
     def stub(*args, **kwargs):
         raise NotImplementedError("Exercise: write your code here, then run the check cell below")
+
+    def raises(*args, **kwargs):
+        raise ZeroDivisionError("student bug")
 
     def returns(value):
         return lambda *args, **kwargs: value
@@ -459,4 +463,11 @@ def test_every_registered_exercise_reports_stubs_and_never_passes_junk(capsys):
         for answer in junk:
             if check(id, answer, quiet=True):
                 problems.append(f"{id}: the junk answer {answer!r} passed")
+        capsys.readouterr()
+        check(id, 3.0)
+        if "expected a function" in capsys.readouterr().out:  # a function exercise: a raising function is reported
+            check(id, raises)
+            out = capsys.readouterr().out
+            if "your function raised ZeroDivisionError: student bug (line" not in out:
+                problems.append(f"{id}: a raising student function is not reported as such: {out.strip()}")
     assert problems == []
