@@ -8,14 +8,12 @@ If Chromium or Playwright is missing, every browser test skips with one line say
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
-from labdriver import CHROMIUM, CHROMIUM_ARGS, LabServer, prepare_copy
+from labdriver import CHROMIUM, CHROMIUM_ARGS, LabServer, missing, prepare_copy
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -28,15 +26,6 @@ collect_ignore_glob = ["fixtures/*.ipynb"]
 _REPORTS: list = []
 
 
-def _missing() -> str | None:
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        return f"{CHROMIUM} not found (apt-get install chromium)"
-    for module in ("playwright", "jupyterlab"):
-        if importlib.util.find_spec(module) is None:
-            return f"python package {module!r} not installed"
-    return None
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/browser/" in item.nodeid.replace("\\", "/"):
@@ -45,7 +34,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def browser_available() -> None:
-    reason = _missing()
+    reason = missing()
     if reason:
         pytest.skip(f"browser tests skipped: {reason}")
 

@@ -254,12 +254,17 @@ function stopSampler() {
   };
 }
 
+// Scroll the notebook to its top and return the page height that shows every cell (top bar to last cell).
 function notebookHeight() {
   const nb = lkNotebook();
   if (!nb) return 900;
-  const boxes = [nb, nb.closest('.jp-WindowedPanel-outer'), ...nb.querySelectorAll('.jp-WindowedPanel-outer, .jp-WindowedPanel-viewport')]
-    .filter(Boolean);
-  return nb.getBoundingClientRect().top + Math.max(...boxes.map((b) => b.scrollHeight));
+  const scroller = nb.closest('.jp-WindowedPanel-outer') || nb.querySelector('.jp-WindowedPanel-outer') || nb;
+  scroller.scrollTop = 0;
+  nb.scrollTop = 0;
+  const cells = lkCells();
+  const bottom = cells.length ? cells[cells.length - 1].getBoundingClientRect().bottom : 900;
+  const statusBar = document.querySelector('#jp-main-statusbar');
+  return bottom + 40 + (statusBar ? statusBar.offsetHeight : 0);
 }
 
 // --- liveness during Run All: figures sampled (every 100 ms) only while their own cell shows [*] ---------------

@@ -21,6 +21,7 @@ notebook. A cell tagged ``browser-live`` restricts the search to that cell.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ from pathlib import Path
 
 import nbformat
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("LABKIT_CHROMIUM", "/usr/bin/chromium")  # Debian's chromium; override for other systems
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -55,6 +56,16 @@ WIDGET_RENDER_TIMEOUT = 30
 LIVE_START_TIMEOUT = 30  # the figure must start changing this soon after the click / key press
 LIVE_TIMEOUT = 90
 LIVE_SETTLE = 4.0  # a run counts as finished when the figure has not changed for this long
+
+
+def missing() -> str | None:
+    """Why the browser tests cannot run here (None when they can)."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    for module in ("playwright", "jupyterlab"):
+        if importlib.util.find_spec(module) is None:
+            return f"python package {module!r} not installed"
+    return None
 
 
 def free_port() -> int:
@@ -419,11 +430,14 @@ def _live_check(page, path: Path, report: Report) -> None:
 
 
 def _screenshot(page, dest: Path) -> Path:
-    """Whole notebook in one PNG: grow the viewport to the notebook's height (capped), shoot, restore."""
+    """Whole notebook in one PNG: grow the viewport to the notebook's height (capped), shoot, restore.
+    Two passes: offscreen cells only take their real height once they are inside the viewport."""
     size = page.viewport_size
-    height = page.evaluate(_js("notebookHeight"))
-    page.set_viewport_size({"width": size["width"], "height": int(min(max(height + 150, size["height"]), 12000))})
-    time.sleep(1.0)  # let plotly relayout
+    for _ in range(2):
+        height = page.evaluate(_js("notebookHeight"))
+        page.set_viewport_size({"width": size["width"], "height": int(min(max(height, size["height"]), 16000))})
+        time.sleep(1.0)  # let plotly relayout
+    page.evaluate(_js("notebookHeight"))  # back to the top
     page.screenshot(path=str(dest))
     page.set_viewport_size(size)
     return dest

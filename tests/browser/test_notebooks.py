@@ -11,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from labdriver import check_notebook
+from labdriver import check_notebook, missing
+
+if missing():  # one skip line for the whole module
+    pytest.skip(f"browser tests skipped: {missing()}", allow_module_level=True)
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 
