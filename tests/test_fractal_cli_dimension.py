@@ -91,14 +91,14 @@ def test_png_writer_roundtrip(tmp_path):
 def test_fractal_over_decades():
     """Zoom 10x per level onto a boundary pixel of "quick": both phases and >= 30 boundary pixels at every level."""
     exp = Experiment.preset("quick")
-    res = scan(exp, resolution=48, progress=False)
+    res = scan(exp, resolution=32, progress=False)
     for level in range(5):
         n_boundary = res.boundary().sum()
         assert 0 < res.converged.mean() < 1, f"level {level}: one phase only"
         assert n_boundary >= 30, f"level {level}: only {n_boundary} boundary pixels"
         if level < 4:
             xr, yr = res.zoom(res.nearest_boundary(), 10)
-            res = scan(exp, xr, yr, 48, progress=False)
+            res = scan(exp, xr, yr, 32, progress=False)
 
 
 def test_cli_writes_npz_and_png(tmp_path, capsys):

@@ -157,12 +157,10 @@ def _train_chunk(p: _Problem, lr_in: torch.Tensor, lr_out: torch.Tensor, offset:
 
 def _chunk_cells(p: _Problem, chunk: int | None, max_memory: int) -> int:
     cap = max(1, max_memory // p.bytes_per_cell())
-    if chunk is not None:
-        return max(1, min(chunk, cap))
     if p.device.type == "cpu":
         per_cell = p.h * p.n * torch.finfo(p.dtype).bits // 8
-        return max(8, min(cap, _CPU_CHUNK_BYTES // per_cell))
-    return cap
+        cap = min(cap, max(8, _CPU_CHUNK_BYTES // per_cell))
+    return cap if chunk is None else max(1, min(chunk, cap))
 
 
 def scan(
@@ -187,7 +185,7 @@ def scan(
     ``("offset", "lr")``). ``resolution`` is ``n`` or ``(nx, ny)``. ``log`` defaults to
     log-spaced learning-rate axes and a linear offset axis. ``max_memory`` (bytes)
     bounds the working memory of a chunk (default 1 GiB, well inside Binder's 2 GB);
-    ``chunk`` forces the cells per chunk (otherwise sized for the cache on CPUs and for
+    ``chunk`` caps the cells per chunk (they are otherwise sized for the cache on CPUs and for
     ``max_memory`` on GPUs). ``cancel()`` is polled between chunks; on ``KeyboardInterrupt``
     or cancel the scan **returns the partial result** (``complete=False``; unscanned
     cells have ``score`` NaN and ``converged`` False) with a warning.

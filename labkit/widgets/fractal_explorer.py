@@ -212,14 +212,15 @@ class FractalExplorer:
             torch.set_num_threads(self.threads)
 
         def partial(res: Any) -> None:
-            if time.perf_counter() - last[0] > 0.5:
+            if time.perf_counter() - last[0] > 0.1:
                 last[0] = time.perf_counter()
                 self._draw(res)
 
         try:
             (xr, yr), exp = self.windows[-1], self.experiment()
-            res = scan(exp, xr, yr, int(self.resolution.value), log=self.log, progress=False,
-                       cancel=self._cancel.is_set, on_chunk=partial)
+            pixels = int(self.resolution.value)
+            res = scan(exp, xr, yr, pixels, log=self.log, progress=False, cancel=self._cancel.is_set,
+                       on_chunk=partial, chunk=max(64, pixels * pixels // 8))  # >= 8 chunks: the image fills in
             self.result = res
             self._draw(res)
             dim = res.dimension()
