@@ -131,10 +131,15 @@ class ScanResult:
         return blocks.any(0) & ~blocks.all(0)
 
     def dimension(self) -> float:
-        """Box-counting dimension of :meth:`boundary` (NaN if there is too little boundary)."""
+        """Box-counting dimension of :meth:`boundary` (NaN if there is too little boundary).
+
+        Boxes go up to a quarter of the image side, and at least to 8 pixels so that small
+        interactive scans (24-32 pixels) still get three scales (2, 4, 8).
+        """
         from labkit.fractal.dimension import box_counting_dimension
 
-        return box_counting_dimension(self.boundary())[0]
+        b = self.boundary()
+        return box_counting_dimension(b, max_size=max(8, min(b.shape) // 4))[0]
 
     def nearest_boundary(self, point: tuple[float, float] | None = None) -> tuple[float, float]:
         """Centre of the boundary block nearest ``point`` (default: the window centre), in data coordinates."""
@@ -179,21 +184,15 @@ class ScanResult:
         return check_window(a, b, self.resolution, self.log, eps)
 
     def figure(self, title: str | None = None, height: int = 480) -> Any:
-        """A plotly heatmap of :meth:`image` on labkit's diverging scale."""
-        import plotly.graph_objects as go
-
-        from labkit.viz import theme
+        """A plotly heatmap of :meth:`image` on labkit's diverging scale (``labkit.viz.image2d``)."""
+        from labkit.viz import image2d, theme
 
         ax = {"lr_in": "input-layer learning rate", "lr_out": "output-layer learning rate",
               "offset": "input-weight offset", "lr": "learning rate"}
         title = title if title is not None else f"{self.experiment.name}: converged (blue) / diverged (red)"
-        fig = theme.figure(title, ax[self.axes[0]], ax[self.axes[1]], log_x=self.log[0], log_y=self.log[1],
-                           height=height, width=height + 60)
-        fig.add_trace(go.Heatmap(z=self.image(), x=self.x, y=self.y, colorscale=theme.DIVERGING, zmin=-1, zmax=1,
-                                 colorbar=dict(title="score", tickvals=[-1, 0, 1],
-                                               ticktext=["slow conv.", "", "slow div."]),
-                                 hovertemplate="x=%{x:.6g}<br>y=%{y:.6g}<br>%{z:.2f}<extra></extra>"))
-        return fig
+        return image2d(self.image(), self.x, self.y, self.log[0], self.log[1], colorscale=theme.DIVERGING,
+                       zmin=-1.0, zmax=1.0, x_label=ax[self.axes[0]], y_label=ax[self.axes[1]], title=title,
+                       colorbar_title="equalised score", height=height)
 
     def to_png(self, path: str | Path, scale: int = 1) -> Path:
         """Write :meth:`image` as a PNG (top row = highest y), ``scale``x nearest-neighbour enlarged."""

@@ -77,7 +77,7 @@ class FractalExplorer:
         controls = w.VBox([self.preset, self.axes, self.resolution, self.steps, self.factor,
                            w.HBox([self.scan_button, self.stop_button]), w.HBox([self.back_button, self.reset_button]),
                            w.HBox([self.png_button, self.seq_button]), self.info])
-        self.widget = w.VBox([w.HBox([self.fig, controls]), self.crumbs, self.status])
+        self.widget = w.VBox([w.HBox([controls, self.fig]), self.crumbs, self.status])
         self.windows: list[tuple] = []  # breadcrumb of windows ((x_lo, x_hi), (y_lo, y_hi))
         self.result = None
         self.error: str | None = None
