@@ -6,9 +6,7 @@ live in the submodules listed in ``_EXPORTS`` and are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from labkit._lazy import lazy_exports
 from labkit.viz import theme
 from labkit.viz.theme import COLORS, figure
 
@@ -26,14 +24,4 @@ _EXPORTS: dict[str, str] = {
     "LivePlot": "live",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"labkit.viz.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'labkit.viz' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
