@@ -1,0 +1,168 @@
+"""The operator contract: a symmetric linear map known through ``matmat``, plus dense/function/scipy adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from labkit import _checks
+
+__all__ = ["LinearOperator", "as_operator", "from_dense", "from_function", "to_dense", "to_scipy"]
+
+
+class LinearOperator:
+    """A symmetric ``n x n`` linear map known only through products with vectors.
+
+    Subclasses call ``super().__init__(size, dtype, device)`` and implement
+    :meth:`matmat`. Operators compose: ``A + B``, ``A - B``, ``c * A``.
+    """
+
+    def __init__(self, size: int, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"):
+        _checks.positive("size", size, integer=True)
+        self._size = int(size)
+        self._dtype = dtype
+        self._device = torch.device(device)
+
+    @property
+    def size(self) -> int:
+        """``n``, the length of the vectors it acts on."""
+        return self._size
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, n)``."""
+        return (self._size, self._size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``A @ V`` for ``V`` of shape ``(n, k)``; the one method a subclass must write."""
+        raise NotImplementedError(f"{type(self).__name__} must implement matmat(V)")
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``A @ v`` for ``v`` of shape ``(n,)``."""
+        return self.matmat(v.reshape(-1, 1)).reshape(-1)
+
+    def _check_input(self, x: Any) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"an operator multiplies torch tensors, got {type(x).__name__}")
+        if x.ndim not in (1, 2) or x.shape[0] != self._size:
+            raise ValueError(f"operator of shape {self.shape} cannot multiply a tensor of shape {tuple(x.shape)}")
+        return x.to(device=self._device, dtype=self._dtype)
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._check_input(x)
+        return self.matvec(x) if x.ndim == 1 else self.matmat(x)
+
+    def __add__(self, other: LinearOperator) -> LinearOperator:
+        return _Combination([(1.0, self), (1.0, other)])
+
+    def __sub__(self, other: LinearOperator) -> LinearOperator:
+        return _Combination([(1.0, self), (-1.0, other)])
+
+    def __mul__(self, c: float) -> LinearOperator:
+        return _Combination([(float(c), self)])
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> LinearOperator:
+        return _Combination([(-1.0, self)])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self._size}, dtype={self._dtype}, device={self._device})"
+
+    def to_scipy(self) -> Any:
+        """This operator as a ``scipy.sparse.linalg.LinearOperator`` (numpy in, numpy out)."""
+        return to_scipy(self)
+
+
+class _Dense(LinearOperator):
+    def __init__(self, matrix: torch.Tensor):
+        super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
+        self.matrix = matrix
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.matrix @ V
+
+
+class _Function(LinearOperator):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], size: int, dtype: torch.dtype, device: Any):
+        super().__init__(size, dtype, device)
+        self.fn = fn
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.fn(V)
+
+
+class _Combination(LinearOperator):
+    def __init__(self, terms: list[tuple[float, LinearOperator]]):
+        first = terms[0][1]
+        for _, op in terms:
+            if not isinstance(op, LinearOperator):
+                raise TypeError(f"can only combine LinearOperators, got {type(op).__name__}")
+            if op.shape != first.shape:
+                raise ValueError(f"cannot combine operators of shapes {first.shape} and {op.shape}")
+        super().__init__(first.size, first.dtype, first.device)
+        self.terms = terms
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return sum(c * op.matmat(V) for c, op in self.terms)
+
+
+def from_dense(matrix: torch.Tensor) -> LinearOperator:
+    """Wrap a symmetric ``(n, n)`` tensor as an operator (for tests, teaching and small problems)."""
+    if not isinstance(matrix, torch.Tensor) or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
+        raise ValueError(f"matrix must be a square 2-D tensor, got {shape}")
+    return _Dense(matrix)
+
+
+def from_function(
+    matmat_fn: Callable[[torch.Tensor], torch.Tensor],
+    size: int,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> LinearOperator:
+    """An operator from a function ``V (n, k) -> A V (n, k)``."""
+    if not callable(matmat_fn):
+        raise TypeError(f"matmat_fn must be callable, got {type(matmat_fn).__name__}")
+    return _Function(matmat_fn, size, dtype, device)
+
+
+def as_operator(op: Any) -> LinearOperator:
+    if isinstance(op, LinearOperator):
+        return op
+    if isinstance(op, torch.Tensor):
+        return from_dense(op)
+    raise TypeError(f"op must be a labkit LinearOperator or a square tensor, got {type(op).__name__}")
+
+
+def to_dense(op: LinearOperator, chunk: int = 256) -> torch.Tensor:
+    """The ``(n, n)`` matrix of ``op``, ``chunk`` columns at a time (n matvecs)."""
+    op = as_operator(op)
+    eye = torch.eye(op.size, dtype=op.dtype, device=op.device)
+    cols = [op.matmat(eye[:, i : i + chunk]) for i in range(0, op.size, chunk)]
+    return torch.cat(cols, dim=1)
+
+
+def to_scipy(op: LinearOperator) -> Any:
+    """A ``scipy.sparse.linalg.LinearOperator`` view (float64 numpy arrays), e.g. for ``eigsh``."""
+    from scipy.sparse.linalg import LinearOperator as ScipyOperator
+
+    op = as_operator(op)
+
+    def mm(x: np.ndarray) -> np.ndarray:
+        v = torch.as_tensor(np.asarray(x), dtype=op.dtype, device=op.device)
+        out = op.matvec(v) if v.ndim == 1 else op.matmat(v)
+        return out.detach().cpu().numpy().astype(np.float64)
+
+    return ScipyOperator(shape=op.shape, matvec=mm, matmat=mm, rmatvec=mm, dtype=np.float64)
