@@ -56,17 +56,37 @@ function lkWidgetViews() {
       || (o.childElementCount === 0 && LK_BAD_WIDGET.test(o.textContent)));
 }
 
-function widgetsSettled() {
-  return !lkWidgetViews().some((v) => v.childElementCount === 0 && /Loading widget\.\.\./.test(v.textContent));
+function lkMarks(gd) {
+  return gd.querySelectorAll(
+    '.scatterlayer .trace path.js-line, .scatterlayer .trace .point, .barlayer .point, .heatmaplayer image, '
+    + '.imagelayer image, .contourlayer path, .pielayer path.surface, .boxlayer path, .violinlayer path',
+  ).length;
 }
 
-// Number of data points in an array-like plotly attribute: arrays, nested arrays, typed arrays, b64 specs.
+// Rendering is asynchronous (widget views, plotly's renderer): settled when no widget is still loading and
+// every SVG figure holding data has drawn it.
+function pageSettled() {
+  const nb = lkNotebook();
+  if (!nb) return false;
+  if (lkWidgetViews().some((v) => v.childElementCount === 0 && /Loading widget\.\.\./.test(v.textContent))) return false;
+  return Array.from(nb.querySelectorAll('.js-plotly-plot')).every((gd) => {
+    const traces = lkTraces(gd);
+    const svgOnly = traces.every((t) => LK_SVG_TYPES.has(t.type));
+    return !svgOnly || traces.every((t) => t.points === 0) || lkMarks(gd) > 0;
+  });
+}
+
+// Number of data points in an array-like plotly attribute (arrays, nested arrays, typed arrays, b64 specs);
+// null and non-finite entries are not points (a trace of NaNs draws nothing).
+function lkCount(v) {
+  return v != null && !(typeof v === 'number' && !Number.isFinite(v)) ? 1 : 0;
+}
+
 function lkLen(a) {
   if (a == null) return 0;
-  if (ArrayBuffer.isView(a)) return a.length;
+  if (ArrayBuffer.isView(a)) return Array.prototype.reduce.call(a, (s, v) => s + lkCount(v), 0);
   if (Array.isArray(a)) {
-    if (a.length && (Array.isArray(a[0]) || ArrayBuffer.isView(a[0]))) return a.reduce((s, r) => s + lkLen(r), 0);
-    return a.length;
+    return a.reduce((s, v) => s + (Array.isArray(v) || ArrayBuffer.isView(v) ? lkLen(v) : lkCount(v)), 0);
   }
   if (typeof a === 'object' && a.bdata) {
     if (a.shape) return String(a.shape).split(',').reduce((s, d) => s * parseInt(d, 10), 1);
@@ -79,12 +99,19 @@ function lkLen(a) {
 const LK_DATA_KEYS = ['x', 'y', 'z', 'values', 'r', 'lat', 'source'];
 const LK_SVG_TYPES = new Set(['scatter', 'bar', 'heatmap', 'image', 'contour', 'histogram', 'pie', 'box', 'violin']);
 
+function lkTracePoints(t) {
+  if (t.source) return 1;
+  if (t.z != null) return lkLen(t.z);
+  const present = LK_DATA_KEYS.filter((k) => k !== 'source' && t[k] != null);
+  return present.length ? Math.min(...present.map((k) => lkLen(t[k]))) : 0;
+}
+
 function lkTraces(gd) {
   const traces = (gd._fullData && gd._fullData.length ? gd._fullData : gd.data) || [];
   return traces.map((t) => ({
     type: t.type || 'scatter',
     visible: t.visible !== false,
-    points: Math.max(0, ...LK_DATA_KEYS.map((k) => (k === 'source' ? (t.source ? 1 : 0) : lkLen(t[k])))),
+    points: lkTracePoints(t),
   }));
 }
 
@@ -128,10 +155,7 @@ function inspectNotebook() {
   const nb = lkNotebook();
   const figures = Array.from(nb.querySelectorAll('.js-plotly-plot')).map((gd, i) => {
     const traces = lkTraces(gd);
-    const marks = gd.querySelectorAll(
-      '.scatterlayer .trace path.js-line, .scatterlayer .trace .point, .barlayer .point, .heatmaplayer image, '
-      + '.imagelayer image, .contourlayer path, .pielayer path.surface, .boxlayer path, .violinlayer path',
-    ).length;
+    const marks = lkMarks(gd);
     return {
       index: i + 1,
       cell: lkCellOf(gd),

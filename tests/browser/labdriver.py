@@ -285,8 +285,8 @@ def check_notebook(page, server: LabServer, path: Path, artifacts: Path, live: b
                                "kernel stayed busy)")
 
     t2 = time.monotonic()
-    with contextlib.suppress(Exception):  # give widget views time to render; judged just below
-        page.wait_for_function(_js("widgetsSettled"), timeout=WIDGET_RENDER_TIMEOUT * 1000, polling=250)
+    with contextlib.suppress(Exception):  # give widget views and figures time to render; judged just below
+        page.wait_for_function(_js("pageSettled"), timeout=WIDGET_RENDER_TIMEOUT * 1000, polling=250)
     state = page.evaluate(_js("inspectNotebook"))
     report.timings["render"] = time.monotonic() - t2
     report.figures, report.widgets = state["figures"], state["widgets"]
@@ -336,7 +336,7 @@ def _judge_static(report: Report, state: dict, finished: bool) -> None:
         if not f["traces"]:
             report.problems.append(f"{where} has no traces: empty axes")
         elif f["points"] == 0:
-            report.problems.append(f"{where} has {len(f['traces'])} trace(s) but no data points: empty axes")
+            report.problems.append(f"{where} has {len(f['traces'])} trace(s) but no finite data points: empty axes")
         elif f["svgTypesOnly"] and f["marks"] == 0:
             report.problems.append(f"{where} holds {f['points']} points but drew no marks in the SVG")
         if f["width"] == 0 or f["height"] == 0:
@@ -417,8 +417,9 @@ def _live_check(page, path: Path, report: Report) -> None:
         report.problems.append(f"{what}: no partial figure seen while the run was in progress ({s['changes']} "
                                f"change(s) in {s['elapsed'] / 1000:.1f} s, {s['samples']} samples at 50 ms; changes at "
                                f"[ms, points] {s['timeline'][:12]}); the page shows only the end of the run")
-    if s["final"] == s["initial"]:
-        report.problems.append(f"{what}: after the run the figure shows the same data as before")
+    if s["final"] == s["initial"]:  # fine after a deterministic re-run that was seen drawing; else nothing happened
+        message = f"{what}: after the run the figure shows the same data as before"
+        (report.notes if s["partial"] else report.problems).append(message)
     if s["finalPoints"] == 0:
         report.problems.append(f"{what}: after the run the figure has no data points")
     if not settled:
