@@ -73,8 +73,8 @@ def main() -> None:
     for name, dtype in (("paper", "float64"), ("paper", "float32"), ("quick", "float64")):
         exp = Experiment.preset(name, steps=100, dtype=dtype)
         ceiling = matmul_ceiling(exp.torch_dtype)
-        loop = loop_rate(exp, networks=8, steps=50)
-        rate, wall = scan_rate(exp, 32)
+        loop = max(loop_rate(exp, networks=8, steps=50) for _ in range(2))  # best of 2: the machine may be shared
+        rate = max(scan_rate(exp, 32)[0] for _ in range(2))
         ceiling = max(ceiling, matmul_ceiling(exp.torch_dtype))  # best of before/after: the machine is shared
         gflops = rate * flops_per_step(exp) / 1e9
         rows.append((f"{name} {dtype}", loop, rate, rate / loop, gflops, ceiling / 1e9, gflops / (ceiling / 1e9)))
