@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from labkit import _checks
-from labkit.linalg.eigen import lanczos
 from labkit.linalg.operators import LinearOperator, as_operator, to_dense
 
 __all__ = ["Density", "Estimate", "spectral_density", "trace"]
@@ -117,16 +116,13 @@ def spectral_density(
     op = as_operator(op)
     _checks.positive("n_probes", n_probes, integer=True)
     _checks.positive("lanczos_steps", lanczos_steps, integer=True)
-    nodes, weights, used = [], [], 0
-    for p in range(n_probes):
-        lz = lanczos(op, lanczos_steps, seed=seed * 100_003 + p)
-        theta, S = lz.ritz()
-        steps = min(lanczos_steps, op.size)
-        pad = steps - len(theta)  # early stop on an invariant subspace: pad with zero weight
-        nodes.append(torch.cat([theta, theta.new_full((pad,), float(theta[-1]))]))
-        weights.append(torch.cat([S[0] ** 2, theta.new_zeros(pad)]) / n_probes)
-        used += lz.n_matvec
-    nodes_t, weights_t = torch.stack(nodes), torch.stack(weights)
+    alpha, beta = _lanczos_probes(op, min(lanczos_steps, op.size), n_probes, seed)
+    T = torch.diag_embed(alpha) + torch.diag_embed(beta[:, :-1], 1) + torch.diag_embed(beta[:, :-1], -1)
+    nodes_t, S = torch.linalg.eigh(T)  # Gauss quadrature of each probe: nodes and first components
+    weights_t = S[:, 0, :] ** 2 / n_probes
+    used = n_probes * alpha.shape[1]
+    # a probe whose Krylov space closed early has a decoupled zero block: its nodes carry no weight
+    nodes_t = torch.where(weights_t > 0, nodes_t, nodes_t[weights_t > 0].max())
     lo, hi = float(nodes_t.min()), float(nodes_t.max())
     width = max(hi - lo, 1e-12 * max(abs(lo), abs(hi), 1.0))
     if sigma is None:
@@ -139,3 +135,29 @@ def spectral_density(
     z = (grid[:, None] - nodes_t.reshape(1, -1)) / sigma
     density = (torch.exp(-0.5 * z**2) * weights_t.reshape(1, -1)).sum(1) / (sigma * math.sqrt(2 * math.pi))
     return Density(grid, density, nodes_t, weights_t, float(sigma), used)
+
+
+def _lanczos_probes(op: LinearOperator, steps: int, n_probes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent Lanczos runs (full re-orthogonalisation) from ``n_probes`` random unit vectors, advanced
+    together: one ``matmat`` with ``n_probes`` columns per step. Returns T's ``alpha, beta``, each ``(p, steps)``."""
+    n = op.size
+    g = torch.Generator().manual_seed(int(seed))
+    q = torch.randn(n_probes, n, generator=g, dtype=torch.float64).to(device=op.device, dtype=op.dtype)
+    q = q / q.norm(dim=1, keepdim=True)  # (p, n)
+    Q = torch.zeros(n_probes, steps, n, dtype=op.dtype, device=op.device)
+    alpha = torch.zeros(n_probes, steps, dtype=torch.float64)
+    beta = torch.zeros(n_probes, steps, dtype=torch.float64)
+    scale = torch.zeros(n_probes, dtype=torch.float64)
+    for j in range(steps):
+        Q[:, j] = q
+        w = op.matmat(q.T).T  # (p, n): A q for every probe
+        alpha[:, j] = (w * q).sum(1).double().cpu()
+        for _ in range(2):  # full re-orthogonalisation against each probe's own basis, twice
+            B = Q[:, : j + 1]
+            w = w - torch.einsum("pjn,pj->pn", B, torch.einsum("pjn,pn->pj", B, w))
+        b = w.norm(dim=1)
+        scale = torch.maximum(scale, alpha[:, j].abs() + b.double().cpu())
+        alive = (b.double().cpu() > 1e-12 * scale).to(op.device)
+        beta[:, j] = torch.where(alive.cpu(), b.double().cpu(), torch.zeros_like(scale))
+        q = torch.where(alive[:, None], w / b.clamp_min(1e-300)[:, None], torch.zeros_like(w))
+    return alpha, beta
