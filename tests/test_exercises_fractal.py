@@ -43,3 +43,26 @@ def test_crashing_and_missing_answers_are_reported(capsys):
     assert "RuntimeError" in capsys.readouterr().out
     assert not check("fractal.boundary", None)
     assert "no answer" in capsys.readouterr().out
+
+
+def test_box_count_wrong_answers_say_which_way(capsys):
+    def no_padding(m, s):  # drops the partial boxes at the edges: too few boxes
+        h, w = (m.shape[0] // s) * s, (m.shape[1] // s) * s
+        return int(m[:h, :w].reshape(h // s, s, w // s, s).any(axis=(1, 3)).sum())
+
+    assert not check("fractal.box_count", no_padding)
+    assert "too low" in capsys.readouterr().out
+    assert not check("fractal.box_count", lambda m, s: int(m.sum()))  # pixels, not boxes: too many
+    assert "too high" in capsys.readouterr().out
+    assert not check("fractal.box_count", lambda m, s: 2.5)
+    assert "whole number" in capsys.readouterr().out
+
+
+def test_every_function_exercise_reports_a_raising_student_function(capsys):
+    def boom(*args):
+        raise ValueError("bad reshape")
+
+    for id in ("fractal.max_stable_lr", "fractal.boundary", "fractal.box_count"):
+        assert not check(id, boom)
+        out = capsys.readouterr().out
+        assert "your function raised ValueError: bad reshape" in out, (id, out)
