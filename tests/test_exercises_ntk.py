@@ -44,21 +44,42 @@ def test_two_layer_kernel(capsys):
 
 def test_decay_steps(capsys):
     assert check("ntk.decay_steps", lambda lam, n, lr: n / (2 * lr * lam))
+    assert "correct" in capsys.readouterr().out
     assert not check("ntk.decay_steps", lambda lam, n, lr: n / (lr * lam))
     assert "factor of 2" in capsys.readouterr().out
     assert not check("ntk.decay_steps", lambda lam, n, lr: 1 / (lr * lam))
     assert "does not depend on n" in capsys.readouterr().out
     assert not check("ntk.decay_steps", None)
+    assert "no answer yet" in capsys.readouterr().out
+
+
+def _raises(*args):
+    raise ValueError("student bug")
+
+
+def test_decay_steps_reports_raising_function(capsys):
+    assert check("ntk.decay_steps", _raises) is False  # returns, nothing escapes
+    out = capsys.readouterr().out
+    assert "your function raised ValueError: student bug" in out
 
 
 def test_kernel_regression(capsys):
     assert check("ntk.kernel_regression", lambda k, kx, y: kx @ torch.linalg.solve(k, y))
-    assert not check("ntk.kernel_regression", lambda k, kx, y: kx @ y)
+    assert "correct" in capsys.readouterr().out
+    assert not check("ntk.kernel_regression", lambda k, kx, y: kx @ y)  # forgot the inverse kernel
+    assert "your test predictions is not within tolerance" in capsys.readouterr().out
     assert not check("ntk.kernel_regression", lambda k, kx, y: y[: kx.shape[0]])
     assert "repeat the training targets" in capsys.readouterr().out
+    assert not check("ntk.kernel_regression", lambda k, kx, y: (kx @ torch.linalg.solve(k, y)).T)
+    assert "shape" in capsys.readouterr().out
 
     def not_done(k, kx, y):
         raise NotImplementedError
 
     assert not check("ntk.kernel_regression", not_done)
     assert "not implemented" in capsys.readouterr().out
+
+
+def test_kernel_regression_reports_raising_function(capsys):
+    assert check("ntk.kernel_regression", _raises) is False
+    assert "your function raised ValueError: student bug" in capsys.readouterr().out
