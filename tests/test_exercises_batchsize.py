@@ -61,3 +61,14 @@ def test_raising_and_missing_answers_are_reported(capsys):
     assert "ZeroDivisionError" in capsys.readouterr().out
     assert not check("batchsize.scale_lr_4x", None)
     assert "no answer" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ex", ["batchsize.b_simple_two_batch", "batchsize.scale_lr_4x"])
+def test_raising_function_is_reported(ex, capsys):
+    def boom(*args):
+        raise ValueError("student bug")
+
+    assert check(ex, boom) is False  # reported, nothing escapes
+    out = capsys.readouterr().out
+    assert "your function raised" in out
+    assert "ValueError" in out
