@@ -67,3 +67,11 @@ def test_eos_lr(capsys):
     assert not ok and "momentum enlarges it" in out
     ok, out = _verdict(capsys, "hessian.eos_lr", lambda lam, beta: 1 / lam)
     assert not ok and "factor of 0.5" in out
+
+
+def test_eos_lr_reports_a_raising_function(capsys):
+    def raises(lam, beta):
+        raise ZeroDivisionError("oops")
+
+    ok, out = _verdict(capsys, "hessian.eos_lr", raises)
+    assert not ok and "your function raised" in out and "ZeroDivisionError: oops" in out
