@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,9 +16,9 @@ def choice(name: str, value: Any, allowed: Iterable[str]) -> str:
 
 
 def positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> Any:
-    """Return ``value`` if it is a positive (or non-negative) number, else raise."""
+    """Return ``value`` if it is a positive (or non-negative) number, else raise (numpy scalars are fine)."""
     kind = "an int" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    ok_type = isinstance(value, numbers.Integral if integer else numbers.Real)
     if isinstance(value, bool) or not ok_type:
         raise TypeError(f"{name} must be {kind}, got {value!r} ({type(value).__name__})")
     if value != value or (value < 0 if allow_zero else value <= 0):
@@ -27,8 +28,8 @@ def positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool =
 
 
 def in_range(name: str, value: int, lo: int, hi: int) -> int:
-    """Return the int ``value`` if ``lo <= value <= hi``, else raise."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return the int ``value`` if ``lo <= value <= hi``, else raise (numpy integers are fine)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")

@@ -95,15 +95,15 @@ class History:
 class StepInfo:
     """What a callback sees at step ``step``, before that step's update.
 
-    For :func:`fit`, ``loss`` is a float and ``model`` holds the current
-    parameters. For :func:`fit_many`, ``loss`` is a tensor of the members' losses
-    (NaN for members that have diverged), ``model`` is None and ``params`` is the
-    stacked parameter dict ``{name: (members, ...)}``.
+    For :func:`fit`, ``loss`` and ``lr`` are floats and ``model`` holds the current
+    parameters. For :func:`fit_many`, ``loss`` and ``lr`` are tensors over the members
+    (loss NaN for members that have diverged), ``model`` is None and ``params`` is
+    the stacked parameter dict ``{name: (members, ...)}``.
     """
 
     step: int
     loss: Any
-    lr: float
+    lr: Any
     metrics: dict[str, float]
     model: nn.Module | None
     params: dict[str, torch.Tensor] | None
@@ -222,8 +222,9 @@ def _prepare(data: DataLike, model: nn.Module, device: Any) -> Dataset:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: DataLike, loss: str | Loss | Callable = "auto") -> dict[str, float]:
-    """Mean loss (and accuracy for classification) of ``model`` on ``data``."""
-    ds = as_dataset(data)
+    """Mean loss (and accuracy for classification) of ``model`` on ``data`` (moved to the model's device and dtype)."""
+    dtype, device = _model_dtype_device(model)
+    ds = as_dataset(data).to(device, dtype)
     loss_fn = resolve(loss, ds.task)
     out = model(ds.inputs)
     metrics = {"loss": float(loss_fn(out, ds.targets))}
@@ -474,7 +475,7 @@ def _fit_group(
         return metrics
 
     for cb in cbs:
-        cb.on_start(StepInfo(0, losses[0], float(mult(0)), {}, None, params, loss_fn, ds, batch_size, optimizer,
+        cb.on_start(StepInfo(0, losses[0], lr * float(mult(0)), {}, None, params, loss_fn, ds, batch_size, optimizer,
                              hist_stub))
     start = time.perf_counter()
     bar = _progress(steps, f"fit_many ({M} models)", progress)
@@ -497,7 +498,7 @@ def _fit_group(
             grads = {k: torch.where(keep.reshape((-1,) + (1,) * (g.ndim - 1)), g, torch.zeros_like(g))
                      for k, g in grads.items()}
             lr_t = float(mult(t))
-            stop = [cb.on_step(StepInfo(t, losses[t], lr_t, {k: v for k, v in metrics.items()}, None, params,
+            stop = [cb.on_step(StepInfo(t, losses[t], lr * lr_t, {k: v for k, v in metrics.items()}, None, params,
                                         loss_fn, ds, batch_size, optimizer, hist_stub)) for cb in cbs]
             new = opt.step(params, grads, lr * lr_t, wd)
             params = {k: torch.where(keep.reshape((-1,) + (1,) * (p.ndim - 1)), p, torch.zeros_like(p))

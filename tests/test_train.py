@@ -245,3 +245,21 @@ def test_explicit_device_moves_model_and_data():
     model = net(0)
     hist = train.fit(model, regression(), lr=0.01, steps=2, device="cpu", progress=False)
     assert hist.steps == 2 and next(model.parameters()).device.type == "cpu"
+
+
+def test_evaluate_casts_data_to_the_model():
+    metrics = train.evaluate(models.mlp(2, [8], 3, seed=0).double(), data.gaussian_mixture(n=64, classes=3))
+    assert set(metrics) == {"loss", "accuracy"} and 0 <= metrics["accuracy"] <= 1
+
+
+def test_fit_many_callbacks_see_each_members_learning_rate():
+    seen = []
+    train.fit_many(net, regression(), hparams={"lr": [0.5, 0.05]}, steps=3, lr_schedule=lambda t: 0.5**t,
+                   progress=False, callbacks=[lambda info: seen.append(info.lr.tolist())])
+    assert seen == [pytest.approx([0.5, 0.05]), pytest.approx([0.25, 0.025]), pytest.approx([0.125, 0.0125])]
+
+
+def test_numpy_scalars_are_accepted():
+    hist = train.fit(net(0), regression(), lr=np.float32(0.01), steps=np.int64(3), batch_size=np.int64(8),
+                     progress=False)
+    assert hist.steps == 3
