@@ -99,26 +99,32 @@ def regression_comparison(width: int = 256, depth: int = 1, lr: float = 0.5, ste
 
 
 def kernel_change(widths: Sequence[int], *, parameterization: str = "ntk", lr: float = 0.5, steps: int = 200,
-                  depth: int = 1, n: int = 12, seed: int = 0, live: Any = None) -> dict[str, list[float]]:
-    """Final relative NTK change |K_T - K_0| / |K_0| after ``steps`` of GD on :func:`sine_data`, per width.
+                  depth: int = 1, n: int = 12, seed: int = 0, live: Any = None, points: int = 20,
+                  callbacks: Sequence[Any] = (), progress: bool = True) -> dict[str, list]:
+    """Relative NTK change |K_t - K_0| / |K_0| during ``steps`` of GD on :func:`sine_data`, per width.
 
     ``lr`` is a fraction of each network's largest stable learning rate ``n / lambda_max`` (the
     standard parameterisation's NTK grows like the width, so a fixed step would diverge), so
-    every network fits its top kernel mode at the same speed. With ``live`` (a LivePlot) each
-    width streams its curve as ``"<parameterization> w=<width>"``.
+    every network fits its top kernel mode at the same speed. The kernel is measured about
+    ``points`` times per run. With ``live`` (a LivePlot) each width streams its curve as
+    ``"<parameterization> w=<width>"``; ``callbacks`` go to every ``fit`` (e.g. a Runner's stop
+    callback); ``progress=False`` draws no progress bar (required in a background thread).
+    Returns ``widths``, ``change`` (final change per width) and ``curves`` (``(steps, change)`` per width).
     """
     _checks.choice("parameterization", parameterization, ["ntk", "standard"])
+    _checks.positive("points", points, integer=True)
     x, y, _ = sine_data(n, seed)
     from tqdm.auto import tqdm
 
-    finals = []
-    for w in tqdm(widths, desc=f"{parameterization} widths", delay=2.0, leave=False):
+    finals, curves = [], []
+    for w in tqdm(widths, desc=f"{parameterization} widths", delay=2.0, leave=False, disable=not progress):
         net = mlp(1, [w] * depth, 1, "relu", parameterization=parameterization, bias_std=1.0, seed=seed).double()
-        tracker = KernelTracker(x, every=max(1, steps // 20), live=live, name=f"{parameterization} w={w}")
+        tracker = KernelTracker(x, every=max(1, steps // points), live=live, name=f"{parameterization} w={w}")
         fit(net, (x, y), loss="mse", lr=lr * max_stable_lr(net, x), steps=steps,
-            callbacks=[tracker], progress=False)
+            callbacks=[tracker, *callbacks], progress=False)
         finals.append(tracker.change[-1])
-    return {"widths": list(widths), "change": finals}
+        curves.append((list(tracker.steps), list(tracker.change)))
+    return {"widths": list(widths), "change": finals, "curves": curves}
 
 
 def eigenfunctions(n: int = 41, depth: int = 1, k: int = 4, activation: str = "relu") -> dict[str, Any]:
