@@ -15,6 +15,11 @@ from labkit.train import fit
 DT = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)  # every test's random inputs are reproducible
+
+
 def _jacobian_loop(model, x):
     """J (n, O, P) by one autograd.grad call per example and output (the simplest reference)."""
     params = [p for p in model.parameters() if p.requires_grad]

@@ -211,6 +211,11 @@ def scan(
     x_range, y_range = check_window(x_range, y_range, (nx, ny), logs, eps)
     xs, ys = axis_values(x_range, nx, logs[0]), axis_values(y_range, ny, logs[1])
     dev = torch.device(default_device() if device is None else device)
+    if dev.type == "mps" and exp.torch_dtype == torch.float64:
+        if device is not None:
+            raise ValueError(f"device={device!r} does not support float64; use device='cpu' or an Experiment "
+                             "with dtype='float32'")
+        dev = torch.device("cpu")  # Apple GPUs have no float64: the default falls back to the CPU
 
     p = _Problem(exp, dev)
     gx, gy = np.meshgrid(xs, ys)  # (ny, nx): row = y

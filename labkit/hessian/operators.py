@@ -140,7 +140,7 @@ class _CurvatureOperator(LinearOperator):
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         k = V.shape[1]
-        tangents = self.spec.unflatten(V.T.to(self.dtype))  # {name: (k, *shape)}
+        tangents = self.spec.unflatten(V.T.to(self.device, self.dtype))  # {name: (k, *shape)}
         out = torch.zeros(k, self.size, dtype=self.dtype, device=self.device)
         for x, y in self.batches:
             if k == 1:

@@ -134,11 +134,13 @@ class Sharpness(Callback):
         self.n_matvec: list[int] = []
         self._vectors: torch.Tensor | None = None
 
+    def on_start(self, info: StepInfo) -> None:
+        if info.model is None:  # fail before the first step, not in the middle of training
+            raise TypeError("Sharpness works with labkit.train.fit (one model), not fit_many")
+
     def on_step(self, info: StepInfo) -> None:
         if info.step % self.every:
             return None
-        if info.model is None:
-            raise TypeError("Sharpness works with labkit.train.fit (one model), not fit_many")
         ds = as_dataset(self.data if self.data is not None else info.data)
         if self.max_examples is not None:
             ds = ds[: self.max_examples]

@@ -176,7 +176,7 @@ def top_eigenvalues(
     idx = _select(theta, k, which)
     vals = theta[idx].to(device=op.device, dtype=op.dtype)
     vecs = lz.basis @ S[:, idx].to(device=op.device, dtype=op.dtype)
-    res = (lz.beta[-1] * S[-1, idx]).abs().to(op.dtype)
+    res = (lz.beta[-1] * S[-1, idx]).abs().to(device=op.device, dtype=op.dtype)
     ok = bool((res <= tol * theta.abs().max()).all()) or lz.beta[-1] <= 1e-12 * theta.abs().max()
     return EigResult(vals, vecs, res, lz.n_matvec, bool(ok))
 

@@ -82,10 +82,10 @@ def trace(op: LinearOperator, n_matvec: int = 100, method: str = "hutchpp", seed
         raise ValueError(f"hutchpp needs n_matvec >= 6, got {n_matvec}")
     s = n_matvec // 3
     m = n_matvec - 2 * s  # probes for the residual part
-    S = _rademacher(n, s, seed, op.dtype, op.device)
+    SG = _rademacher(n, s + m, seed, op.dtype, op.device)  # one draw: sketch and residual probes independent
+    S, G = SG[:, :s], SG[:, s:]
     Q, _ = torch.linalg.qr(op.matmat(S))
     exact = torch.diagonal(Q.T @ op.matmat(Q)).sum()
-    G = _rademacher(n, m, seed + 1, op.dtype, op.device)
     G = G - Q @ (Q.T @ G)
     samples = (G * op.matmat(G)).sum(0)
     stderr = float(samples.std() / math.sqrt(m)) if m > 1 else float("nan")

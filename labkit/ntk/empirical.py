@@ -326,6 +326,7 @@ class NTKOperator(LinearOperator):
         self._jvp = lambda t: jvp(f, (self.params,), (t,))[1]  # J v
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        V = V.to(self.device, self.dtype)
         n, o, k = self.n, self.out_dim, V.shape[1]
         if self.output == "full":
             cot = V.T.reshape(k, n, o)  # column j as an output-space vector
