@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from labkit import _checks
+
 __all__ = ["FractalExplorer", "fractal_explorer"]
 
 _AXES = {"lr_in vs lr_out": ("lr_in", "lr_out"), "offset vs lr": ("offset", "lr")}
@@ -46,8 +48,9 @@ class FractalExplorer:
         self.out_dir = Path(out_dir)
         self.threads = threads
         self.preset = w.Dropdown(options=list(PRESETS), value=preset, description="preset")
-        self.resolution = w.Dropdown(options=[16, 24, 32, 48, 64, 96, 128, 192, 256], value=resolution,
-                                     description="pixels")
+        _checks.in_range("resolution", resolution, 2, 4096)
+        sizes = sorted({16, 24, 32, 48, 64, 96, 128, 192, 256, resolution})  # the requested size is always offered
+        self.resolution = w.Dropdown(options=sizes, value=resolution, description="pixels")
         self.steps = w.BoundedIntText(value=steps or exp.steps, min=20, max=5000, description="steps")
         axes_name = axes or next(k for k, v in _AXES.items() if v == exp.axes)
         self.axes = w.Dropdown(options=list(_AXES), value=axes_name, description="axes")
