@@ -19,7 +19,7 @@ from labkit._lazy import lazy_exports
 _EXPORTS = {
     "Experiment": "experiment",
     "PRESETS": "experiment",
-    "scan": "scan",
+    "scan": "scanner",
     "ScanResult": "result",
     "equalise": "result",
     "box_counting_dimension": "dimension",

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from labkit.fractal.experiment import Experiment
-    from labkit.fractal.scan import scan
+    from labkit.fractal.scanner import scan
 
     changes = {}
     if args.steps is not None:

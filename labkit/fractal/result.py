@@ -88,6 +88,21 @@ def equalise(score: np.ndarray) -> np.ndarray:
     return out
 
 
+def zoom_window(center: Any, ranges: Any, log: tuple[bool, bool], factor: float) -> list[tuple[float, float]]:
+    """The window ``factor``-fold smaller than ``ranges`` around ``center`` (geometric on log axes)."""
+    if not factor > 0:
+        raise ValueError(f"factor must be > 0, got {factor!r}")
+    out = []
+    for k, (c, (lo, hi)) in enumerate(zip(center, ranges)):
+        if log[k]:
+            half = math.log(hi / lo) / 2 / factor
+            out.append((c * math.exp(-half), c * math.exp(half)))
+        else:
+            half = (hi - lo) / 2 / factor
+            out.append((c - half, c + half))
+    return out
+
+
 def _mid(a: float, b: float, log: bool) -> float:
     return math.sqrt(a * b) if log else (a + b) / 2
 
@@ -168,18 +183,7 @@ class ScanResult:
         import torch
 
         if np.ndim(b) == 0:
-            factor = float(b)
-            if not factor > 0:
-                raise ValueError(f"factor must be > 0, got {b!r}")
-            ranges = []
-            for k, (c, (lo, hi)) in enumerate(zip(a, (self.x_range, self.y_range))):
-                if self.log[k]:
-                    half = math.log(hi / lo) / 2 / factor
-                    ranges.append((c * math.exp(-half), c * math.exp(half)))
-                else:
-                    half = (hi - lo) / 2 / factor
-                    ranges.append((c - half, c + half))
-            a, b = ranges
+            a, b = zoom_window(a, (self.x_range, self.y_range), self.log, float(b))
         eps = torch.finfo(self.experiment.torch_dtype).eps
         return check_window(a, b, self.resolution, self.log, eps)
 

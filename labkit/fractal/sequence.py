@@ -9,7 +9,7 @@ from typing import Any
 
 from labkit.fractal.experiment import Experiment
 from labkit.fractal.result import ScanResult
-from labkit.fractal.scan import scan
+from labkit.fractal.scanner import scan
 
 __all__ = ["interpolate_windows", "zoom_sequence"]
 

@@ -16,7 +16,7 @@ from labkit._lazy import lazy_exports
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
-    "fractal_explorer": "fractal_explorer",
+    "fractal_explorer": "explorer",
     "DATASETS": "controls",
     "batch_size_slider": "controls",
     "batch_size_value": "controls",

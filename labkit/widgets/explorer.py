@@ -17,7 +17,6 @@ and ``wait`` (that is also how notebooks drive it headless)::
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from pathlib import Path
@@ -141,15 +140,9 @@ class FractalExplorer:
 
     def zoom_at(self, x: float, y: float, factor: float | None = None, run: bool = True) -> None:
         """Zoom ``factor``-fold (default: the dropdown) around the point ``(x, y)``."""
-        factor = float(factor or self.factor.value)
-        (xr, yr), ranges = self.windows[-1], []
-        for k, (c, (lo, hi)) in enumerate(zip((x, y), (xr, yr))):
-            if self.log[k]:
-                half = math.log(hi / lo) / 2 / factor
-                ranges.append((c * math.exp(-half), c * math.exp(half)))
-            else:
-                half = (hi - lo) / 2 / factor
-                ranges.append((c - half, c + half))
+        from labkit.fractal.result import zoom_window
+
+        ranges = zoom_window((x, y), self.windows[-1], self.log, float(factor or self.factor.value))
         self.zoom_to(*ranges, run=run)
 
     def back(self, run: bool = True) -> None:
@@ -205,7 +198,7 @@ class FractalExplorer:
     def _work(self) -> None:
         import torch
 
-        from labkit.fractal.scan import scan
+        from labkit.fractal.scanner import scan
 
         self.scan_button.disabled, self.stop_button.disabled = True, False
         self.status.value = "scanning..."
