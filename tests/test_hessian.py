@@ -218,3 +218,25 @@ def test_reproducible_and_warm_started():
     warm = L.top_eigenvalues(op, 1, dense=False, v0=a.vectors)
     assert warm.n_matvec < a.n_matvec
     assert np.isclose(float(warm.values[0]), float(a.values[0]), rtol=1e-9)
+
+
+def test_convenience_functions_take_a_parameter_subset():
+    import labkit.hessian as hs
+    from labkit import data as lkdata
+    from labkit import models as lkmodels
+
+    net = lkmodels.mlp(2, [5], 3, seed=0).double()
+    ds = lkdata.gaussian_mixture(n=40, classes=3, seed=0).to(dtype=torch.float64)
+    names = ["2.weight", "2.bias"]  # the readout only
+    full = hs.dense(net, "cross_entropy", ds)
+    sub = hs.dense(net, "cross_entropy", ds, params=names)
+    assert sub.shape == (18, 18)
+    torch.testing.assert_close(sub, full[-18:, -18:], rtol=1e-10, atol=1e-12)
+    est = hs.trace(net, "cross_entropy", ds, n_matvec=100, params=names)  # n_matvec >= 18: exact
+    assert est.value == pytest.approx(float(torch.trace(sub)), rel=1e-10) and est.stderr == 0.0
+    dens = hs.spectral_density(net, "cross_entropy", ds, params=names, n_probes=2, lanczos_steps=10)
+    exact = torch.linalg.eigvalsh(sub)
+    nodes = torch.as_tensor(dens.nodes).reshape(-1)
+    assert exact.min() - 1e-8 <= nodes.min() and nodes.max() <= exact.max() + 1e-8  # Ritz values of the subset
+    gn = hs.dense(net, "cross_entropy", ds, matrix="gauss_newton", params=names)
+    assert gn.shape == (18, 18)

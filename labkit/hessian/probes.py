@@ -53,26 +53,30 @@ def top_eigenvalues(
 
 def trace(
     model: nn.Module, loss: Any, data: Any, n_matvec: int = 100, *, matrix: str = "hessian", method: str = "hutchpp",
-    seed: int = 0, batch_size: int | None = None,
+    seed: int = 0, batch_size: int | None = None, params: Sequence[str] | None = None,
 ) -> linalg.Estimate:
     """Estimated trace of the loss Hessian (or ``matrix``), with its standard error."""
-    return linalg.trace(operator(model, loss, data, matrix, batch_size=batch_size), n_matvec, method, seed)
+    op = operator(model, loss, data, matrix, batch_size=batch_size, params=params)
+    return linalg.trace(op, n_matvec, method, seed)
 
 
 def spectral_density(
     model: nn.Module, loss: Any, data: Any, *, matrix: str = "hessian", n_probes: int = 10, lanczos_steps: int = 80,
     grid: Any = None, sigma: float | None = None, seed: int = 0, batch_size: int | None = None,
+    params: Sequence[str] | None = None,
 ) -> linalg.Density:
     """Eigenvalue density of the loss Hessian (or ``matrix``) by stochastic Lanczos quadrature."""
-    op = operator(model, loss, data, matrix, batch_size=batch_size)
+    op = operator(model, loss, data, matrix, batch_size=batch_size, params=params)
     return linalg.spectral_density(op, n_probes, lanczos_steps, grid, sigma, seed)
 
 
-def dense(model: nn.Module, loss: Any, data: Any, matrix: str = "hessian") -> torch.Tensor:
+def dense(
+    model: nn.Module, loss: Any, data: Any, matrix: str = "hessian", *, params: Sequence[str] | None = None
+) -> torch.Tensor:
     """The exact dense matrix (``(P, P)``; for small models): ground truth for every estimate."""
     if _checks.choice("matrix", matrix, MATRICES) == "hessian":
-        return dense_hessian(model, loss, data)
-    M = linalg.to_dense(operator(model, loss, data, matrix))
+        return dense_hessian(model, loss, data, params=params)
+    M = linalg.to_dense(operator(model, loss, data, matrix, params=params))
     return (M + M.T) / 2
 
 
