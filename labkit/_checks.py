@@ -34,3 +34,48 @@ def in_range(name: str, value: int, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
+
+
+def seed(name: str, value: Any) -> int:
+    """Return ``value`` as an int if it is a non-negative integer seed, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative int, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def fraction(name: str, value: Any) -> float:
+    """Return ``value`` if it is a number strictly between 0 and 1, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must be strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def tensor(name: str, value: Any) -> Any:
+    """Return ``value`` if it is a torch tensor, else raise a TypeError that says how to make one."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}; use torch.as_tensor({name})")
+    return value
+
+
+def finite(name: str, value: Any) -> Any:
+    """Return the tensor ``value`` if it has no NaN or inf, else raise naming how many and where the first is."""
+    import torch
+
+    if not (value.is_floating_point() or value.is_complex()):
+        return value
+    bad = ~torch.isfinite(value)
+    if bool(bad.any()):
+        count = int(bad.sum())
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{name} contains {count} NaN or inf value(s), the first at index {first} "
+            f"({float(value[first].real) if value.is_complex() else float(value[first])}); "
+            "clean the data (bad data is not a divergence)"
+        )
+    return value

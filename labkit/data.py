@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,23 +57,63 @@ class Dataset:
     name: str = "dataset"
 
     def __post_init__(self) -> None:
+        _checks.tensor("inputs", self.inputs)
+        _checks.tensor("targets", self.targets)
+        if self.inputs.ndim == 0 or self.targets.ndim == 0:
+            raise ValueError(f"inputs and targets need a first (row) dimension, got shapes "
+                             f"{tuple(self.inputs.shape)} and {tuple(self.targets.shape)}")
         if self.inputs.shape[0] != self.targets.shape[0]:
             raise ValueError(
                 f"inputs and targets must have the same number of rows, got "
                 f"{self.inputs.shape[0]} and {self.targets.shape[0]}"
             )
         _checks.choice("task", self.task, ["classification", "regression"])
-        if self.task == "classification" and self.targets.ndim != 1:
-            raise ValueError(f"classification targets must be 1-D labels, got {tuple(self.targets.shape)}")
-        if self.task == "regression" and self.targets.ndim != 2:
-            raise ValueError(f"regression targets must be 2-D (n, out_dim), got {tuple(self.targets.shape)}")
+        _checks.finite("inputs", self.inputs)
+        if self.task == "classification":
+            self._check_labels()
+        else:
+            if self.targets.ndim != 2:
+                raise ValueError(f"regression targets must be 2-D (n, out_dim), got {tuple(self.targets.shape)}")
+            if not self.targets.is_floating_point():
+                raise TypeError(f"regression targets must be floating point, got {self.targets.dtype}; "
+                                "use targets.float(), or task='classification' for class labels")
+            _checks.finite("targets", self.targets)
+
+    def _check_labels(self) -> None:
+        """Class labels: 1-D integers in ``[0, num_classes)`` (``num_classes`` defaults to the largest label + 1)."""
+        y = self.targets
+        if y.ndim != 1:
+            raise ValueError(f"classification targets must be 1-D labels, got {tuple(y.shape)}")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise TypeError(f"classification targets must be integer class labels, got dtype {y.dtype}; "
+                            "use targets.long() for whole-number labels, or task='regression' for real values")
+        if self.num_classes is None:
+            if len(y) == 0:
+                raise ValueError("num_classes is required for a classification dataset with no rows")
+            object.__setattr__(self, "num_classes", int(y.max()) + 1)
+        _checks.positive("num_classes", self.num_classes, integer=True)
+        if len(y) == 0:
+            return
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= self.num_classes:
+            bad = lo if lo < 0 else hi
+            row = int((y == bad).nonzero()[0])
+            raise ValueError(f"targets has label {bad} at row {row}, outside [0, num_classes={self.num_classes}); "
+                             "class labels must be 0, 1, ..., num_classes - 1")
+
+    def _derive(self, **changes: Any) -> Dataset:
+        """A copy with some tensors changed in ways that keep them valid (a subset, a device move): no re-check."""
+        new = object.__new__(Dataset)
+        for f in fields(self):
+            object.__setattr__(new, f.name, changes.get(f.name, getattr(self, f.name)))
+        return new
 
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
     def __getitem__(self, index: Any) -> Dataset:
         """A subset (slice, index tensor or boolean mask) as a new Dataset."""
-        return replace(self, inputs=self.inputs[index], targets=self.targets[index])
+        return self._derive(inputs=self.inputs[index], targets=self.targets[index])
 
     def __repr__(self) -> str:
         extra = f", num_classes={self.num_classes}" if self.num_classes else ""
@@ -98,17 +138,20 @@ class Dataset:
         """Move to ``device``; cast floating inputs (and regression targets) to ``dtype``."""
         x = self.inputs.to(device=device)
         y = self.targets.to(device=device)
-        if dtype is not None:
-            if x.is_floating_point():
-                x = x.to(dtype)
-            if y.is_floating_point():
-                y = y.to(dtype)
-        return replace(self, inputs=x, targets=y)
+        if dtype is None:
+            return self._derive(inputs=x, targets=y)
+        if x.is_floating_point():
+            x = x.to(dtype)
+        if y.is_floating_point():
+            y = y.to(dtype)
+        return replace(self, inputs=x, targets=y)  # checked again: a cast to float16 can overflow to inf
 
     def split(self, frac: float, seed: int = 0) -> tuple[Dataset, Dataset]:
         """Random split into ``(first, rest)`` with ``round(frac * n)`` rows in ``first``."""
-        if not 0 < frac < 1:
-            raise ValueError(f"frac must be strictly between 0 and 1, got {frac!r}")
+        _checks.fraction("frac", frac)
+        _checks.seed("seed", seed)
+        if len(self) < 2:
+            raise ValueError(f"cannot split a dataset of {len(self)} row(s) into two non-empty parts")
         g = torch.Generator().manual_seed(seed)
         perm = torch.randperm(len(self), generator=g).to(self.inputs.device)
         k = min(max(round(frac * len(self)), 1), len(self) - 1)
@@ -122,6 +165,7 @@ class Dataset:
         ``batch_size`` rows. The index stream is :func:`batch_indices`.
         """
         _checks.in_range("batch_size", batch_size, 1, len(self))
+        _checks.seed("seed", seed)
         for idx in _index_stream(len(self), batch_size, seed):
             idx = idx.to(self.inputs.device)
             yield self.inputs[idx], self.targets[idx]
@@ -138,7 +182,10 @@ def _index_stream(n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
 
 def batch_indices(n: int, batch_size: int, steps: int, seed: int = 0) -> torch.Tensor:
     """The first ``steps`` index batches of :meth:`Dataset.batches`, as a ``(steps, batch_size)`` tensor."""
+    _checks.positive("n", n, integer=True)
     _checks.in_range("batch_size", batch_size, 1, n)
+    _checks.positive("steps", steps, integer=True)
+    _checks.seed("seed", seed)
     stream = _index_stream(n, batch_size, seed)
     return torch.stack([next(stream) for _ in range(steps)])
 
@@ -155,12 +202,19 @@ def as_dataset(data: Dataset | tuple[torch.Tensor, torch.Tensor], name: str = "d
         raise TypeError(
             f"data must be a labkit Dataset or an (inputs, targets) pair of tensors, got {type(data).__name__}"
         )
-    x, y = (torch.as_tensor(t) for t in data)
+    try:
+        x, y = (t if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t)) for t in data)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"data must be numeric (inputs, targets) arrays or tensors; could not convert: {err}") from err
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"inputs and targets need a row dimension, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if len(x) == 0:
         raise ValueError("data is empty: inputs has 0 rows")
     if y.is_floating_point():
         return Dataset(x, y.reshape(len(y), -1), "regression", None, name)
-    if y.dtype == torch.bool or y.ndim != 1:
+    if y.dtype == torch.bool:
+        raise TypeError("targets are booleans; use targets.long() for two classes 0 and 1")
+    if y.ndim != 1:
         raise TypeError(f"integer targets must be 1-D class labels, got shape {tuple(y.shape)}")
     y = y.long()
     return Dataset(x, y, "classification", int(y.max()) + 1, name)
@@ -170,7 +224,7 @@ def as_dataset(data: Dataset | tuple[torch.Tensor, torch.Tensor], name: str = "d
 
 
 def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
+    return torch.Generator().manual_seed(_checks.seed("seed", seed))
 
 
 def gaussian_mixture(
@@ -196,6 +250,7 @@ def gaussian_mixture(
 def two_moons(n: int = 512, noise: float = 0.1, seed: int = 0) -> Dataset:
     """Two interleaved half circles in 2-D (two classes)."""
     _checks.positive("n", n, integer=True)
+    _checks.positive("noise", noise, allow_zero=True)
     g = _gen(seed)
     y = torch.arange(n) % 2
     t = torch.rand(n, generator=g) * math.pi
@@ -209,6 +264,8 @@ def spirals(n: int = 512, classes: int = 2, noise: float = 0.1, turns: float = 1
     """``classes`` interleaved spiral arms in 2-D: a classic hard task for small MLPs."""
     _checks.positive("n", n, integer=True)
     _checks.in_range("classes", classes, 2, 100)
+    _checks.positive("noise", noise, allow_zero=True)
+    _checks.positive("turns", turns)
     g = _gen(seed)
     y = torch.arange(n) % classes
     r = torch.rand(n, generator=g)
@@ -231,6 +288,7 @@ def teacher_student(
     _checks.positive("dim", dim, integer=True)
     _checks.positive("teacher_width", teacher_width, integer=True)
     _checks.positive("noise", noise, allow_zero=True)
+    _checks.positive("out_dim", out_dim, integer=True)
     g = _gen(seed)
     w1 = torch.randn(dim, teacher_width, generator=g) / math.sqrt(dim)
     w2 = torch.randn(teacher_width, out_dim, generator=g) / math.sqrt(teacher_width)
@@ -245,6 +303,7 @@ def modular_addition(p: int = 97, train_frac: float = 0.5, seed: int = 0) -> tup
     Inputs are the two one-hot codes side by side (``2 p`` features).
     """
     _checks.in_range("p", p, 2, 1000)
+    _checks.fraction("train_frac", train_frac)
     a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     a, b = a.reshape(-1), b.reshape(-1)
     x = torch.cat([torch.nn.functional.one_hot(a, p), torch.nn.functional.one_hot(b, p)], 1).float()

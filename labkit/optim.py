@@ -101,6 +101,7 @@ def warmup(warmup_steps: int) -> Callable[[int], float]:
 def cosine(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
     """Optional linear warm-up, then cosine decay from 1 to 0 over the remaining steps."""
     _checks.positive("total_steps", total_steps, integer=True)
+    _checks.positive("warmup_steps", warmup_steps, integer=True, allow_zero=True)
 
     def f(step: int) -> float:
         if step < warmup_steps:
@@ -114,16 +115,38 @@ def cosine(total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
 SCHEDULES = ("warmup", "cosine")
 
 
+def _multiplier(fn: Callable[[int], Any], step: int) -> float:
+    value = fn(step)
+    try:
+        x = float(value)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"lr_schedule must return a number, got {value!r} ({type(value).__name__}) "
+                        f"at step {step}") from err
+    if not math.isfinite(x) or x < 0:
+        raise ValueError(f"lr_schedule returned {x!r} at step {step}; a learning-rate multiplier must be a "
+                         "finite number >= 0")
+    return x
+
+
+def _checked(fn: Callable[[int], Any], steps: int) -> Callable[[int], float]:
+    """``fn`` tabulated on ``0 .. steps - 1`` (each value checked); other steps are checked when asked for."""
+    table = [_multiplier(fn, t) for t in range(steps)]
+    return lambda step: table[step] if 0 <= step < steps else _multiplier(fn, step)
+
+
 def schedule(spec: Any, steps: int) -> Callable[[int], float]:
     """A multiplier function ``step -> float`` from ``None``, ``"warmup"``, ``"cosine"`` or a callable.
 
     ``"warmup"`` warms up linearly over the first 10% of ``steps``; ``"cosine"``
-    decays to zero over ``steps``.
+    decays to zero over ``steps``. A callable is evaluated at every step up front: a
+    multiplier that is negative, NaN, inf or not a number is an error before training
+    starts, not a divergence at that step.
     """
     if spec is None:
         return lambda step: 1.0
+    _checks.positive("steps", steps, integer=True)
     if callable(spec):
-        return spec
+        return _checked(spec, steps)
     _checks.choice("lr_schedule", spec, SCHEDULES)
     if spec == "warmup":
         return warmup(max(1, steps // 10))

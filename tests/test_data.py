@@ -148,3 +148,100 @@ def test_to_casts_floats_only():
 def test_generator_bad_input(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+# ---------------------------------------------------------------- bad data is not divergence (issue 13)
+
+X = torch.randn(6, 3)
+Y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def _nan_at(t, index):
+    t = t.clone()
+    t[index] = float("nan")
+    return t
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: data.Dataset(_nan_at(X, (2, 1)), Y, "classification", 3), ValueError,
+         r"inputs contains 1 NaN or inf value\(s\), the first at index \(2, 1\)"),
+        (lambda: data.Dataset(X.masked_fill(X > 0, float("inf")), Y, "classification", 3), ValueError,
+         "inputs contains .* NaN or inf"),
+        (lambda: data.Dataset(X, _nan_at(torch.randn(6, 1), (4, 0)), "regression"), ValueError,
+         r"targets contains 1 NaN or inf value\(s\), the first at index \(4, 0\)"),
+        (lambda: data.Dataset(X, torch.tensor([0, 1, 3, 0, 1, 2]), "classification", 3), ValueError,
+         r"targets has label 3 at row 2, outside \[0, num_classes=3\)"),
+        (lambda: data.Dataset(X, torch.tensor([0, -1, 2, 0, 1, 2]), "classification", 3), ValueError,
+         r"targets has label -1 at row 1"),
+        (lambda: data.Dataset(X, torch.tensor([0.0, 1.5, 2, 0, 1, 2]), "classification", 3), TypeError,
+         "classification targets must be integer class labels, got dtype torch.float32"),
+        (lambda: data.Dataset(X, Y == 1, "classification", 2), TypeError, "integer class labels"),
+        (lambda: data.Dataset(X, Y[:5], "classification", 3), ValueError, "same number of rows, got 6 and 5"),
+        (lambda: data.Dataset(X.numpy(), Y, "classification", 3), TypeError, "inputs must be a torch.Tensor"),
+        (lambda: data.Dataset(X, [0, 1, 2, 0, 1, 2], "classification", 3), TypeError, "targets must be a torch"),
+        (lambda: data.Dataset(X, Y, "classification", 0), ValueError, "num_classes must be > 0"),
+        (lambda: data.Dataset(X, Y.reshape(6, 1).long(), "regression"), TypeError,
+         "regression targets must be floating point"),
+        (lambda: data.Dataset(torch.tensor(1.0), Y, "classification", 3), ValueError, "row"),
+        (lambda: data.as_dataset((X, torch.tensor([0, 1, -2, 0, 1, 2]))), ValueError, "label -2 at row 2"),
+        (lambda: data.as_dataset((X, Y == 1)), TypeError, "booleans"),
+        (lambda: data.as_dataset((X, _nan_at(torch.randn(6), 0))), ValueError, "targets contains 1 NaN"),
+        (lambda: data.as_dataset((["a", "b"], [0, 1])), TypeError, "data must be numeric"),
+        (lambda: data.as_dataset((_nan_at(X, (0, 0)).numpy(), Y.numpy())), ValueError, "inputs contains 1 NaN"),
+        (lambda: data.Dataset(torch.full((2, 2), 1e5), torch.tensor([0, 1]), "classification", 2).to(
+            dtype=torch.float16), ValueError, "inputs contains 4 NaN or inf"),  # float16 overflows above 65504
+        (lambda: data.two_moons(n=1).split(0.5), ValueError, "cannot split a dataset of 1 row"),
+        (lambda: data.two_moons(n=10).split("half"), TypeError, "frac must be a number"),
+        (lambda: data.two_moons(n=10, seed=-1), ValueError, "seed must be >= 0"),
+        (lambda: data.two_moons(n=10, seed=1.5), TypeError, "seed must be a non-negative int"),
+        (lambda: data.two_moons(noise=-0.1), ValueError, "noise must be >= 0"),
+        (lambda: data.spirals(turns=0), ValueError, "turns must be > 0"),
+        (lambda: data.teacher_student(out_dim=0), ValueError, "out_dim must be > 0"),
+        (lambda: data.modular_addition(p=5, train_frac=1.0), ValueError, "train_frac must be strictly between"),
+        (lambda: data.batch_indices(10, 2, 0), ValueError, "steps must be > 0"),
+    ],
+)
+def test_bad_data_is_refused_when_built(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_valid_data_still_builds():
+    ds = data.Dataset(X, Y, "classification")  # num_classes defaults to the largest label + 1
+    assert ds.num_classes == 3 and ds.out_dim == 3
+    assert len(ds[Y == 5]) == 0 and ds[Y == 5].num_classes == 3  # an empty subset is fine
+    half = ds.to(dtype=torch.float16)
+    assert half.inputs.dtype == torch.float16 and half.targets.dtype == torch.int64
+    reg = data.as_dataset((X.numpy(), torch.randn(6).numpy()))
+    assert reg.task == "regression" and reg.targets.shape == (6, 1)
+    one = data.as_dataset((X[:1], Y[:1]))
+    assert len(one) == 1 and one.num_classes == 1
+
+
+def test_lr_schedule_values_are_checked_before_training():
+    from labkit.optim import schedule
+
+    with pytest.raises(ValueError, match=r"lr_schedule returned -0.5 at step 3; .* finite number >= 0"):
+        schedule(lambda t: 1.0 if t < 3 else -0.5, 10)
+    with pytest.raises(ValueError, match="lr_schedule returned nan at step 0"):
+        schedule(lambda t: float("nan"), 10)
+    with pytest.raises(TypeError, match="lr_schedule must return a number, got None"):
+        schedule(lambda t: None, 10)
+    f = schedule(lambda t: 1.0 / (t + 1), 4)
+    assert [f(t) for t in range(4)] == [1.0, 0.5, 1 / 3, 0.25] and f(9) == 0.1
+    assert schedule("cosine", 10)(10) == 0.0  # zero is a valid multiplier
+
+
+def test_fit_refuses_bad_schedule_and_bad_labels_before_step_0():
+    import labkit
+
+    ds = data.gaussian_mixture(n=32, dim=2, classes=3, seed=0)
+    model = labkit.models.mlp(2, [8], 3, seed=0)
+    with pytest.raises(ValueError, match=r"lr_schedule returned -1\.0 at step 5"):
+        labkit.train.fit(model, ds, steps=10, lr=0.1, lr_schedule=lambda t: -1.0 if t == 5 else 1.0)
+    with pytest.raises(ValueError, match="targets has label -1 at row 0"):
+        labkit.train.fit(model, (ds.inputs, ds.targets.index_fill(0, torch.tensor([0]), -1)), steps=2)
+    with pytest.raises(ValueError, match="inputs contains 1 NaN"):
+        labkit.train.fit(model, (_nan_at(ds.inputs, (4, 1)), ds.targets), steps=2)

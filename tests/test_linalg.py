@@ -221,3 +221,160 @@ def test_figures():
     np.testing.assert_allclose(fig.data[3].y, torch.linalg.eigvalsh(A).flip(0)[:3].numpy())
     d = L.spectral_density(L.from_dense(A), 2, 10)
     assert len(d.figure(eigenvalues=torch.linalg.eigvalsh(A)).data) == 2
+
+
+# ---------------------------------------------------------------- exactness on hard spectra (issue 13)
+
+
+def _bulk(n, lo, hi, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, generator=g, dtype=DT) * (hi - lo) + lo
+
+
+SPECTRA = {
+    # exact multiplicities at the top and at the bottom: one Lanczos vector sees one copy of each
+    "multiplicity": torch.cat([torch.tensor([5.0, 5, 5, 3, 3, -4, -4, -4], dtype=DT), _bulk(292, -1, 1, 0)]),
+    # a cluster split by 1e-9 relative: a near-multiplicity
+    "cluster": torch.cat([torch.tensor([7.0, 7 - 7e-9, 7 + 7e-9, 6.0], dtype=DT), _bulk(296, -1, 1, 1)]),
+    # a large zero block (rank 12): the Krylov space closes after 13 steps
+    "zero_block": torch.cat([torch.linspace(1.0, 12.0, 12, dtype=DT), torch.zeros(288, dtype=DT)]),
+    # an indefinite matrix with a negative part larger than the positive one and a repeated negative end
+    "negative": torch.cat([torch.tensor([-9.0, -9, -8, 2, 2], dtype=DT), _bulk(295, -3, 1, 2)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPECTRA))
+@pytest.mark.parametrize("which,k", [("largest", 5), ("smallest", 4), ("both_ends", 5), ("magnitude", 4)])
+def test_hard_spectra_match_dense_eigvalsh(name, which, k):
+    ev = SPECTRA[name]
+    A = _matrix(ev, seed=7)
+    op = L.from_dense(A)
+    s = torch.linalg.eigvalsh(A)
+    expected = {"largest": s.flip(0)[:k], "smallest": s[:k],
+                "both_ends": torch.cat([s.flip(0)[: (k + 1) // 2], s[: k // 2]]),
+                "magnitude": s[torch.argsort(s.abs(), descending=True)][:k]}[which]
+    res = L.top_eigenvalues(op, k=k, which=which, dense=False)
+    scale = float(s.abs().max())
+    assert len(res.values) == k and res.vectors.shape == (300, k)
+    if which == "magnitude":  # ties in |lambda| between +-x may be reported in either order
+        torch.testing.assert_close(res.values.abs(), expected.abs(), rtol=0, atol=1e-8 * scale)
+    else:
+        torch.testing.assert_close(res.values, expected, rtol=0, atol=1e-8 * scale)
+    # converged is judged on the true residual, recomputed here independently
+    true_res = (A @ res.vectors - res.vectors * res.values).norm(dim=0)
+    torch.testing.assert_close(res.residuals, true_res, rtol=1e-6, atol=1e-12 * scale)
+    assert res.converged and res.pair_converged.all() and (true_res <= 1e-6 * scale).all()
+    torch.testing.assert_close(res.vectors.T @ res.vectors, torch.eye(k, dtype=DT), atol=1e-8, rtol=0)
+
+
+def test_identity_returns_k_ones():
+    # the issue's case: Lanczos from one vector closes after one step on the identity
+    res = L.top_eigenvalues(torch.eye(300, dtype=DT), k=3)
+    torch.testing.assert_close(res.values, torch.ones(3, dtype=DT))
+    assert res.converged and res.n_matvec <= 5
+
+
+def test_block_size_finds_multiplicity_without_restart():
+    A = _matrix(SPECTRA["multiplicity"], seed=7)
+    res = L.top_eigenvalues(L.from_dense(A), k=3, dense=False, block_size=3)
+    torch.testing.assert_close(res.values, torch.full((3,), 5.0, dtype=DT), rtol=0, atol=1e-8)
+
+
+def test_rank_limited_operator_says_so():
+    A = _matrix(SPECTRA["zero_block"], seed=3)
+    res = L.top_eigenvalues(L.from_dense(A), k=15, dense=False)
+    torch.testing.assert_close(res.values[:12], torch.linspace(12.0, 1.0, 12, dtype=DT), rtol=0, atol=1e-9)
+    assert res.values[12:].abs().max() < 1e-10
+    assert res.converged and "3 of the 15 values are zero" in res.message
+
+
+def test_non_symmetric_is_refused_cheaply():
+    g = torch.Generator().manual_seed(0)
+    N = torch.randn(300, 300, generator=g, dtype=DT)
+    with pytest.raises(ValueError, match=r"matrix must be symmetric: entry \(\d+, \d+\)"):
+        L.from_dense(N)
+    with pytest.raises(ValueError, match="matrix must be symmetric"):
+        L.top_eigenvalues(N, k=2)
+    calls = []
+
+    def matmat(V):
+        calls.append(V.shape[1])
+        return N @ V
+
+    for k in (1, 3):
+        calls.clear()
+        with pytest.raises(ValueError, match="op is not symmetric"):
+            L.top_eigenvalues(L.from_function(matmat, 300), k=k)
+        assert sum(calls) <= 2  # caught on the second Lanczos vector
+    # dense path of an operator (n <= 256) reads one triangle: checked too
+    with pytest.raises(ValueError, match="op must be symmetric"):
+        L.top_eigenvalues(L.from_function(lambda V: N[:50, :50] @ V, 50), k=2)
+    # a symmetric matrix with rounding-level asymmetry (float32 products) is accepted
+    S = _matrix(torch.arange(1.0, 51.0)).float()
+    L.top_eigenvalues(L.from_function(lambda V: (S @ V.T.T), 50, dtype=torch.float32), k=2, dense=False)
+
+
+def test_not_converged_is_reported_per_pair():
+    op = L.from_dense(_matrix(SPECTRA["cluster"], seed=2))
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        res = L.top_eigenvalues(op, k=3, dense=False, max_matvecs=6, tol=1e-10)
+    assert len(res.values) == 3 and not res.converged
+    assert res.pair_converged.dtype == torch.bool and res.pair_converged.shape == (3,)
+    assert "did not converge" in res.message
+    A = _matrix(SPECTRA["cluster"], seed=2)
+    true_res = (A @ res.vectors - res.vectors * res.values).norm(dim=0)
+    torch.testing.assert_close(res.pair_converged, true_res <= 1e-10 * 7.0)
+    with pytest.raises(ValueError, match="max_matvecs=2 is below k=3"):
+        L.top_eigenvalues(op, k=3, dense=False, max_matvecs=2)
+
+
+def test_nan_operator_is_data_not_a_crash():
+    op = L.from_function(lambda V: V * math.nan, 300)
+    with pytest.warns(RuntimeWarning, match="NaN"):
+        res = L.top_eigenvalues(op, k=2)
+    assert res.values.isnan().all() and not res.converged and "NaN" in res.message
+
+
+def test_float32_operator_converges_at_its_precision():
+    A = _matrix(SPECTRA["multiplicity"], seed=1).float()
+    res = L.top_eigenvalues(L.from_dense(A), k=4, dense=False)  # tol=1e-6 is raised to 1000 eps(float32)
+    assert res.converged
+    torch.testing.assert_close(res.values, torch.tensor([5.0, 5, 5, 3]), rtol=0, atol=1e-4)
+
+
+def _two_examples(loss, out_dim):
+    import labkit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, generator=g, dtype=DT)
+    y = torch.tensor([0, 2]) if loss == "cross_entropy" else torch.randn(2, out_dim, generator=g, dtype=DT)
+    model = labkit.models.mlp(6, [40], out_dim, seed=0).double()  # 403 parameters (> 256: Lanczos by default)
+    return model, (x, y)
+
+
+def test_gauss_newton_on_two_examples_rank_limited():
+    from labkit import hessian as Hs
+
+    model, data = _two_examples("cross_entropy", 3)
+    op = Hs.operator(model, "cross_entropy", data, "gauss_newton")  # rank <= 2 * (3 - 1) = 4
+    s = torch.linalg.eigvalsh(L.to_dense(op))
+    res = L.top_eigenvalues(op, k=10)
+    torch.testing.assert_close(res.values, s.flip(0)[:10], rtol=0, atol=1e-8 * float(s.max()))
+    assert res.converged and "6 of the 10 values are zero" in res.message
+
+
+def test_hessian_on_two_examples_smallest():
+    from labkit import hessian as Hs
+
+    model, data = _two_examples("mse", 1)
+    op = Hs.operator(model, "mse", data, "hessian")
+    s = torch.linalg.eigvalsh(L.to_dense(op))
+    res = L.top_eigenvalues(op, k=3, which="smallest")
+    torch.testing.assert_close(res.values, s[:3], rtol=0, atol=1e-8 * float(s.abs().max()))
+    assert res.converged
+
+
+def test_spectral_density_refuses_non_symmetric():
+    N = torch.randn(100, 100, generator=torch.Generator().manual_seed(0), dtype=DT)
+    with pytest.raises(ValueError, match="op is not symmetric"):
+        L.spectral_density(L.from_function(lambda V: N @ V, 100), n_probes=2, lanczos_steps=5)

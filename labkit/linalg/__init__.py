@@ -20,7 +20,15 @@ arXiv:2010.09649) and stochastic Lanczos quadrature for the spectral density
 from __future__ import annotations
 
 from labkit.linalg.eigen import WHICH, EigResult, Lanczos, Which, lanczos, power_iteration, top_eigenvalues
-from labkit.linalg.operators import LinearOperator, as_operator, from_dense, from_function, to_dense, to_scipy
+from labkit.linalg.operators import (
+    LinearOperator,
+    as_operator,
+    check_symmetric,
+    from_dense,
+    from_function,
+    to_dense,
+    to_scipy,
+)
 from labkit.linalg.stochastic import Density, Estimate, spectral_density, trace
 
 __all__ = [
@@ -32,6 +40,7 @@ __all__ = [
     "LinearOperator",
     "Which",
     "as_operator",
+    "check_symmetric",
     "from_dense",
     "from_function",
     "lanczos",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 
 from labkit import _checks
 
-__all__ = ["LinearOperator", "as_operator", "from_dense", "from_function", "to_dense", "to_scipy"]
+__all__ = ["LinearOperator", "as_operator", "check_symmetric", "from_dense", "from_function", "to_dense", "to_scipy"]
 
 
 class LinearOperator:
@@ -118,11 +119,40 @@ class _Combination(LinearOperator):
         return sum(c * op.matmat(V) for c, op in self.terms)
 
 
+def check_symmetric(name: str, matrix: torch.Tensor) -> torch.Tensor:
+    """``(M + M^T) / 2`` if ``M`` is symmetric up to rounding (``sqrt(eps)`` of its largest entry), else raise.
+
+    ``eigh`` reads one triangle only: on a non-symmetric matrix it returns the eigenvalues of a
+    different matrix without complaint, so the asymmetry is checked first.
+    """
+    scale = float(matrix.abs().max()) if matrix.numel() else 0.0
+    asym = float((matrix - matrix.T).abs().max()) if matrix.numel() else 0.0
+    tol = math.sqrt(torch.finfo(matrix.dtype).eps) if matrix.is_floating_point() else 0.0
+    if asym > tol * scale:
+        i, j = divmod(int((matrix - matrix.T).abs().argmax()), matrix.shape[1])
+        raise ValueError(
+            f"{name} must be symmetric: entry ({i}, {j}) is {float(matrix[i, j]):.6g} but ({j}, {i}) is "
+            f"{float(matrix[j, i]):.6g} (max |M - M^T| = {asym:.3g}, relative {asym / scale:.2g} > {tol:.1g}); "
+            "labkit's eigen-solvers need a symmetric matrix: pass (M + M.T) / 2 if that is what you mean"
+        )
+    return (matrix + matrix.T) / 2
+
+
 def from_dense(matrix: torch.Tensor) -> LinearOperator:
-    """Wrap a symmetric ``(n, n)`` tensor as an operator (for tests, teaching and small problems)."""
+    """Wrap a symmetric ``(n, n)`` tensor as an operator (for tests, teaching and small problems).
+
+    A non-symmetric or non-finite matrix is refused: every labkit algorithm assumes ``A = A^T``.
+    """
     if not isinstance(matrix, torch.Tensor) or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
         raise ValueError(f"matrix must be a square 2-D tensor, got {shape}")
+    if not matrix.is_floating_point():
+        raise TypeError(f"matrix must be a floating-point tensor, got dtype {matrix.dtype}; use matrix.double()")
+    if matrix.shape[0] == 0:
+        raise ValueError("matrix must have at least one row, got shape (0, 0)")
+    if not torch.isfinite(matrix).all():
+        raise ValueError("matrix contains NaN or inf; its eigenvalues are undefined")
+    check_symmetric("matrix", matrix)
     return _Dense(matrix)
 
 

@@ -152,6 +152,11 @@ def _lanczos_probes(op: LinearOperator, steps: int, n_probes: int, seed: int) ->
         Q[:, j] = q
         w = op.matmat(q.T).T  # (p, n): A q for every probe
         alpha[:, j] = (w * q).sum(1).double().cpu()
+        if j == 1:  # symmetry for free: q_0^T A q_1 must equal q_1^T A q_0 = beta_0
+            asym = float(((Q[:, 0] * w).sum(1).double().cpu() - beta[:, 0]).abs().max())
+            if asym > math.sqrt(torch.finfo(op.dtype).eps) * float(scale.max()):
+                raise ValueError(f"op is not symmetric: u.Av - v.Au = {asym:.3g} on Lanczos vectors; "
+                                 "spectral_density needs a symmetric operator")
         for _ in range(2):  # full re-orthogonalisation against each probe's own basis, twice
             B = Q[:, : j + 1]
             w = w - torch.einsum("pjn,pj->pn", B, torch.einsum("pjn,pn->pj", B, w))
