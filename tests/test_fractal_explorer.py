@@ -1,6 +1,7 @@
 """The explorer works headless: scan, zoom, back, depth-limit error, exports; zoom_sequence frames."""
 
 import numpy as np
+import pytest
 
 from labkit.fractal import Experiment, ScanResult, zoom_sequence
 
@@ -37,3 +38,11 @@ def test_zoom_sequence_ends_at_target():
     assert np.allclose(frames[0].x_range, (1e-2, 1e4)) and np.allclose(frames[-1].y_range, (3.0, 4.0))
     w = [np.log(f.x_range[1] / f.x_range[0]) for f in frames]
     assert w[0] > w[1] > w[2]
+
+
+def test_zoom_sequence_refuses_more_frames_than_memory_allows(tmp_path):
+    exp = Experiment.preset("quick", steps=20)
+    window = ((1e-2, 1e4), (1e-2, 1e4))
+    with pytest.raises(ValueError, match="100 frames of 64x64 need at least"):
+        zoom_sequence(exp, window, window, 100, 64, folder=tmp_path / "seq", max_memory=64 * 64 * 9 * 50)
+    assert not (tmp_path / "seq").exists()  # refused before anything was written
