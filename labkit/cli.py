@@ -81,31 +81,91 @@ def doctor() -> int:
     return 0
 
 
-def lab(port: int | None, directory: str | None) -> int:
-    """Start JupyterLab on the notebooks."""
+TOUR = "00_tour.ipynb"
+
+
+def _checkout_notebooks() -> Path | None:
+    """The repository's ``notebooks/`` when labkit runs from a checkout, else None."""
+    root = Path(__file__).resolve().parent.parent
+    nb = root / "notebooks"
+    return nb if (root / "pyproject.toml").is_file() and any(nb.glob("*.ipynb")) else None
+
+
+def lab_command(port: int | None, directory: str | None, extra: list[str], *, is_root: bool) -> tuple[list[str], str]:
+    """The ``jupyter lab`` command line and the folder it serves (created from the bundled notebooks if needed)."""
     exe = shutil.which("jupyter")
     if exe is None:
-        print("JupyterLab is not installed; run: pip install 'labkit[lab]'", file=sys.stderr)
-        return 1
-    root = Path(directory) if directory else notebooks_dir()
-    cmd = [exe, "lab", f"--notebook-dir={root}"]
+        raise FileNotFoundError("JupyterLab is not installed; run: pip install 'labkit[lab]'")
+    if directory is not None:
+        root = Path(directory)
+        if not root.is_dir():
+            raise FileNotFoundError(f"--dir {directory!r} is not a folder")
+    elif (checkout := _checkout_notebooks()) is not None:
+        root = checkout
+    else:  # an installed labkit: work on a copy, so edits never go into site-packages
+        root = Path("labkit-notebooks")
+        print(f"serving a copy of the bundled notebooks in {root}/ (your edits there are kept):")
+        copy_notebooks(str(root))
+    cmd = [exe, "lab", f"--notebook-dir={root.resolve()}"]
     if port:
         cmd.append(f"--port={port}")
-    print("starting:", " ".join(cmd))
-    return subprocess.call(cmd)
+    if (root / TOUR).is_file() and not any(a.startswith(("--LabApp.default_url", "--ServerApp.default_url"))
+                                           for a in extra):
+        cmd.append(f"--LabApp.default_url=/lab/tree/{TOUR}")  # open on the tour, as Binder does
+    if is_root and "--allow-root" not in extra:
+        cmd.append("--allow-root")
+        print("running as root (usual in containers): added --allow-root, since JupyterLab refuses root without it")
+    return cmd + list(extra), str(root)
 
 
-def copy_notebooks(dest: str) -> int:
-    """Copy the bundled notebooks (and their README) into ``dest``."""
+def lab(port: int | None, directory: str | None, extra: list[str] | None = None) -> int:
+    """Start JupyterLab on the notebooks, replacing this process (so signals reach JupyterLab directly)."""
+    extra = list(extra or [])
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    try:
+        cmd, _root = lab_command(port, directory, extra, is_root=is_root)
+    except FileNotFoundError as err:
+        print(f"labkit lab: {err}", file=sys.stderr)
+        return 1
+    print("starting:", " ".join(cmd), flush=True)
+    sys.stderr.flush()
+    if os.name != "posix":  # pragma: no cover (Windows has no exec; Ctrl-C reaches the child's console)
+        return subprocess.call(cmd)
+    os.execv(cmd[0], cmd)  # exec: SIGTERM/SIGINT go to JupyterLab itself, nothing is left orphaned
+    return 0  # reached only when execv is replaced (tests)
+
+
+def copy_notebooks(dest: str, force: bool = False) -> int:
+    """Copy the bundled notebooks (and their README) into ``dest``; never overwrite without ``force``.
+
+    Files already in ``dest`` are kept (a student may have edited them) and listed; with ``force`` they are
+    replaced, after listing which. Each copy is atomic.
+    """
+    from labkit import _io
+
     src = notebooks_dir()
-    target = Path(dest)
-    target.mkdir(parents=True, exist_ok=True)
+    target = _io.ensure_folder(dest)
+    files = [f for f in sorted(src.iterdir()) if f.is_file() and f.suffix in (".ipynb", ".md")]
+    existing = [f for f in files if (target / f.name).exists()]
+    same = [f for f in existing if (target / f.name).read_bytes() == f.read_bytes()]
+    changed = [f for f in existing if f not in same]
+    if changed and force:
+        print(f"--force: replacing {len(changed)} file(s) that differ from the bundled version: "
+              + ", ".join(f.name for f in changed))
     copied = 0
-    for f in sorted(src.iterdir()):
-        if f.is_file() and f.suffix in (".ipynb", ".md"):
-            shutil.copy2(f, target / f.name)
-            copied += 1
-    print(f"copied {copied} files to {target}")
+    for f in files:
+        if f in same or (f in changed and not force):
+            continue
+        _io.copy_file(f, target / f.name)
+        copied += 1
+    print(f"copied {copied} file(s) to {target}")
+    if same:
+        print(f"{len(same)} file(s) already up to date")
+    if changed and not force:
+        print(f"kept {len(changed)} file(s) that differ from the bundled version (your edits?): "
+              + ", ".join(f.name for f in changed) + "; use --force to replace them")
     return 0
 
 
@@ -114,11 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"labkit {labkit.__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("doctor", help="check the environment (versions, device, live widgets)")
-    p = sub.add_parser("lab", help="start JupyterLab on the labkit notebooks")
+    p = sub.add_parser("lab", help="start JupyterLab on the labkit notebooks (opens the tour)",
+                       description="Start JupyterLab on the labkit notebooks, open on the tour. As root it adds "
+                       "--allow-root. Arguments after -- go to jupyter lab: labkit lab -- --no-browser --ip 0.0.0.0")
     p.add_argument("--port", type=int, default=None)
-    p.add_argument("--dir", default=None, help="folder to open (default: the bundled notebooks)")
-    p = sub.add_parser("notebooks", help="copy the bundled notebooks to DEST")
+    p.add_argument("--dir", default=None, help="folder to open (default: the checkout's notebooks/, or a copy of "
+                   "the bundled ones in ./labkit-notebooks)")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="after --: arguments for jupyter lab")
+    p = sub.add_parser("notebooks", help="copy the bundled notebooks to DEST (keeps files already there)")
     p.add_argument("dest")
+    p.add_argument("--force", action="store_true", help="replace files that differ from the bundled version")
     for name, (module, help_text) in _PLUGINS.items():
         try:
             plugin = importlib.import_module(module)
@@ -135,14 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "_plugin", None) is not None:
-        return int(args._plugin.run(args) or 0)
-    if args.command == "doctor":
-        return doctor()
-    if args.command == "lab":
-        return lab(args.port, args.dir)
-    if args.command == "notebooks":
-        return copy_notebooks(args.dest)
+    try:
+        if getattr(args, "_plugin", None) is not None:
+            return int(args._plugin.run(args) or 0)
+        if args.command == "doctor":
+            return doctor()
+        if args.command == "lab":
+            return lab(args.port, args.dir, args.jupyter_args)
+        if args.command == "notebooks":
+            return copy_notebooks(args.dest, args.force)
+    except OSError as err:  # a missing folder, a permission problem: one line, no traceback
+        print(f"labkit {args.command}: error: {err}", file=sys.stderr)
+        return 1
     parser.print_help()
     return 0
 

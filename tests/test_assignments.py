@@ -471,3 +471,39 @@ def test_every_registered_exercise_reports_stubs_and_never_passes_junk(capsys):
             if "your function raised ZeroDivisionError: student bug (line" not in out:
                 problems.append(f"{id}: a raising student function is not reported as such: {out.strip()}")
     assert problems == []
+
+
+# ---------------------------------------------------------------- never destroy the masters
+
+
+def _masters(tmp_path):
+    src = tmp_path / "masters"
+    shutil.copytree(FIXTURES, src)
+    return src, {p.name: p.read_bytes() for p in src.iterdir()}
+
+
+@pytest.mark.parametrize("out", [".", "sub", "sub/deeper"])
+def test_out_equal_to_or_inside_src_is_refused_and_nothing_is_written(tmp_path, capsys, out):
+    src, before = _masters(tmp_path)
+    target = src / out
+    assert main(["assignments", "build", "--src", str(src), "--out", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert "source folder" in err and ("same folder" in err or "inside" in err)
+    assert {p.name: p.read_bytes() for p in src.iterdir() if p.is_file()} == before
+    assert not (src / "sub").exists()
+    with pytest.raises(BuildError, match="source folder"):
+        build(src / "exercises_master.ipynb", src)  # a single notebook into its own folder
+
+
+def test_a_file_with_solution_markers_is_never_overwritten(tmp_path, capsys):
+    src, before = _masters(tmp_path)
+    out = tmp_path / "handout"
+    out.mkdir()
+    shutil.copy(src / "exercises_master.ipynb", out / "exercises_master.ipynb")  # a master left in the handout
+    assert main(["assignments", "build", "--src", str(src), "--out", str(out)]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (out / "exercises_master.ipynb").read_bytes() == before["exercises_master.ipynb"]
+    assert sorted(p.name for p in out.iterdir()) == ["exercises_master.ipynb"]  # nothing else written either
+    (out / "exercises_master.ipynb").unlink()
+    assert main(["assignments", "build", "--src", str(src), "--out", str(out)]) == 0
+    assert main(["assignments", "build", "--src", str(src), "--out", str(out)]) == 0  # its own output: rebuilt

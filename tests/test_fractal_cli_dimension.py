@@ -114,3 +114,79 @@ def test_cli_writes_npz_and_png(tmp_path, capsys):
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "network-steps/s" in capsys.readouterr().out
     assert main(["fractal", "--resolution", "1", "--out", str(out), "--quiet"]) == 2
+
+
+def test_cli_keeps_the_users_name_and_refuses_a_folder(tmp_path, capsys):
+    from labkit.cli import main
+
+    args = ["fractal", "--resolution", "6", "--steps", "20", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "f.v1")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.v1.npz", "f.v1.png"]  # not f.npz / f.png
+    assert f"wrote {tmp_path / 'f.v1.npz'}, {tmp_path / 'f.v1.png'}" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path)]) == 1  # a folder: refused in one line
+    err = capsys.readouterr().err
+    assert "is a folder" in err and err.count("\n") == 1
+    assert not tmp_path.with_name(tmp_path.name + ".npz").exists()
+    (tmp_path / "file").write_text("")
+    assert main([*args, "--out", str(tmp_path / "file" / "x")]) == 1
+    assert "a file of that name exists" in capsys.readouterr().err
+
+
+def test_cli_prints_a_dimension_only_when_defined(tmp_path, capsys, monkeypatch):
+    from labkit.cli import main
+    from labkit.fractal import result
+
+    monkeypatch.setattr(result.ScanResult, "dimension", lambda self: float("nan"))  # too few scales
+    assert main(["fractal", "--resolution", "8", "--steps", "20", "--quiet", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "boundary dimension undefined" in out and "nan" not in out.lower().replace("undefined", "")
+    monkeypatch.setattr(result.ScanResult, "dimension", lambda self: 1.234)
+    assert main(["fractal", "--resolution", "8", "--steps", "20", "--quiet", "--out", str(tmp_path / "a")]) == 0
+    assert "boundary dimension 1.234" in capsys.readouterr().out
+
+
+def test_cli_interrupted_scan_writes_a_result_that_says_partial(tmp_path, capsys, monkeypatch):
+    from labkit.cli import main
+    from labkit.fractal import ScanResult, scanner
+
+    real = scanner._train_chunk
+    calls = []
+
+    def interrupt_on_second_chunk(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(scanner, "_train_chunk", interrupt_on_second_chunk)
+    code = main(["fractal", "--resolution", "16", "--steps", "20", "--chunk", "64", "--quiet",
+                 "--out", str(tmp_path / "p")])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert "PARTIAL (64 of 256 cells done" in captured.out and "not scanned" in captured.err
+    res = ScanResult.load(tmp_path / "p.npz")
+    assert not res.complete and res.cells_done == 64
+
+
+def test_cli_figure_export_falls_back_to_html_without_a_renderer(tmp_path, capsys, monkeypatch):
+    import plotly.graph_objects as go
+
+    from labkit.cli import main
+
+    def no_kaleido(self, *args, **kwargs):
+        raise ValueError("Image export using the \"kaleido\" engine requires the kaleido package")
+
+    monkeypatch.setattr(go.Figure, "to_image", no_kaleido)
+    assert main(["fractal", "--resolution", "6", "--steps", "20", "--quiet", "--figure",
+                 "--out", str(tmp_path / "q")]) == 0
+    out = capsys.readouterr().out
+    html = tmp_path / "q-figure.png.html"
+    assert html.is_file() and "self-contained HTML figure instead" in out and "kaleido" in out
+    text = html.read_text()
+    assert "colorbar" in text and "input-layer learning rate" in text and "converged (blue)" in text
+    assert '<script src="https://cdn' not in text and len(text) > 1_000_000  # plotly.js inlined: opens offline
+
+    monkeypatch.setattr(go.Figure, "to_image", lambda self, format, **kw: b"\x89PNG fake " + format.encode())
+    assert main(["fractal", "--resolution", "6", "--steps", "20", "--quiet", "--figure",
+                 "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r-figure.png").read_bytes() == b"\x89PNG fake png"

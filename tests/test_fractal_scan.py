@@ -179,3 +179,85 @@ def test_offset_applied_once_vs_every_step_differ():
     assert not np.array_equal(a.score, b.score)
     conv, score = reference_cell(exp.replace(offset_every_step=True), b.y[2], b.y[2], b.x[1])
     assert conv == b.converged[2, 1] and math.isclose(score, b.score[2, 1], rel_tol=1e-6)
+
+
+# ---------------------------------------------------------------- files: exactly the path given, atomically
+
+
+def test_save_writes_only_the_path_given(tmp_path):
+    res = scan(Experiment.preset("quick", steps=20), (1e-1, 1e3), (1e-1, 1e3), 4, progress=False)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        res.save(tmp_path)  # used to write tmp_path.npz next to the folder
+    assert not tmp_path.with_name(tmp_path.name + ".npz").exists()
+    assert res.save(tmp_path / "f.v1") == tmp_path / "f.v1.npz"  # the name is kept, the suffix appended
+    assert res.save(tmp_path / "g.npz") == tmp_path / "g.npz"
+    assert res.to_png(tmp_path / "img.v2") == tmp_path / "img.v2"  # to_png writes exactly where it is told
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.v1.npz", "g.npz", "img.v2"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        res.save(tmp_path / "missing" / "x.npz")
+
+
+def test_an_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    res = scan(Experiment.preset("quick", steps=20), (1e-1, 1e3), (1e-1, 1e3), 4, progress=False)
+    path = res.save(tmp_path / "scan.npz")
+    before = path.read_bytes()
+
+    def interrupted(f, **arrays):
+        f.write(b"PK half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        res.save(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["scan.npz"]
+
+
+# ---------------------------------------------------------------- memory and partial results
+
+
+def _after(chunks):
+    """A cancel() that lets ``chunks`` chunks run, then stops the scan (as Ctrl-C or Stop would)."""
+    calls = []
+    return lambda: len(calls) >= chunks or bool(calls.append(1))
+
+
+def test_memory_estimate_refuses_before_allocating():
+    """Resolution 9000 used to allocate ~2 GB of meshgrids before training; now the result is estimated first."""
+    from labkit.fractal.scanner import estimate_memory
+
+    need = estimate_memory("quick", 9000)
+    assert need["result"] == 9000 * 9000 * 9  # score float64 + converged bool, nothing else grid-sized
+    with pytest.raises(ValueError, match=r"needs at least 0\.68 GiB.*lower the resolution \(at most about \d+"):
+        scan("quick", resolution=9000, max_memory=2**29, progress=False)  # 0.5 GiB: refused instantly
+
+
+def test_scan_memory_is_the_result_plus_a_chunk():
+    import tracemalloc
+
+    exp = Experiment.preset("quick", steps=2, tail=1)
+    n = 300
+    tracemalloc.start()
+    try:
+        with pytest.warns(UserWarning, match="partial"):
+            res = scan(exp, (1e-1, 1e3), (1e-1, 1e3), n, progress=False, cancel=_after(3))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the result is 9 bytes per cell; full-grid float64 meshgrids and coordinate copies would add >= 32 bytes/cell
+    assert peak < 12 * n * n, f"peak {peak / (n * n):.1f} bytes per cell"
+    assert not res.complete
+
+
+def test_partial_result_says_so_and_summarises_finished_cells_only():
+    exp = Experiment.preset("quick", steps=30)
+    full = scan(exp, (1e-1, 1e3), (1e-1, 1e3), 24, chunk=64, progress=False)
+    with pytest.warns(UserWarning, match=r"partial result \(192 of 576 cells done"):
+        part = scan(exp, (1e-1, 1e3), (1e-1, 1e3), 24, chunk=64, progress=False, cancel=_after(3))
+    assert not part.complete and part.cells_done == 192
+    assert part.done[:8].all() and not part.done[8:].any()  # rows 0..7 finished
+    np.testing.assert_array_equal(part.score[:8], full.score[:8])
+    assert part.converged_fraction() == full.converged[:8].mean()  # not diluted by the unscanned cells
+    assert not part.boundary()[7:].any()  # the edge of the scanned rows is not a boundary
+    np.testing.assert_array_equal(part.boundary()[:7], full.boundary()[:7])
+    assert "PARTIAL (192 of 576 cells done" in part.summary()
+    assert "PARTIAL" not in full.summary()

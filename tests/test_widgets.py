@@ -98,15 +98,75 @@ def test_errors_are_shown_and_reraised_in_wait():
     assert runner.wait(T)  # reported once
 
 
-def test_runner_restores_torch_threads():
+@pytest.mark.parametrize("exc", [RuntimeError("bad <b>work</b> & more"), KeyboardInterrupt("ctrl-c"),
+                                 SystemExit(3), ValueError("")])
+def test_any_exception_ends_the_run_with_the_error_in_the_status_line(exc):
+    def broken(ctx):
+        ctx.status("running...")
+        raise exc
+
+    runner = Runner(broken)
+    runner.start()
+    with pytest.raises(type(exc)):
+        runner.wait(T)
+    status = runner.status_line.value
+    assert not runner.running and runner.stop_button.disabled and runner.run_button.description == "Run"
+    assert "running" not in status and type(exc).__name__ in status
+    if "<b>" in str(exc):  # the error text is HTML-escaped
+        assert "<b>work</b>" not in status and "&lt;b&gt;work&lt;/b&gt; &amp; more" in status
+    runner.start()  # the runner still works afterwards
+    with pytest.raises(type(exc)):
+        runner.wait(T)
+
+
+def test_invalid_constructor_arguments_raise_at_construction():
+    lr = widgets.lr_slider(0.1)
+    with pytest.raises(TypeError, match="controls must be a dict"):
+        Runner(lambda ctx: None, [lr])
+    with pytest.raises(TypeError, match=r"controls\['lr'\] must be an ipywidgets control"):
+        Runner(lambda ctx: None, {"lr": 0.1})
+    with pytest.raises(TypeError, match="restart_on_change"):
+        Runner(lambda ctx: None, {"lr": lr}, restart_on_change="yes")
+    with pytest.raises(ValueError, match="threads must be > 0"):
+        Runner(lambda ctx: None, threads=0)
+    with pytest.raises(TypeError, match="threads must be an int"):
+        Runner(lambda ctx: None, threads="2")
+    with pytest.raises(TypeError, match="work"):
+        Runner(lambda ctx: None).start(work=3)
+
+
+def test_torch_threads_are_decided_once_on_the_main_thread(monkeypatch):
+    """set_num_threads is process-wide: setting and restoring it from two workers at once races."""
     import torch
 
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append((n, threading.current_thread().name)))
     before = torch.get_num_threads()
-    seen = []
-    runner = Runner(lambda ctx: seen.append(torch.get_num_threads()), threads=1)
-    runner.start()
-    assert runner.wait(T)
-    assert seen == [1] and torch.get_num_threads() == before
+    try:
+        other = 2 if before == 1 else 1
+        runners = [Runner(Recorder(), threads=other), Runner(Recorder())]
+        assert calls == [(other, "MainThread")]  # once, at construction, on the main thread
+        for r in runners:
+            r.start()
+        for r in runners:
+            assert r.work.started.wait(T)
+            r.stop()
+        assert calls == [(other, "MainThread")]  # never from a worker thread
+        errors = []
+
+        def build_in_a_worker():
+            try:
+                Runner(Recorder(), threads=1)
+            except RuntimeError as err:
+                errors.append(err)
+
+        t = threading.Thread(target=build_in_a_worker)
+        t.start()
+        t.join(T)
+        assert errors and "main thread" in str(errors[0])
+    finally:
+        real(before)
 
 
 def test_controls():

@@ -244,19 +244,60 @@ def render(src: str | Path) -> list[tuple[Path, str, int]]:
     return built
 
 
+def _holds_solutions(path: Path) -> bool:
+    """Whether the file at ``path`` looks like a master: a ``solution`` cell or a solution marker in code."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return True  # unreadable: do not risk it
+    try:
+        nb = json.loads(text)
+    except json.JSONDecodeError:
+        return bool(_MARKER.search(text))
+    if not isinstance(nb, dict):
+        return False
+    return has_solutions(nb) or any(
+        cell.get("cell_type") == "code" and _MARKER.search(_text(cell.get("source", "")))
+        for cell in nb.get("cells", [])
+    )
+
+
+def _check_destination(src: Path, out: Path, targets: list[Path]) -> None:
+    """Refuse an ``out`` that is, or lies inside, the source folder, and any target that holds solutions."""
+    src_dir = (src if src.is_dir() else src.parent).resolve()
+    out_dir = out.resolve()
+    if out_dir == src_dir or src_dir in out_dir.parents:
+        where = "the same folder as" if out_dir == src_dir else "inside"
+        raise BuildError(
+            f"out={str(out)!r} is {where} the source folder {str(src_dir)!r}: the student versions would replace "
+            "or sit among the masters with their solutions; choose a separate folder, e.g. --out student"
+        )
+    masters = [t for t in targets if t.exists() and _holds_solutions(t)]
+    if masters:
+        raise BuildError(
+            f"refusing to overwrite {', '.join(str(t) for t in masters)}: it holds solution markers or a "
+            f"{SOLUTION_TAG!r} cell (a master notebook, not a student version); move it or choose another --out"
+        )
+
+
 def build(src: str | Path, out: str | Path) -> list[BuildResult]:
     """Write the student version of ``src`` (a notebook or a folder of notebooks) into the folder ``out``.
 
-    Every notebook is converted before anything is written, so a malformed one
-    leaves ``out`` untouched. Returns one :class:`BuildResult` per notebook, in
-    file-name order.
+    Every notebook is converted and every destination checked before anything is written, so a malformed
+    notebook or a refused destination leaves ``out`` untouched. ``out`` may not be the source folder or lie
+    inside it, and a file in ``out`` that holds solution markers is never overwritten (:class:`BuildError`).
+    Each file is written atomically. Returns one :class:`BuildResult` per notebook, in file-name order.
     """
-    built, out = render(src), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from labkit._io import ensure_folder, write_text
+
+    built, src, out = render(src), Path(src), Path(out)
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"out={str(out)!r} is a file; give a folder for the student notebooks")
+    _check_destination(src, out, [out / path.name for path, _, _ in built])
+    ensure_folder(out)
     results = []
     for path, text, regions in built:
-        target = out / path.name
-        target.write_text(text, encoding="utf-8", newline="\n")
+        target = write_text(out / path.name, text)
         results.append(BuildResult(path, target, regions))
     return results
 

@@ -22,6 +22,8 @@ _EXPORTS = {
     "scan": "scanner",
     "ScanResult": "result",
     "equalise": "result",
+    "format_dimension": "result",
+    "estimate_memory": "scanner",
     "box_counting_dimension": "dimension",
     "zoom_sequence": "sequence",
     "write_png": "png",

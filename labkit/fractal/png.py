@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labkit._io import write_bytes
+
 __all__ = ["colorize", "write_png"]
 
 _NAN_GREY = (200, 200, 200)
@@ -35,7 +37,10 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an ``(height, width, 3)`` uint8 array (row 0 at the top) as an 8-bit RGB PNG."""
+    """Write an ``(height, width, 3)`` uint8 array (row 0 at the top) as an 8-bit RGB PNG, atomically.
+
+    ``path`` is used as given (its folder must exist); see :mod:`labkit._io`.
+    """
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must have shape (height, width, 3), got {rgb.shape}")
@@ -43,7 +48,4 @@ def write_png(path: str | Path, rgb: np.ndarray) -> Path:
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1)  # filter byte 0 per row
     png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
     png += _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + _chunk(b"IEND", b"")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
-    return path
+    return write_bytes(path, png)

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from labkit import _checks
 from labkit.fractal.experiment import Experiment
 
-__all__ = ["MIN_ULPS", "ScanResult", "axis_values", "check_window", "equalise"]
+__all__ = ["MIN_ULPS", "ScanResult", "axis_values", "check_window", "equalise", "format_dimension"]
 
 #: A pixel must span at least this many units in the last place (else the grid is quantised).
 MIN_ULPS = 8
@@ -103,6 +104,11 @@ def zoom_window(center: Any, ranges: Any, log: tuple[bool, bool], factor: float)
     return out
 
 
+def format_dimension(dim: float) -> str:
+    """``"1.234"`` for a defined dimension, ``"undefined (not enough scales)"`` for NaN."""
+    return f"{dim:.3f}" if math.isfinite(dim) else "undefined (not enough scales)"
+
+
 def _mid(a: float, b: float, log: bool) -> float:
     return math.sqrt(a * b) if log else (a + b) / 2
 
@@ -139,22 +145,56 @@ class ScanResult:
 
         return colorize(self.image())
 
+    @property
+    def done(self) -> np.ndarray:
+        """``(ny, nx)`` bool: the cells that were trained (all of them unless the scan was interrupted)."""
+        return ~np.isnan(self.score)
+
+    @property
+    def cells_done(self) -> int:
+        """How many cells were trained (cells are scanned row by row, lowest y first)."""
+        return int(self.done.sum())
+
+    def converged_fraction(self) -> float:
+        """Fraction of the **finished** cells that converged (NaN if none finished)."""
+        n = self.cells_done
+        return float(self.converged[self.done].sum() / n) if n else float("nan")
+
+    def summary(self) -> str:
+        """One line: size, cells done (if partial), converged fraction and boundary dimension (when defined)."""
+        nx, ny = self.resolution
+        head = f"{self.experiment.name}: {nx}x{ny} x {self.experiment.steps} steps"
+        if not self.complete:
+            head += f" PARTIAL ({self.cells_done:,} of {nx * ny:,} cells done; the rest are NaN)"
+        conv = self.converged_fraction()
+        conv_text = "no finished cells" if math.isnan(conv) else f"converged {conv:.1%}"
+        return f"{head}; {conv_text}; boundary dimension {self.dimension_text()}"
+
     def boundary(self) -> np.ndarray:
-        """``(ny-1, nx-1)`` bool: 2x2 pixel blocks containing both phases (the score changes sign)."""
-        c = self.converged
+        """``(ny-1, nx-1)`` bool: 2x2 pixel blocks containing both phases (the score changes sign).
+
+        Only blocks of finished cells count, so the edge of an interrupted scan is no boundary.
+        """
+        c, d = self.converged, self.done
         blocks = np.stack([c[:-1, :-1], c[:-1, 1:], c[1:, :-1], c[1:, 1:]])
-        return blocks.any(0) & ~blocks.all(0)
+        finished = d[:-1, :-1] & d[:-1, 1:] & d[1:, :-1] & d[1:, 1:]
+        return blocks.any(0) & ~blocks.all(0) & finished
 
     def dimension(self) -> float:
-        """Box-counting dimension of :meth:`boundary` (NaN if there is too little boundary).
+        """Box-counting dimension of :meth:`boundary` (NaN when undefined: too few scales or too little boundary).
 
-        Boxes go up to a quarter of the image side, and at least to 8 pixels so that small
-        interactive scans (24-32 pixels) still get three scales (2, 4, 8).
+        Uses :func:`~labkit.fractal.dimension.box_counting_dimension` with its own rule for how many scales a
+        fit needs; a partial scan is measured on its finished rows only. Show it with :func:`format_dimension`.
         """
         from labkit.fractal.dimension import box_counting_dimension
 
         b = self.boundary()
-        return box_counting_dimension(b, max_size=max(8, min(b.shape) // 4))[0]
+        if not self.complete:
+            rows = np.flatnonzero(~self.done.all(axis=1))
+            b = b[: max(0, (rows[0] if rows.size else len(self.y)) - 1)]  # blocks whose two rows are finished
+            if b.shape[0] < 2:
+                return float("nan")
+        return float(box_counting_dimension(b)[0])
 
     def nearest_boundary(self, point: tuple[float, float] | None = None) -> tuple[float, float]:
         """Centre of the boundary block nearest ``point`` (default: the window centre), in data coordinates."""
@@ -198,28 +238,71 @@ class ScanResult:
                        zmin=-1.0, zmax=1.0, x_label=ax[self.axes[0]], y_label=ax[self.axes[1]], title=title,
                        colorbar_title="equalised score", height=height)
 
+    def write_figure(self, path: str | Path, title: str | None = None) -> tuple[Path, str]:
+        """Write :meth:`figure` (axes, colour bar, title) for use outside a notebook; return ``(path, note)``.
+
+        A static image (``.png``/``.svg``/``.pdf`` path) needs plotly's renderer ``kaleido``; where it is
+        missing or fails, the documented fallback is a self-contained HTML figure (plotly.js inlined, opens
+        offline in any browser) written next to it with ``.html`` appended, and ``note`` says why.
+        An ``.html`` path is written as HTML directly.
+        """
+        from labkit._io import write_bytes, write_text
+
+        path = Path(path)
+        fig = self.figure(title)
+        note = ""
+        if path.suffix.lower() in (".png", ".svg", ".pdf"):
+            try:
+                data = fig.to_image(format=path.suffix[1:].lower(), width=720, height=560, scale=2)
+            except Exception as err:  # kaleido missing, or its browser missing: fall back to HTML
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                note = f"no static renderer ({first[:160]}); wrote a self-contained HTML figure instead"
+                path = path.with_name(path.name + ".html")
+            else:
+                return write_bytes(path, data), "static image via kaleido"
+        elif path.suffix.lower() != ".html":
+            raise ValueError(f"path must end in .png, .svg, .pdf or .html, got {str(path)!r}")
+        write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
+        return path, note or "self-contained HTML figure"
+
     def to_png(self, path: str | Path, scale: int = 1) -> Path:
-        """Write :meth:`image` as a PNG (top row = highest y), ``scale``x nearest-neighbour enlarged."""
+        """Write :meth:`image` as a PNG at ``path`` (top row = highest y), ``scale``x nearest-neighbour enlarged.
+
+        The write is atomic and goes exactly to ``path`` (its folder must exist).
+        """
         from labkit.fractal.png import write_png
 
+        _checks.positive("scale", scale, integer=True)
         rgb = self.rgb()[::-1]
         if scale > 1:
             rgb = rgb.repeat(scale, 0).repeat(scale, 1)
         return write_png(path, rgb)
 
+    def dimension_text(self) -> str:
+        """:meth:`dimension` for people: ``"1.234"``, or why it is undefined (no boundary, not enough scales)."""
+        if not self.boundary().any():
+            return "undefined (no boundary in this window: one phase only)"
+        return format_dimension(self.dimension())
+
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
-        """Save as a compressed ``.npz`` with all metadata (JSON), loadable anywhere with :meth:`load`."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
+        """Save as a compressed ``.npz`` with all metadata (JSON), loadable anywhere with :meth:`load`.
+
+        ``.npz`` is appended when ``path`` does not end in it (``"run.v1"`` -> ``"run.v1.npz"``; the name is
+        kept, never replaced); the returned path says where it went. A folder is refused. The write is atomic.
+        """
+        from labkit._io import atomic, with_suffix
+
+        path = with_suffix(path, ".npz")
         import labkit
 
         meta = dict(experiment=self.experiment.to_dict(), axes=list(self.axes), x_range=list(self.x_range),
                     y_range=list(self.y_range), log=list(self.log), complete=self.complete,
-                    wall_time=self.wall_time, device=self.device, labkit=labkit.__version__, meta=self.meta)
-        np.savez_compressed(path, x=self.x, y=self.y, converged=self.converged, score=self.score,
-                            meta=np.array(json.dumps(meta)))
+                    cells_done=self.cells_done, wall_time=self.wall_time, device=self.device,
+                    labkit=labkit.__version__, meta=self.meta)
+        with atomic(path) as f:  # a file object: numpy writes exactly here and adds no suffix of its own
+            np.savez_compressed(f, x=self.x, y=self.y, converged=self.converged, score=self.score,
+                                meta=np.array(json.dumps(meta)))
         return path
 
     @classmethod

@@ -43,7 +43,7 @@ from labkit import _checks
 from labkit.fractal.experiment import Experiment
 from labkit.fractal.result import ScanResult, axis_values, check_window
 
-__all__ = ["scan"]
+__all__ = ["estimate_memory", "scan"]
 
 _CLIP = 1e6
 _CPU_CHUNK_BYTES = 2 << 20  # ~2 MiB activation buffer per chunk: stays in cache on CPUs
@@ -76,8 +76,7 @@ class _Problem:
 
     def bytes_per_cell(self) -> int:
         """Working memory of one cell in a chunk (activations, weights, gradient buffers)."""
-        nb = self.nb if self.idx is not None else 0
-        return torch.finfo(self.dtype).bits // 8 * (self.h * (self.n + nb) + 2 * self.h * self.d + 6 * self.n + 16)
+        return estimate_memory(self.exp, 1)["per_cell"]
 
 
 def _train_chunk(p: _Problem, lr_in: torch.Tensor, lr_out: torch.Tensor, offset: torch.Tensor | None) -> tuple:
@@ -155,12 +154,45 @@ def _train_chunk(p: _Problem, lr_in: torch.Tensor, lr_out: torch.Tensor, offset:
     return tuple(out.cpu().numpy())
 
 
-def _chunk_cells(p: _Problem, chunk: int | None, max_memory: int) -> int:
-    cap = max(1, max_memory // p.bytes_per_cell())
+def _chunk_cells(p: _Problem, chunk: int | None, budget: int) -> int:
+    cap = max(1, budget // p.bytes_per_cell())
     if p.device.type == "cpu":
         per_cell = p.h * p.n * torch.finfo(p.dtype).bits // 8
         cap = min(cap, max(8, _CPU_CHUNK_BYTES // per_cell))
     return cap if chunk is None else max(1, min(chunk, cap))
+
+
+#: Bytes per cell of a :class:`ScanResult`: ``score`` (float64) and ``converged`` (bool).
+RESULT_BYTES_PER_CELL = 9
+
+
+def estimate_memory(experiment: Experiment | str, resolution: int | tuple[int, int]) -> dict[str, int]:
+    """Bytes a scan needs at least: ``{"result": ..., "per_cell": ..., "total": ...}``, allocating nothing.
+
+    ``result`` is the result arrays (9 bytes per cell), ``per_cell`` the working memory of one network in a
+    chunk; ``total`` is their sum with a one-cell chunk, the least ``max_memory`` that :func:`scan` accepts.
+    """
+    exp = Experiment.preset(experiment) if isinstance(experiment, str) else experiment
+    nx, ny = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else resolution
+    result = int(nx) * int(ny) * RESULT_BYTES_PER_CELL
+    nb = exp.batch_size or 0
+    per_cell = torch.finfo(exp.torch_dtype).bits // 8 * (
+        exp.width * (exp.points + nb) + 2 * exp.width * exp.input_dim + 6 * exp.points + 16)
+    return {"result": result, "per_cell": per_cell, "total": result + per_cell}
+
+
+def _check_memory(exp: Experiment, nx: int, ny: int, max_memory: int) -> int:
+    """Refuse a scan whose result alone would not fit ``max_memory``; return the bytes left for chunks."""
+    need = estimate_memory(exp, (nx, ny))
+    if need["total"] > max_memory:
+        fit = math.isqrt(max(0, max_memory - need["per_cell"]) // RESULT_BYTES_PER_CELL)
+        gib = 2**30
+        raise ValueError(
+            f"a {nx}x{ny} scan needs at least {need['total'] / gib:.2f} GiB ({need['result'] / gib:.2f} GiB of result "
+            f"arrays, 9 bytes per cell), more than max_memory={max_memory / gib:.2f} GiB; lower the resolution "
+            f"(at most about {fit} x {fit} fits) or raise max_memory (CLI: --max-memory GiB)"
+        )
+    return max_memory - need["result"]
 
 
 def scan(
@@ -183,12 +215,16 @@ def scan(
     ``experiment`` is an :class:`Experiment` or a preset name; ``x_range``/``y_range``
     default to its first window and ``axes`` to its axes (``("lr_in", "lr_out")`` or
     ``("offset", "lr")``). ``resolution`` is ``n`` or ``(nx, ny)``. ``log`` defaults to
-    log-spaced learning-rate axes and a linear offset axis. ``max_memory`` (bytes)
-    bounds the working memory of a chunk (default 1 GiB, well inside Binder's 2 GB);
+    log-spaced learning-rate axes and a linear offset axis. ``max_memory`` (bytes, default
+    1 GiB, well inside Binder's 2 GB) bounds the result arrays (9 bytes per cell) plus the
+    working memory of a chunk: a scan whose result does not fit is refused before anything
+    is allocated (see :func:`estimate_memory`); memory stays O(chunk) beyond the result.
     ``chunk`` caps the cells per chunk (they are otherwise sized for the cache on CPUs and for
     ``max_memory`` on GPUs). ``cancel()`` is polled between chunks; on ``KeyboardInterrupt``
-    or cancel the scan **returns the partial result** (``complete=False``; unscanned
-    cells have ``score`` NaN and ``converged`` False) with a warning.
+    or cancel the scan **returns the partial result** (``complete=False``; cells are scanned
+    row by row, ``res.done`` marks the finished ones, the others have ``score`` NaN and
+    ``converged`` False, and ``converged_fraction``/``boundary``/``dimension`` use finished
+    cells only) with a warning.
 
     >>> res = scan("quick", (1e-1, 1e2), (1e-1, 1e2), 8, progress=False)
     >>> res.converged.shape, bool(res.converged[0, 0]), bool(res.converged[-1, -1])
@@ -217,23 +253,25 @@ def scan(
                              "with dtype='float32'")
         dev = torch.device("cpu")  # Apple GPUs have no float64: the default falls back to the CPU
 
+    budget = _check_memory(exp, nx, ny, max_memory)
     p = _Problem(exp, dev)
-    gx, gy = np.meshgrid(xs, ys)  # (ny, nx): row = y
-    cx, cy = gx.ravel(), gy.ravel()
-    if axes == ("lr_in", "lr_out"):
-        lr_in, lr_out, offset = cx, cy, None
-    else:
-        lr_in, lr_out, offset = cy, cy, cx
-    cells = cx.size
-    score = np.full(cells, np.nan)
-    converged = np.zeros(cells, dtype=bool)
-    result = ScanResult(exp, axes, x_range, y_range, logs, xs, ys, converged.reshape(ny, nx), score.reshape(ny, nx))
-    size = _chunk_cells(p, chunk, max_memory)
+    cells = nx * ny
+    score = np.full((ny, nx), np.nan)  # the result arrays, in their final dtype; nothing else is grid-sized
+    converged = np.zeros((ny, nx), dtype=bool)
+    flat_score, flat_conv = score.reshape(-1), converged.reshape(-1)
+    result = ScanResult(exp, axes, x_range, y_range, logs, xs, ys, converged, score)
+
+    def coords(sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(lr_in, lr_out, offset) of the cells ``sl`` (row-major: cell k is x[k % nx], y[k // nx])."""
+        k = np.arange(sl.start, sl.stop)
+        cx, cy = (torch.as_tensor(v, dtype=p.dtype, device=dev) for v in (xs[k % nx], ys[k // nx]))
+        return (cx, cy, None) if axes == ("lr_in", "lr_out") else (cy, cy, cx)
+
+    size = _chunk_cells(p, chunk, budget)
     start, complete = time.perf_counter(), True
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cells, desc=f"scan {exp.name}", unit="net", delay=2, disable=not progress)
-    as_t = lambda v: torch.as_tensor(v, dtype=p.dtype, device=dev)  # noqa: E731
     try:
         with torch.no_grad():
             for lo in range(0, cells, size):
@@ -241,12 +279,10 @@ def scan(
                     complete = False
                     break
                 sl = slice(lo, min(cells, lo + size))
-                s_fwd, s_inv, tail = _train_chunk(
-                    p, as_t(lr_in[sl]), as_t(lr_out[sl]), None if offset is None else as_t(offset[sl])
-                )
+                s_fwd, s_inv, tail = _train_chunk(p, *coords(sl))
                 conv = tail < 1.0
-                converged[sl] = conv
-                score[sl] = np.where(conv, -s_fwd, s_inv)
+                flat_conv[sl] = conv
+                flat_score[sl] = np.where(conv, -s_fwd, s_inv)
                 bar.update(sl.stop - sl.start)
                 if on_chunk is not None:
                     on_chunk(result)
@@ -255,7 +291,8 @@ def scan(
     finally:
         bar.close()
     if not complete:
-        warnings.warn("scan interrupted: returning a partial result (unscanned cells have score NaN)", stacklevel=2)
+        warnings.warn(f"scan interrupted: returning a partial result ({result.cells_done:,} of {cells:,} cells done; "
+                      "the others have score NaN, see ScanResult.done)", stacklevel=2)
     result.complete = complete
     result.wall_time = time.perf_counter() - start
     result.device = str(dev)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from labkit import _checks
 from labkit.fractal.experiment import Experiment
 from labkit.fractal.result import ScanResult
 from labkit.fractal.scanner import scan
@@ -44,14 +45,31 @@ def zoom_sequence(
     **scan_kwargs: Any,
 ) -> list[ScanResult]:
     """Scan ``frames`` windows from ``start`` to ``end`` (each ``(x_range, y_range)``); write
-    ``frame_000.png ...`` into ``folder`` when given. Returns the scans (stops early if ``cancel()``)."""
+    ``frame_000.png ...`` into ``folder`` when given (created if missing; each frame written atomically).
+    Returns the scans (stops early if ``cancel()``). All frames are kept, so ``max_memory`` (bytes,
+    default 1 GiB) must hold ``frames`` results: a larger request is refused before anything runs.
+    """
+    from labkit._io import ensure_folder
+    from labkit.fractal.scanner import estimate_memory
+
     exp = Experiment.preset(experiment) if isinstance(experiment, str) else experiment
     log = (exp.axes[0] != "offset", True) if log is None else log
+    _checks.positive("frames", frames, integer=True)
+    max_memory = scan_kwargs.pop("max_memory", 1 << 30)
+    need = estimate_memory(exp, resolution)
+    total = frames * need["result"] + need["per_cell"]
+    if total > max_memory:
+        raise ValueError(f"{frames} frames of {resolution}x{resolution} need at least {total / 2**30:.2f} GiB, "
+                         f"more than max_memory={max_memory / 2**30:.2f} GiB; use fewer frames or pixels, "
+                         "or raise max_memory")
+    budget = max_memory - (frames - 1) * need["result"]  # what one frame's scan may use
+    if folder is not None:
+        ensure_folder(folder)
     out = []
     for k, (xr, yr) in enumerate(interpolate_windows(start, end, frames, log)):
         if cancel is not None and cancel():
             break
-        res = scan(exp, xr, yr, resolution, log=log, progress=False, **scan_kwargs)
+        res = scan(exp, xr, yr, resolution, log=log, progress=False, max_memory=budget, **scan_kwargs)
         if folder is not None:
             res.to_png(Path(folder) / f"frame_{k:03d}.png")
         out.append(res)

@@ -5,10 +5,14 @@ controls. Nothing runs until you ask: press **Scan**, drag a rectangle on the
 image (box zoom) to rescan that window, or click a point to zoom ``factor``-fold
 around it. **Back** steps along the breadcrumb of windows, **Stop** cancels a
 running scan. The current window's box-counting dimension is shown beside the
-image; **PNG** writes the current image and **Sequence** a folder of frames from
-the outermost to the current window. Scans run in a background thread, so the
-page stays responsive; from code use ``zoom_to``, ``zoom_at``, ``back``, ``run``
-and ``wait`` (that is also how notebooks drive it headless)::
+image when it is defined (enough scales, some boundary), otherwise why not;
+**PNG** writes the current image and **Sequence** a folder of frames from the
+outermost to the current window. Scans and sequences run on a
+:class:`~labkit.widgets.runner.Runner` (one background thread model for every
+labkit widget), so the page stays responsive; from code use ``zoom_to``,
+``zoom_at``, ``back``, ``run`` and ``wait`` (that is also how notebooks drive it
+headless). Nothing non-finite is ever sent to the page: unscanned pixels are
+sent as ``None`` (a JSON null), not NaN::
 
     ex = fractal_explorer("quick", resolution=48)
     ex                      # display first; then, in a later cell:
@@ -17,7 +21,7 @@ and ``wait`` (that is also how notebooks drive it headless)::
 
 from __future__ import annotations
 
-import threading
+import html
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from labkit import _checks
+from labkit.widgets.runner import Runner, set_torch_threads
 
 __all__ = ["FractalExplorer", "fractal_explorer"]
 
@@ -46,6 +51,8 @@ class FractalExplorer:
         exp = Experiment.preset(preset)
         self.out_dir = Path(out_dir)
         self.threads = threads
+        if threads is not None:
+            set_torch_threads(threads)  # decided once, here on the main thread, never in the scan's thread
         self.preset = w.Dropdown(options=list(PRESETS), value=preset, description="preset")
         _checks.in_range("resolution", resolution, 2, 4096)
         sizes = sorted({16, 24, 32, 48, 64, 96, 128, 192, 256, resolution})  # the requested size is always offered
@@ -54,24 +61,24 @@ class FractalExplorer:
         axes_name = axes or next(k for k, v in _AXES.items() if v == exp.axes)
         self.axes = w.Dropdown(options=list(_AXES), value=axes_name, description="axes")
         self.factor = w.Dropdown(options=[2, 4, 10, 100], value=10, description="click zoom")
-        self.scan_button = w.Button(description="Scan", button_style="primary", icon="play")
-        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
+        self.runner = Runner(self._scan, restart_on_change=False, run_label="Scan")
+        self.scan_button, self.stop_button = self.runner.run_button, self.runner.stop_button
+        self.status = self.runner.status_line
+        self.status.value = "Press <b>Scan</b>, drag a rectangle or click a point to zoom."
         self.back_button = w.Button(description="Back", icon="arrow-left", disabled=True)
         self.reset_button = w.Button(description="Reset", icon="home")
         self.png_button = w.Button(description="PNG", icon="download")
         self.seq_button = w.Button(description="Sequence", icon="film")
-        self.status = w.HTML("Press <b>Scan</b>, drag a rectangle or click a point to zoom.")
         self.crumbs = w.HTML("")
         self.info = w.HTML("")
         self.fig = go.FigureWidget(theme.figure("", "", "", height=460, width=520))
-        self.fig.add_trace(go.Heatmap(z=[[np.nan]], colorscale=theme.DIVERGING, zmin=-1, zmax=1, showscale=False,
+        self.fig.add_trace(go.Heatmap(z=[[None]], colorscale=theme.DIVERGING, zmin=-1, zmax=1, showscale=False,
                                       hovertemplate="x=%{x:.6g}<br>y=%{y:.6g}<extra></extra>"))
         self.fig.update_layout(dragmode="zoom", margin=dict(l=70, r=10, t=30, b=60))
         self.fig.data[0].on_click(self._on_click)
         self.fig.layout.on_change(self._on_relayout, "xaxis.range", "yaxis.range")
-        actions = {self.scan_button: self.run, self.stop_button: self.stop, self.back_button: self.back,
-                   self.reset_button: self.reset, self.png_button: self.export_png,
-                   self.seq_button: self.export_sequence}
+        actions = {self.back_button: self.back, self.reset_button: self.reset, self.png_button: self.export_png,
+                   self.seq_button: self.export_sequence}  # Scan and Stop are the Runner's buttons
         for button, action in actions.items():
             button.on_click(lambda _, action=action: action())
         for c in (self.preset, self.axes):
@@ -82,9 +89,7 @@ class FractalExplorer:
         self.widget = w.VBox([w.HBox([controls, self.fig]), self.crumbs, self.status])
         self.windows: list[tuple] = []  # breadcrumb of windows ((x_lo, x_hi), (y_lo, y_hi))
         self.result = None
-        self.error: str | None = None
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
+        self._error: str | None = None  # a refused window (not a run)
         self._updating = False
         self.reset(run=False)
 
@@ -130,8 +135,8 @@ class FractalExplorer:
             xr, yr = check_window(x_range, y_range, (self.resolution.value,) * 2, self.log,
                                   torch.finfo(exp.torch_dtype).eps)
         except ValueError as err:
-            self.status.value = f"<span style='color:#B2182B'>{err}</span>"
-            self.error = str(err)
+            self._error = str(err)
+            self.status.value = f"<span style='color:#B2182B'>{html.escape(self._error)}</span>"
             return
         self.windows.append((xr, yr))
         self._show_crumbs()
@@ -171,73 +176,68 @@ class FractalExplorer:
     # ------------------------------------------------------------------ scanning
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.runner.running
+
+    @property
+    def error(self) -> str | None:
+        """The last problem: a refused window, or the exception that ended the last run (None if all went well)."""
+        if self._error is not None:
+            return self._error
+        err = self.runner.error
+        return None if err is None else f"{type(err).__name__}: {err}"
 
     def run(self, background: bool = True) -> None:
-        """Scan the current window (in a background thread unless ``background=False``)."""
-        if self.running:
-            return
-        self._cancel.clear()
-        self.error = None
-        if background:
-            self._thread = threading.Thread(target=self._work, daemon=True)
-            self._thread.start()
-        else:
-            self._work()
+        """Scan the current window (a running scan is cancelled first); ``background=False`` waits for it."""
+        self._error = None
+        self.runner.start("code")
+        if not background:
+            self.wait()
 
     def stop(self) -> None:
         """Cancel the running scan (it stops after the current chunk)."""
-        self._cancel.set()
+        self.runner.stop(wait=False)
 
     def wait(self, timeout: float | None = None) -> Any:
         """Block until the running scan ends; return the current :class:`~labkit.fractal.ScanResult`."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.runner.wait(timeout, raise_errors=False)
         return self.result
 
-    def _work(self) -> None:
-        import torch
-
+    def _scan(self, ctx: Any) -> Any:
+        """The Runner's work: scan the newest window, drawing the image as it fills in."""
         from labkit.fractal.scanner import scan
 
-        self.scan_button.disabled, self.stop_button.disabled = True, False
-        self.status.value = "scanning..."
         last = [0.0]
-        threads = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
 
         def partial(res: Any) -> None:
             if time.perf_counter() - last[0] > 0.1:
                 last[0] = time.perf_counter()
                 self._draw(res)
 
-        try:
-            (xr, yr), exp = self.windows[-1], self.experiment()
-            pixels = int(self.resolution.value)
-            res = scan(exp, xr, yr, pixels, log=self.log, progress=False, cancel=self._cancel.is_set,
-                       on_chunk=partial, chunk=max(64, pixels * pixels // 8))  # >= 8 chunks: the image fills in
-            self.result = res
-            self._draw(res)
-            dim = res.dimension()
-            self.info.value = (f"<b>boundary dimension</b> {dim:.3f}<br>converged {res.converged.mean():.0%}<br>"
-                               f"{res.converged.size * exp.steps / max(res.wall_time, 1e-9):,.0f} network-steps/s")
-            self.status.value = (f"{'done' if res.complete else 'stopped'} in {res.wall_time:.2f} s; "
-                                 "drag a rectangle or click to zoom")
-        except Exception as err:  # never let a widget callback crash the kernel
-            self.error = f"{type(err).__name__}: {err}"
-            self.status.value = f"<span style='color:#B2182B'>{self.error}</span>"
-        finally:
-            torch.set_num_threads(threads)
-            self.scan_button.disabled, self.stop_button.disabled = False, True
+        (xr, yr), exp = self.windows[-1], self.experiment()
+        pixels = int(self.resolution.value)
+        ctx.status("scanning...")
+        res = scan(exp, xr, yr, pixels, log=self.log, progress=False, cancel=ctx.stopped, on_chunk=partial,
+                   chunk=max(64, pixels * pixels // 8))  # >= 8 chunks: the image fills in
+        self.result = res
+        self._draw(res)
+        conv = res.converged_fraction()
+        rate = res.cells_done * exp.steps / max(res.wall_time, 1e-9)
+        self.info.value = (f"<b>boundary dimension</b> {html.escape(res.dimension_text())}<br>"
+                           + ("" if np.isnan(conv) else f"converged {conv:.0%}")
+                           + ("" if res.complete else f" of {res.cells_done:,} finished cells (partial)")
+                           + f"<br>{rate:,.0f} network-steps/s")
+        ctx.note = "drag a rectangle or click to zoom"
+        return res
 
     def _draw(self, res: Any) -> None:
         names = {"lr_in": "input-layer lr", "lr_out": "output-layer lr", "offset": "input-weight offset",
                  "lr": "learning rate"}
         self._updating = True
         try:
+            img = res.image()
+            z = np.where(np.isnan(img), None, img).tolist()  # NaN is not JSON: unscanned pixels go as null
             with self.fig.batch_update():
-                self.fig.data[0].update(z=res.image(), x=res.x, y=res.y)
+                self.fig.data[0].update(z=z, x=res.x, y=res.y)
                 self.fig.layout.xaxis.update(type="log" if res.log[0] else "linear", autorange=True,
                                              title_text=names[res.axes[0]])
                 self.fig.layout.yaxis.update(type="log" if res.log[1] else "linear", autorange=True,
@@ -248,39 +248,40 @@ class FractalExplorer:
 
     # ------------------------------------------------------------------ export
     def export_png(self, path: str | Path | None = None) -> Path | None:
-        """Write the current image as a PNG (default ``out_dir/fractal_<depth>.png``)."""
+        """Write the current image as a PNG (default ``out_dir/fractal_<depth>.png``, the folder created)."""
+        from labkit._io import ensure_folder
+
         if self.result is None:
             self.status.value = "nothing to export yet: press Scan first"
             return None
         path = Path(path) if path else self.out_dir / f"fractal_{len(self.windows) - 1:02d}.png"
-        written = self.result.to_png(path, scale=max(1, 512 // max(self.result.resolution)))
-        self.status.value = f"wrote {written}"
+        try:
+            written = self.result.to_png(ensure_folder(path.parent) / path.name,
+                                         scale=max(1, 512 // max(self.result.resolution)))
+        except OSError as err:  # a one-line reason (missing folder, permission), never a traceback
+            self._error = str(err)
+            self.status.value = f"<span style='color:#B2182B'>{html.escape(self._error)}</span>"
+            return None
+        self.status.value = f"wrote {html.escape(str(written))}"
         return written
 
     def export_sequence(self, folder: str | Path | None = None, frames: int = 12, background: bool = True) -> None:
-        """Write frames from the outermost to the current window as ``folder/frame_000.png ...``."""
+        """Write frames from the outermost to the current window as ``folder/frame_000.png ...`` (on the Runner)."""
         from labkit.fractal.sequence import zoom_sequence
 
         folder = Path(folder) if folder else self.out_dir / "sequence"
-        if self.running:
-            return
+        start, end, exp, log = self.windows[0], self.windows[-1], self.experiment(), self.log
+        pixels = int(self.resolution.value)
 
-        def work() -> None:
-            try:
-                self.status.value = f"rendering {frames} frames into {folder}..."
-                zoom_sequence(self.experiment(), self.windows[0], self.windows[-1], frames,
-                              int(self.resolution.value), folder=folder, log=self.log, cancel=self._cancel.is_set)
-                self.status.value = f"wrote {frames} frames into {folder}"
-            except Exception as err:
-                self.error = f"{type(err).__name__}: {err}"
-                self.status.value = f"<span style='color:#B2182B'>{self.error}</span>"
+        def work(ctx: Any) -> None:
+            ctx.status(f"rendering {frames} frames into {html.escape(str(folder))}...")
+            done = zoom_sequence(exp, start, end, frames, pixels, folder=folder, log=log, cancel=ctx.stopped)
+            ctx.note = f"wrote {len(done)} frames into {html.escape(str(folder))}"
 
-        self._cancel.clear()
-        if background:
-            self._thread = threading.Thread(target=work, daemon=True)
-            self._thread.start()
-        else:
-            work()
+        self._error = None
+        self.runner.start("code", work=work)
+        if not background:
+            self.wait()
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -11,8 +11,12 @@ react. The rules that make this safe:
 - hyperparameters are read from the controls when the run starts (``ctx.params``);
 - the thread only sets widget values and figure data: no ``print``, no
   ``display``, no progress bars (pass ``progress=False`` to ``fit``);
-- torch uses ``threads`` threads during a run (default 1: small networks train
-  fastest that way and the notebook's own thread is not starved on 2 cores).
+- any exception in the work, ``KeyboardInterrupt`` and ``SystemExit`` included,
+  ends the run with the error in the status line (HTML-escaped); the status
+  never says "running..." once the thread has ended;
+- torch's thread count is process-wide, so it is decided once, on the main
+  thread, when the Runner is built (``threads=n``), never in a worker thread
+  (two runners setting and restoring it from their threads would race).
 
 Reuse it with your own work function; it gets a :class:`RunContext` and should
 stop soon after ``ctx.stopped()`` turns True (``ctx.callback`` does that inside
@@ -33,6 +37,7 @@ stop soon after ``ctx.stopped()`` turns True (``ctx.callback`` does that inside
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -43,7 +48,7 @@ import ipywidgets as widgets
 
 from labkit.train import Callback, StepInfo
 
-__all__ = ["RunContext", "Runner"]
+__all__ = ["RunContext", "Runner", "set_torch_threads"]
 
 
 class _StopCallback(Callback):
@@ -71,6 +76,8 @@ class RunContext:
     #: what started the run: "button" (Run pressed), "change" (a control moved mid-run) or "code"
     reason: str = "code"
     _status: Callable[[str], None] = field(repr=False, default=lambda _msg: None)
+    #: set by the work to add a word to the final status line ("done in 1.2 s; <note>")
+    note: str = ""
 
     def stopped(self) -> bool:
         """True once Stop was pressed or a newer run was requested: return soon."""
@@ -100,6 +107,8 @@ class Runner:
     ``ctx.params``. With ``restart_on_change`` (default) changing a control
     during a run cancels it and starts a new run with the new values. The last
     finished run's return value is ``result`` and its exception ``error``.
+    ``threads=n`` sets torch's (process-wide) thread count to ``n`` now, on the
+    calling thread; ``None`` (default) leaves it as it is.
     """
 
     def __init__(
@@ -108,14 +117,25 @@ class Runner:
         controls: Mapping[str, widgets.ValueWidget] | None = None,
         *,
         restart_on_change: bool = True,
-        threads: int | None = 1,
+        threads: int | None = None,
+        run_label: str = "Run",
     ):
         if not callable(work):
             raise TypeError(f"work must be a function work(ctx), got {work!r}")
+        if controls is not None and not isinstance(controls, Mapping):
+            raise TypeError(f"controls must be a dict of name -> widget, got {type(controls).__name__}")
+        for name, c in dict(controls or {}).items():
+            if not isinstance(name, str) or not (hasattr(c, "value") and hasattr(c, "observe")):
+                raise TypeError(f"controls[{name!r}] must be an ipywidgets control (with .value), got {c!r}")
+        if not isinstance(restart_on_change, bool):
+            raise TypeError(f"restart_on_change must be True or False, got {restart_on_change!r}")
+        if threads is not None:
+            set_torch_threads(threads)
         self.work = work
         self.controls = dict(controls or {})
         self.restart_on_change = restart_on_change
         self.threads = threads
+        self.run_label = str(run_label)
         self.result: Any = None
         self.error: BaseException | None = None
         self.runs_started = 0
@@ -123,7 +143,7 @@ class Runner:
         self._current: _Run | None = None
         self._idle = threading.Event()
         self._idle.set()
-        self.run_button = widgets.Button(description="Run", icon="play", button_style="success",
+        self.run_button = widgets.Button(description=self.run_label, icon="play", button_style="success",
                                          layout={"width": "100px"})
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger", disabled=True,
                                           layout={"width": "100px"})
@@ -147,11 +167,14 @@ class Runner:
 
     # ------------------------------------------------------------ actions
 
-    def start(self, reason: str = "code") -> int:
+    def start(self, reason: str = "code", work: Callable[[RunContext], Any] | None = None) -> int:
         """Start a run with the current control values (cancelling the running one); return its id.
 
-        ``reason`` reaches the work as ``ctx.reason``.
+        ``reason`` reaches the work as ``ctx.reason``; ``work`` replaces the Runner's own work function for
+        this run only (one panel, several jobs, one thread at a time).
         """
+        if work is not None and not callable(work):
+            raise TypeError(f"work must be a function work(ctx), got {work!r}")
         with self._lock:
             previous = self._current
             if previous is not None:
@@ -160,10 +183,10 @@ class Runner:
             run_id = self.runs_started
             event = threading.Event()
             thread = threading.Thread(target=self._main, name=f"labkit-run-{run_id}", daemon=True,
-                                      args=(run_id, self.params(), event, previous, reason))
+                                      args=(run_id, self.params(), event, previous, reason, work or self.work))
             self._current = _Run(run_id, thread, event)
             self._idle.clear()
-            self.run_button.description = "Restart"
+            self.run_button.description = "Restart" if self.run_label == "Run" else f"Re{self.run_label.lower()}"
             self.stop_button.disabled = False
             thread.start()
         return run_id
@@ -200,37 +223,47 @@ class Runner:
                 self.status_line.value = message
 
     def _main(self, run_id: int, params: dict[str, Any], event: threading.Event, previous: _Run | None,
-              reason: str) -> None:
-        if previous is not None:
-            previous.thread.join()  # never two runs at once: wait for the cancelled one to finish
+              reason: str, work: Callable[[RunContext], Any]) -> None:
+        final = "ended"
         try:
+            if previous is not None:
+                previous.thread.join()  # never two runs at once: wait for the cancelled one to finish
             if event.is_set():
+                final = "skipped: a newer run was requested"
                 return  # superseded before it began
-            import torch
-
-            old_threads = torch.get_num_threads()
-            if self.threads:
-                torch.set_num_threads(self.threads)
             self._set_status(run_id, "running...")
             start = time.perf_counter()
             ctx = RunContext(params, event, run_id, reason, lambda msg: self._set_status(run_id, msg))
-            try:
-                result = self.work(ctx)
-            except Exception as err:  # shown in the status line; re-raised by wait()
-                with self._lock:
-                    self.error = err
-                self._set_status(run_id, f"<span style='color:#B2182B'>error: {type(err).__name__}: {err}</span>")
-                return
-            finally:
-                torch.set_num_threads(old_threads)
+            result = work(ctx)
             with self._lock:
                 self.result, self.error = result, None
             took = f"{time.perf_counter() - start:.1f} s"
-            self._set_status(run_id, f"stopped after {took}" if event.is_set() else f"done in {took}")
+            final = (f"stopped after {took}" if event.is_set() else f"done in {took}") + (
+                f"; {ctx.note}" if ctx.note else "")
+        except BaseException as err:  # KeyboardInterrupt and SystemExit too: shown here, re-raised by wait()
+            with self._lock:
+                self.error = err
+            text = html.escape(f"{type(err).__name__}: {err}")
+            final = f"<span style='color:#B2182B'>error: {text}</span>"
         finally:
             with self._lock:
                 if self._current is not None and self._current.run_id == run_id:
+                    self.status_line.value = final  # the status always ends; never "running..." after the thread
                     self._current = None
-                    self.run_button.description = "Run"
+                    self.run_button.description = self.run_label
                     self.stop_button.disabled = True
                     self._idle.set()
+
+
+def set_torch_threads(threads: int) -> None:
+    """Set torch's thread count (process-wide) from the main thread; refuse from any other thread."""
+    import torch
+
+    from labkit import _checks
+
+    _checks.positive("threads", threads, integer=True)
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("threads= must be decided on the main thread (torch's thread count is process-wide); "
+                           "build the Runner in a notebook cell, not in a worker thread")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(int(threads))
