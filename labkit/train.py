@@ -26,8 +26,9 @@ from torch.func import functional_call, vmap
 
 from labkit import _checks
 from labkit.data import Dataset, as_dataset, batch_indices
-from labkit.losses import Loss, resolve
+from labkit.losses import Loss
 from labkit.optim import OPTIMIZERS, Functional, schedule, torch_optimizer
+from labkit.risk import resolve_loss
 
 __all__ = ["Callback", "History", "StepInfo", "evaluate", "fit", "fit_many", "grid"]
 
@@ -209,8 +210,6 @@ def _check_model_fits(model: nn.Module, ds: Dataset, loss: Loss) -> None:
                 f"model output has shape {got} per example but {ds.name!r} has {what}; "
                 f"build the model with out_dim={need}"
             )
-        if loss.name == "cross_entropy" and ds.task != "classification":
-            raise ValueError("loss='cross_entropy' needs a classification task; use loss='mse' for regression")
 
 
 def _prepare(data: DataLike, model: nn.Module, device: Any) -> Dataset:
@@ -225,7 +224,7 @@ def evaluate(model: nn.Module, data: DataLike, loss: str | Loss | Callable = "au
     """Mean loss (and accuracy for classification) of ``model`` on ``data`` (moved to the model's device and dtype)."""
     dtype, device = _model_dtype_device(model)
     ds = as_dataset(data).to(device, dtype)
-    loss_fn = resolve(loss, ds.task)
+    loss_fn = resolve_loss(loss, ds)
     out = model(ds.inputs)
     metrics = {"loss": float(loss_fn(out, ds.targets))}
     if ds.task == "classification":
@@ -265,7 +264,7 @@ def fit(
     Ctrl-C (or a callback returning True) stops cleanly with ``stopped_early``.
     """
     ds = _prepare(data, model, device)
-    loss_fn = resolve(loss, ds.task)
+    loss_fn = resolve_loss(loss, ds)
     _check_common(ds, loss_fn, optimizer, steps, batch_size, [lr], [weight_decay])
     _check_model_fits(model, ds, loss_fn)
     eval_ds = ds if eval_data is None else as_dataset(eval_data).to(ds.inputs.device, ds.inputs.dtype)
@@ -420,7 +419,7 @@ def _fit_group(
     ds = _prepare(data, models[0], device)
     for m in models[1:]:
         m.to(ds.inputs.device)
-    loss_fn = resolve(loss, ds.task)
+    loss_fn = resolve_loss(loss, ds)
     _check_common(ds, loss_fn, optimizer, steps, batch_size, [m["lr"] for m in members],
                   [m["weight_decay"] for m in members])
     if callable(optimizer):
