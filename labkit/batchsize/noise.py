@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,7 +33,8 @@ from labkit.curvature import EmpiricalFisher, GradientCovariance, HessianOperato
 from labkit.data import Dataset
 from labkit.losses import Loss
 from labkit.risk import Risk
-from labkit.train import Callback, StepInfo
+from labkit.tracking import Every
+from labkit.train import StepInfo
 
 __all__ = ["NoiseScale", "NoiseScaleTracker", "b_noise", "noise_scale"]
 
@@ -223,8 +224,7 @@ def b_noise(
 # ---------------------------------------------------------------- tracking during training
 
 
-@dataclass
-class NoiseScaleTracker(Callback):
+class NoiseScaleTracker(Every):
     """A :func:`labkit.train.fit` callback recording the noise scale every ``every`` steps.
 
     At each record it measures ``tr(Sigma)`` and ``|G|^2`` at the current parameters on
@@ -237,39 +237,21 @@ class NoiseScaleTracker(Callback):
     ``live.append(step, b_simple=...)`` at each record.
     """
 
-    every: int = 10
-    method: str = "per_example"
-    batch_sizes: tuple[int, int] | None = None
-    n_samples: int = 8
-    smoothing: float | None = None
-    data: Any = None
-    live: Any = None
-    steps: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    b_simple: list[float] = field(default_factory=list)
-    trace_cov: list[float] = field(default_factory=list)
-    grad_sq_norm: list[float] = field(default_factory=list)
-    raw: list[NoiseScale] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        _checks.positive("every", self.every, integer=True)
-        _checks.choice("method", self.method, METHODS)
-        if self.method == "two_batch" and self.batch_sizes is None:
+    def __init__(self, every: int = 10, method: str = "per_example", batch_sizes: tuple[int, int] | None = None,
+                 n_samples: int = 8, smoothing: float | None = None, data: Any = None, live: Any = None):
+        super().__init__(every, live=live)
+        self.method = _checks.choice("method", method, METHODS)
+        if method == "two_batch" and batch_sizes is None:
             raise ValueError("NoiseScaleTracker(method='two_batch') needs batch_sizes=(small, big)")
-        if self.smoothing is None:
-            self.smoothing = 0.0 if self.method == "per_example" else 0.9
-        if not 0.0 <= self.smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing!r}")
+        if smoothing is None:
+            smoothing = 0.0 if method == "per_example" else 0.9
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+        self.batch_sizes, self.n_samples, self.smoothing, self.data = batch_sizes, n_samples, smoothing, data
         self._ema = [0.0, 0.0]
         self._weight = 0.0
 
-    def on_start(self, info: StepInfo) -> None:
-        if info.model is None:
-            raise TypeError("NoiseScaleTracker works with labkit.train.fit (one model), not fit_many")
-
-    def on_step(self, info: StepInfo) -> bool | None:
-        if info.step % self.every:
-            return None
+    def measure(self, info: StepInfo) -> dict[str, Any]:
         data = info.data if self.data is None else self.data
         ns = noise_scale(info.model, info.loss_fn, data, method=self.method, batch_sizes=self.batch_sizes,
                          n_samples=self.n_samples, seed=info.step)
@@ -278,15 +260,16 @@ class NoiseScaleTracker(Callback):
                      beta * self._ema[1] + (1 - beta) * ns.grad_sq_norm]
         self._weight = beta * self._weight + (1 - beta)
         tr, g2 = self._ema[0] / self._weight, self._ema[1] / self._weight
-        self.steps.append(info.step)
-        self.loss.append(float(info.loss))
-        self.trace_cov.append(tr)
-        self.grad_sq_norm.append(g2)
-        self.b_simple.append(_ratio(tr, g2))
-        self.raw.append(ns)
-        if self.live is not None:
-            self.live.append(info.step, b_simple=self.b_simple[-1])
-        return None
+        return {"b_simple": _ratio(tr, g2), "trace_cov": tr, "grad_sq_norm": g2, "loss": float(info.loss), "raw": ns}
+
+    def live_values(self, record: dict[str, Any]) -> dict[str, float]:
+        return {"b_simple": record["b_simple"]}
+
+    b_simple = property(lambda self: self.series("b_simple"), doc="B_simple (ratio of the averages) at each record.")
+    trace_cov = property(lambda self: self.series("trace_cov"), doc="Averaged tr(Sigma) at each record.")
+    grad_sq_norm = property(lambda self: self.series("grad_sq_norm"), doc="Averaged |G|^2 at each record.")
+    loss = property(lambda self: self.series("loss"), doc="The training loss at each record.")
+    raw = property(lambda self: self.series("raw"), doc="The unsmoothed NoiseScale of each record.")
 
     def figure(self) -> Any:
         """``B_simple`` (and the training loss) against the step, log y."""
