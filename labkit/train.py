@@ -26,8 +26,9 @@ from torch.func import functional_call, vmap
 
 from labkit import _checks
 from labkit.data import Dataset, as_dataset, batch_indices
-from labkit.losses import Loss, resolve
+from labkit.losses import Loss
 from labkit.optim import OPTIMIZERS, Functional, schedule, torch_optimizer
+from labkit.risk import resolve_loss
 
 __all__ = ["Callback", "History", "StepInfo", "evaluate", "fit", "fit_many", "grid"]
 
@@ -42,7 +43,10 @@ class History:
     that step's update; a diverged run ends with its non-finite loss.
     ``eval[name][j]`` was measured at step ``eval_steps[j]`` (on ``eval_data``, or
     on the full training set when none was given); the last entry is taken after
-    the final update.
+    the final update. Step ``t`` means "after ``t`` updates"; a run that is stopped
+    or interrupted keeps exactly the steps whose update was applied (the same in
+    :func:`fit` and :func:`fit_many`). ``tracked[name]`` holds what trackers
+    (:class:`labkit.tracking.Every`) measured: ``{"steps": [...], "values": [...]}``.
     """
 
     loss: list[float] = field(default_factory=list)
@@ -54,6 +58,7 @@ class History:
     diverged_at: int | None = None
     stopped_early: bool = False
     hparams: dict[str, Any] = field(default_factory=dict)
+    tracked: dict[str, dict[str, list]] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -70,18 +75,27 @@ class History:
         for k, v in metrics.items():
             self.eval.setdefault(k, []).append(float(v))
 
+    def track(self, step: int, values: Mapping[str, float]) -> None:
+        """Record tracked scalars measured at ``step``."""
+        for k, v in values.items():
+            entry = self.tracked.setdefault(k, {"steps": [], "values": []})
+            entry["steps"].append(int(step))
+            entry["values"].append(float(v))
+
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict (JSON-serialisable) of everything recorded."""
+        """A plain dict of everything recorded; valid JSON (non-finite numbers become None, i.e. null)."""
         return {
-            "loss": self.loss,
-            "lr": self.lr,
+            "loss": _finite(self.loss),
+            "lr": _finite(self.lr),
             "eval_steps": self.eval_steps,
-            "eval": self.eval,
+            "eval": {k: _finite(v) for k, v in self.eval.items()},
+            "tracked": {k: {"steps": v["steps"], "values": _finite(v["values"])} for k, v in self.tracked.items()},
             "wall_time": self.wall_time,
             "diverged": self.diverged,
             "diverged_at": self.diverged_at,
             "stopped_early": self.stopped_early,
-            "hparams": {k: (v if isinstance(v, (int, float, str, bool)) else repr(v)) for k, v in self.hparams.items()},
+            "hparams": {k: (_finite([v])[0] if isinstance(v, float) else v if isinstance(v, (int, str, bool))
+                            or v is None else repr(v)) for k, v in self.hparams.items()},
         }
 
     def figure(self, **kwargs: Any) -> Any:
@@ -89,6 +103,10 @@ class History:
         from labkit import viz
 
         return viz.loss_curves(self, **kwargs)
+
+
+def _finite(values: list[float]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values]
 
 
 @dataclass
@@ -209,8 +227,6 @@ def _check_model_fits(model: nn.Module, ds: Dataset, loss: Loss) -> None:
                 f"model output has shape {got} per example but {ds.name!r} has {what}; "
                 f"build the model with out_dim={need}"
             )
-        if loss.name == "cross_entropy" and ds.task != "classification":
-            raise ValueError("loss='cross_entropy' needs a classification task; use loss='mse' for regression")
 
 
 def _prepare(data: DataLike, model: nn.Module, device: Any) -> Dataset:
@@ -225,7 +241,7 @@ def evaluate(model: nn.Module, data: DataLike, loss: str | Loss | Callable = "au
     """Mean loss (and accuracy for classification) of ``model`` on ``data`` (moved to the model's device and dtype)."""
     dtype, device = _model_dtype_device(model)
     ds = as_dataset(data).to(device, dtype)
-    loss_fn = resolve(loss, ds.task)
+    loss_fn = resolve_loss(loss, ds)
     out = model(ds.inputs)
     metrics = {"loss": float(loss_fn(out, ds.targets))}
     if ds.task == "classification":
@@ -265,7 +281,7 @@ def fit(
     Ctrl-C (or a callback returning True) stops cleanly with ``stopped_early``.
     """
     ds = _prepare(data, model, device)
-    loss_fn = resolve(loss, ds.task)
+    loss_fn = resolve_loss(loss, ds)
     _check_common(ds, loss_fn, optimizer, steps, batch_size, [lr], [weight_decay])
     _check_model_fits(model, ds, loss_fn)
     eval_ds = ds if eval_data is None else as_dataset(eval_data).to(ds.inputs.device, ds.inputs.dtype)
@@ -287,6 +303,7 @@ def fit(
         cb.on_start(info(0, math.nan, lr * mult(0)))
     start = time.perf_counter()
     bar = _progress(steps, "fit", progress)
+    taken = 0  # updates applied: the step label of the current parameters
     try:
         for t in range(steps):
             lr_t = lr * mult(t)
@@ -307,17 +324,20 @@ def fit(
             value_t.backward()
             stop = [cb.on_step(info(t, value, lr_t)) for cb in cbs]
             opt.step()
+            taken = t + 1
             bar.update(1)
             if any(stop):
                 hist.stopped_early = True
                 break
     except KeyboardInterrupt:
-        warnings.warn(f"fit interrupted at step {len(hist.loss)}; returning the history so far", stacklevel=2)
+        warnings.warn(f"fit interrupted at step {taken}; returning the history so far", stacklevel=2)
         hist.stopped_early = True
     finally:
         bar.close()
-    if not hist.diverged:
-        hist.record_eval(len(hist.loss), evaluate(model, eval_ds, loss_fn))
+        if not hist.diverged:  # keep only the steps whose update was applied (as fit_many does)
+            del hist.loss[taken:], hist.lr[taken:]
+    if not hist.diverged and (not hist.eval_steps or hist.eval_steps[-1] != taken):
+        hist.record_eval(taken, evaluate(model, eval_ds, loss_fn))
     hist.wall_time = time.perf_counter() - start
     for cb in cbs:
         cb.on_end(hist)
@@ -420,7 +440,7 @@ def _fit_group(
     ds = _prepare(data, models[0], device)
     for m in models[1:]:
         m.to(ds.inputs.device)
-    loss_fn = resolve(loss, ds.task)
+    loss_fn = resolve_loss(loss, ds)
     _check_common(ds, loss_fn, optimizer, steps, batch_size, [m["lr"] for m in members],
                   [m["weight_decay"] for m in members])
     if callable(optimizer):
@@ -480,6 +500,7 @@ def _fit_group(
     start = time.perf_counter()
     bar = _progress(steps, f"fit_many ({M} models)", progress)
     taken = steps
+    done = 0  # updates applied
     try:
         for t in range(steps):
             if batch_size is None:
@@ -503,6 +524,7 @@ def _fit_group(
             new = opt.step(params, grads, lr * lr_t, wd)
             params = {k: torch.where(keep.reshape((-1,) + (1,) * (p.ndim - 1)), p, torch.zeros_like(p))
                       for k, p in new.items()}
+            done = t + 1
             bar.update(1)
             if any(stop):
                 taken = t + 1
@@ -511,12 +533,14 @@ def _fit_group(
                 taken = t + 1
                 break
     except KeyboardInterrupt:
-        warnings.warn(f"fit_many interrupted at step {t}; returning the histories so far", stacklevel=2)
-        taken = t
+        warnings.warn(f"fit_many interrupted at step {done}; returning the histories so far", stacklevel=2)
+        taken = done
     finally:
         bar.close()
+    died = torch.where(died >= taken, torch.full_like(died, -1), died)  # a loss whose update was never applied
     stopped = taken < steps and bool(alive.any())
-    final = evaluate_all(taken)
+    if not evals or evals[-1][0] != taken:
+        evaluate_all(taken)
     wall = time.perf_counter() - start
 
     # ---- one History per member, built from the stacked records in one transfer
@@ -541,7 +565,6 @@ def _fit_group(
             if alive_at[i] and (s < n_steps or (d < 0 and s == taken)):
                 h.record_eval(s, {k: v[i] for k, v in metr.items()})
         out.append(h)
-    del final
     for cb in cbs:
         cb.on_end(out)
     return out

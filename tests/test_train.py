@@ -1,3 +1,5 @@
+import contextlib
+import json
 import math
 
 import numpy as np
@@ -238,7 +240,38 @@ def test_keyboard_interrupt_returns_the_history_so_far():
 
     with pytest.warns(UserWarning, match="interrupted"):
         hist = train.fit(net(0), regression(), lr=0.01, steps=50, callbacks=[interrupt], progress=False)
-    assert hist.stopped_early and hist.steps == 4 and hist.eval_steps[-1] == 4
+    # interrupted before update 3: three updates were applied, and every record says so
+    assert hist.stopped_early and hist.steps == 3 and hist.eval_steps[-1] == 3
+
+
+@pytest.mark.parametrize("how", ["stop", "interrupt"])
+def test_interrupted_history_is_the_same_in_fit_and_fit_many(how):
+    def callback(info):
+        if info.step == 3:
+            if how == "interrupt":
+                raise KeyboardInterrupt
+            return True
+        return None
+
+    kw = dict(lr=0.05, steps=20, eval_every=2, callbacks=[callback], progress=False)
+    ctx = pytest.warns(UserWarning, match="interrupted") if how == "interrupt" else contextlib.nullcontext()
+    with ctx:
+        single = train.fit(net(0), regression(), **kw)
+    with ctx if how == "interrupt" else contextlib.nullcontext():
+        many = train.fit_many(net, regression(), hparams={"seed": [0]}, **kw)[0]
+    assert single.steps == many.steps == (3 if how == "interrupt" else 4)
+    assert single.eval_steps == many.eval_steps  # each labelled with the step it was measured at, no duplicates
+    assert len(set(single.eval_steps)) == len(single.eval_steps) and single.eval_steps[-1] == single.steps
+    np.testing.assert_allclose(single.loss, many.loss, rtol=1e-5)
+    np.testing.assert_allclose(single.eval["loss"], many.eval["loss"], rtol=1e-5)
+    assert single.stopped_early and many.stopped_early
+
+
+def test_history_to_dict_is_valid_json():
+    hist = train.fit(net(0), regression(), lr=1e6, steps=200, progress=False)
+    assert hist.diverged
+    text = json.dumps(hist.to_dict(), allow_nan=False)  # raises on NaN / inf
+    assert json.loads(text)["loss"][-1] is None
 
 
 def test_explicit_device_moves_model_and_data():

@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
 from labkit import _checks
-from labkit.batchsize.grads import per_example_grads, per_example_sq_norms
-from labkit.data import Dataset, as_dataset
-from labkit.hessian import HessianOperator
-from labkit.losses import Loss, resolve
-from labkit.models import ParamSpec, param_dict
-from labkit.train import Callback, StepInfo
+from labkit.curvature import EmpiricalFisher, GradientCovariance, HessianOperator, trace_product
+from labkit.data import Dataset
+from labkit.losses import Loss
+from labkit.risk import Risk
+from labkit.tracking import Every
+from labkit.train import StepInfo
 
 __all__ = ["NoiseScale", "NoiseScaleTracker", "b_noise", "noise_scale"]
 
@@ -63,25 +63,12 @@ class NoiseScale:
     n_samples: int = 0
 
 
-def _setup(model: nn.Module, loss: str | Loss | Callable, data: Any) -> tuple[Dataset, Loss, dict]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
-    params = param_dict(model)
-    first = next(iter(params.values()))
-    ds = as_dataset(data).to(first.device, first.dtype)
-    return ds, resolve(loss, ds.task), params
-
-
-def _mean_loss(model: nn.Module, loss_fn: Loss) -> Callable:
-    def f(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(model, p, (x,)), y)
-
-    return f
-
-
-def _full_gradient(model: nn.Module, loss_fn: Loss, ds: Dataset, params: dict) -> torch.Tensor:
-    """``G = grad of the mean loss over the whole dataset``, flat."""
-    return ParamSpec.of(params).flatten(grad(_mean_loss(model, loss_fn))(params, ds.inputs, ds.targets))
+def _risk(model: nn.Module, loss: str | Loss | Callable, data: Any) -> Risk:
+    risk = Risk(model, loss, data)
+    if risk.num_examples < 2:
+        raise ValueError(f"the noise scale of {risk.num_examples} example is undefined (the gradient covariance "
+                         "needs at least 2 examples)")
+    return risk
 
 
 def _finite_population(n: int, b: int, replacement: bool) -> float:
@@ -103,13 +90,15 @@ def _check_batch_sizes(batch_sizes: Any, n: int, replacement: bool) -> tuple[int
     return small, big
 
 
-def _batch_sq_norms(model: nn.Module, loss_fn: Loss, ds: Dataset, params: dict, index: torch.Tensor,
-                    chunk_size: int | None) -> torch.Tensor:
+def _batch_sq_norms(risk: Risk, ds: Dataset, index: torch.Tensor, chunk_size: int | None) -> torch.Tensor:
     """``|G_B|^2`` for each row of ``index`` (``(S, B)`` example indices): one vmapped gradient per batch."""
-    spec = ParamSpec.of(params)
-    batch_grad = vmap(grad(_mean_loss(model, loss_fn)), in_dims=(None, 0, 0), chunk_size=chunk_size)
-    g = batch_grad(params, ds.inputs[index], ds.targets[index])  # {name: (S, *shape)}
-    return spec.flatten(g).square().sum(1)
+
+    def mean_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return risk.loss(risk.forward(p, x), y)
+
+    batch_grad = vmap(grad(mean_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)
+    g = batch_grad(risk.params, ds.inputs[index], ds.targets[index])  # {name: (S, *shape)}
+    return risk.spec.flatten(g).square().sum(1)
 
 
 def _draw(n: int, b: int, samples: int, replacement: bool, gen: torch.Generator) -> torch.Tensor:
@@ -158,15 +147,14 @@ def noise_scale(
     0.0
     """
     _checks.choice("method", method, METHODS)
-    ds, loss_fn, params = _setup(model, loss, data)
-    n = len(ds)
-    G = _full_gradient(model, loss_fn, ds, params)
-    g2_exact = float(G.square().sum())
+    risk = _risk(model, loss, data)
+    n = risk.num_examples
     if method == "per_example":
-        sq = per_example_sq_norms(model, loss_fn, ds.inputs, ds.targets, chunk_size=chunk_size)
-        tr = float(sq.mean()) - g2_exact
+        sigma = GradientCovariance(risk)
+        tr, g2_exact = sigma.trace(), float(sigma.mean_gradient.square().sum())
         return NoiseScale(_ratio(tr, g2_exact), tr, g2_exact, method=method, n=n)
 
+    ds = Dataset(torch.cat([x for x, _ in risk.batches]), torch.cat([y for _, y in risk.batches]), risk.task)
     if batch_sizes is None:
         raise ValueError("method='two_batch' needs batch_sizes=(small, big), e.g. (8, 128)")
     small, big = _check_batch_sizes(batch_sizes, n, replacement)
@@ -174,8 +162,8 @@ def noise_scale(
     gen = torch.Generator().manual_seed(int(seed))
     idx_s = _draw(n, small, n_samples, replacement, gen).to(ds.inputs.device)
     idx_b = _draw(n, big, n_samples, replacement, gen).to(ds.inputs.device)
-    x_s = _batch_sq_norms(model, loss_fn, ds, params, idx_s, chunk_size).double()
-    x_b = _batch_sq_norms(model, loss_fn, ds, params, idx_b, chunk_size).double()
+    x_s = _batch_sq_norms(risk, ds, idx_s, chunk_size).double()
+    x_b = _batch_sq_norms(risk, ds, idx_b, chunk_size).double()
     c_s, c_b = _finite_population(n, small, replacement), _finite_population(n, big, replacement)
     tr_est = (x_s - x_b) / (c_s - c_b)
     g2_est = (c_s * x_b - c_b * x_s) / (c_s - c_b)
@@ -209,37 +197,34 @@ def b_noise(
 ) -> float:
     """``B_noise = tr(H Sigma) / (G^T H G)`` (McCandlish et al. 2018, eq. 2.8) with Hessian-vector products.
 
-    ``tr(H Sigma) = mean_i g_i^T H g_i - G^T H G`` (divisor-``n`` convention, see the module
-    docstring), with ``H`` the Hessian of the mean loss on ``data``
-    (:class:`labkit.hessian.HessianOperator`). This costs one HVP per
-    example; ``examples=m`` averages ``g_i^T H g_i`` over ``m`` random examples instead
-    (an unbiased estimate of the mean, ``seed`` picks them). Gradients are processed
-    ``chunk_size`` at a time.
+    ``tr(H Sigma)`` is composed from the operators (:func:`labkit.curvature.trace_product` of the
+    :class:`~labkit.curvature.HessianOperator` and the :class:`~labkit.curvature.GradientCovariance`,
+    divisor-``n`` convention, see the module docstring): exact, one HVP per example, ``chunk_size``
+    at a time. ``examples=m`` uses ``tr(H Sigma) = tr(H F_m) - G^T H G`` with the empirical Fisher
+    ``F_m`` of ``m`` random examples instead (an unbiased estimate; ``seed`` picks them).
     """
-    ds, loss_fn, params = _setup(model, loss, data)
+    risk = _risk(model, loss, data)
     _checks.positive("chunk_size", chunk_size, integer=True)
-    n = len(ds)
-    idx = torch.arange(n)
-    if examples is not None:
+    n = risk.num_examples
+    H = HessianOperator(risk)
+    G = risk.gradient()
+    gHg = float(G @ H.matvec(G))
+    if examples is None:
+        tr_h_sigma = trace_product(H, GradientCovariance(risk), chunk_size=chunk_size)
+    else:
         _checks.in_range("examples", examples, 1, n)
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:examples]
-    idx = idx.to(ds.inputs.device)
-    hmm = HessianOperator(model, loss_fn, ds).matmat  # V (P, k) -> H V by Hessian-vector products
-    G = _full_gradient(model, loss_fn, ds, params)
-    gHg = float(G @ hmm(G[:, None])[:, 0])
-    total = 0.0
-    for chunk in idx.split(chunk_size):
-        g = per_example_grads(model, loss_fn, ds.inputs[chunk], ds.targets[chunk])  # (c, P)
-        total += float((g.T * hmm(g.T)).sum())
-    tr_h_sigma = total / len(idx) - gHg
+        x, y = (torch.cat(t)[idx.to(risk.device)] for t in zip(*risk.batches))
+        subset = Risk(risk.model, risk.loss, Dataset(x, y, risk.task, int(y.max()) + 1 if risk.task ==
+                                                     "classification" else None))
+        tr_h_sigma = trace_product(H, EmpiricalFisher(subset), chunk_size=chunk_size) - gHg
     return _ratio(tr_h_sigma, gHg)
 
 
 # ---------------------------------------------------------------- tracking during training
 
 
-@dataclass
-class NoiseScaleTracker(Callback):
+class NoiseScaleTracker(Every):
     """A :func:`labkit.train.fit` callback recording the noise scale every ``every`` steps.
 
     At each record it measures ``tr(Sigma)`` and ``|G|^2`` at the current parameters on
@@ -252,39 +237,21 @@ class NoiseScaleTracker(Callback):
     ``live.append(step, b_simple=...)`` at each record.
     """
 
-    every: int = 10
-    method: str = "per_example"
-    batch_sizes: tuple[int, int] | None = None
-    n_samples: int = 8
-    smoothing: float | None = None
-    data: Any = None
-    live: Any = None
-    steps: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    b_simple: list[float] = field(default_factory=list)
-    trace_cov: list[float] = field(default_factory=list)
-    grad_sq_norm: list[float] = field(default_factory=list)
-    raw: list[NoiseScale] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        _checks.positive("every", self.every, integer=True)
-        _checks.choice("method", self.method, METHODS)
-        if self.method == "two_batch" and self.batch_sizes is None:
+    def __init__(self, every: int = 10, method: str = "per_example", batch_sizes: tuple[int, int] | None = None,
+                 n_samples: int = 8, smoothing: float | None = None, data: Any = None, live: Any = None):
+        super().__init__(every, live=live)
+        self.method = _checks.choice("method", method, METHODS)
+        if method == "two_batch" and batch_sizes is None:
             raise ValueError("NoiseScaleTracker(method='two_batch') needs batch_sizes=(small, big)")
-        if self.smoothing is None:
-            self.smoothing = 0.0 if self.method == "per_example" else 0.9
-        if not 0.0 <= self.smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing!r}")
+        if smoothing is None:
+            smoothing = 0.0 if method == "per_example" else 0.9
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+        self.batch_sizes, self.n_samples, self.smoothing, self.data = batch_sizes, n_samples, smoothing, data
         self._ema = [0.0, 0.0]
         self._weight = 0.0
 
-    def on_start(self, info: StepInfo) -> None:
-        if info.model is None:
-            raise TypeError("NoiseScaleTracker works with labkit.train.fit (one model), not fit_many")
-
-    def on_step(self, info: StepInfo) -> bool | None:
-        if info.step % self.every:
-            return None
+    def measure(self, info: StepInfo) -> dict[str, Any]:
         data = info.data if self.data is None else self.data
         ns = noise_scale(info.model, info.loss_fn, data, method=self.method, batch_sizes=self.batch_sizes,
                          n_samples=self.n_samples, seed=info.step)
@@ -293,15 +260,16 @@ class NoiseScaleTracker(Callback):
                      beta * self._ema[1] + (1 - beta) * ns.grad_sq_norm]
         self._weight = beta * self._weight + (1 - beta)
         tr, g2 = self._ema[0] / self._weight, self._ema[1] / self._weight
-        self.steps.append(info.step)
-        self.loss.append(float(info.loss))
-        self.trace_cov.append(tr)
-        self.grad_sq_norm.append(g2)
-        self.b_simple.append(_ratio(tr, g2))
-        self.raw.append(ns)
-        if self.live is not None:
-            self.live.append(info.step, b_simple=self.b_simple[-1])
-        return None
+        return {"b_simple": _ratio(tr, g2), "trace_cov": tr, "grad_sq_norm": g2, "loss": float(info.loss), "raw": ns}
+
+    def live_values(self, record: dict[str, Any]) -> dict[str, float]:
+        return {"b_simple": record["b_simple"]}
+
+    b_simple = property(lambda self: self.series("b_simple"), doc="B_simple (ratio of the averages) at each record.")
+    trace_cov = property(lambda self: self.series("trace_cov"), doc="Averaged tr(Sigma) at each record.")
+    grad_sq_norm = property(lambda self: self.series("grad_sq_norm"), doc="Averaged |G|^2 at each record.")
+    loss = property(lambda self: self.series("loss"), doc="The training loss at each record.")
+    raw = property(lambda self: self.series("raw"), doc="The unsmoothed NoiseScale of each record.")
 
     def figure(self) -> Any:
         """``B_simple`` (and the training loss) against the step, log y."""

@@ -8,14 +8,14 @@
     labkit.hessian.top_eigenvalues(model, "cross_entropy", ds, k=3)   # the same, in one call
 
 Operators live in :mod:`labkit.hessian.operators`, the probes (convenience functions,
-the :class:`Sharpness` callback, batch-vs-full sharpness, outlier counting) in
-:mod:`labkit.hessian.probes`; the algorithms are :mod:`labkit.linalg`'s.
+batch-vs-full sharpness, outlier counting) in :mod:`labkit.hessian.probes`, the :class:`Sharpness`
+callback (a :class:`labkit.tracking.Every`) in :mod:`labkit.hessian.sharpness`; the algorithms are
+:mod:`labkit.linalg`'s.
 """
 
 from labkit.hessian.operators import GaussNewtonOperator, HessianOperator, dense_hessian, residual_operator
 from labkit.hessian.probes import (
     BatchSharpness,
-    Sharpness,
     batch_sharpness,
     class_outliers,
     count_outliers,
@@ -25,6 +25,7 @@ from labkit.hessian.probes import (
     top_eigenvalues,
     trace,
 )
+from labkit.hessian.sharpness import Sharpness
 
 __all__ = [
     "BatchSharpness",

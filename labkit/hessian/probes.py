@@ -14,11 +14,9 @@ from torch import nn
 from labkit import _checks, linalg
 from labkit.data import as_dataset
 from labkit.hessian.operators import GaussNewtonOperator, HessianOperator, dense_hessian
-from labkit.train import Callback, StepInfo
 
 __all__ = [
     "BatchSharpness",
-    "Sharpness",
     "batch_sharpness",
     "class_outliers",
     "count_outliers",
@@ -114,66 +112,6 @@ def stability_threshold(lr: float, optimizer: Any) -> float:
     if optimizer == "momentum":
         return 2.0 * (1.0 + MOMENTUM) / lr
     return math.nan
-
-
-class Sharpness(Callback):
-    """A :func:`labkit.train.fit` callback recording the top Hessian eigenvalue(s) every ``every`` steps.
-
-    Each measurement warm-starts Lanczos from the previous top eigenvectors, so it
-    typically costs a few tens of HVPs. ``data`` defaults to the training data
-    (``max_examples`` keeps the first rows only, as Cohen et al. used 5,000);
-    ``live`` is an optional ``labkit.viz.LivePlot`` fed ``sharpness`` and ``threshold``.
-    Records ``steps``, ``values`` (list of ``k`` floats), ``lrs``, ``thresholds``, ``n_matvec``.
-    """
-
-    def __init__(self, every: int = 10, k: int = 1, *, data: Any = None, max_examples: int | None = None,
-                 tol: float = 1e-4, live: Any = None):
-        self.every = _checks.positive("every", every, integer=True)
-        self.k = _checks.positive("k", k, integer=True)
-        self.data, self.max_examples, self.tol, self.live = data, max_examples, tol, live
-        self.steps: list[int] = []
-        self.values: list[list[float]] = []
-        self.lrs: list[float] = []
-        self.thresholds: list[float] = []
-        self.n_matvec: list[int] = []
-        self._vectors: torch.Tensor | None = None
-
-    def on_start(self, info: StepInfo) -> None:
-        if info.model is None:  # fail before the first step, not in the middle of training
-            raise TypeError("Sharpness works with labkit.train.fit (one model), not fit_many")
-
-    def on_step(self, info: StepInfo) -> None:
-        if info.step % self.every:
-            return None
-        ds = as_dataset(self.data if self.data is not None else info.data)
-        if self.max_examples is not None:
-            ds = ds[: self.max_examples]
-        op = HessianOperator(info.model, info.loss_fn, ds)
-        res = linalg.top_eigenvalues(op, self.k, tol=self.tol, v0=self._vectors, dense=False)
-        self._vectors = res.vectors
-        self.steps.append(info.step)
-        self.values.append([float(v) for v in res.values])
-        self.lrs.append(info.lr)
-        self.thresholds.append(stability_threshold(info.lr, info.optimizer))
-        self.n_matvec.append(res.n_matvec)
-        if self.live is not None:
-            self.live.append(info.step, sharpness=self.values[-1][0], threshold=self.thresholds[-1])
-        return None
-
-    @property
-    def top(self) -> np.ndarray:
-        """lambda_max at each recorded step."""
-        return np.array([v[0] for v in self.values])
-
-    def figure(self) -> Any:
-        """lambda_max against step, with the edge-of-stability threshold."""
-        from labkit.viz import theme
-
-        fig = theme.figure("Sharpness during training", "step", "top Hessian eigenvalue")
-        fig.add_scatter(x=self.steps, y=self.top, mode="lines+markers", name="lambda_max")
-        fig.add_scatter(x=self.steps, y=self.thresholds, mode="lines", name="2/lr (EoS)",
-                        line={"dash": "dash", "color": theme.REFERENCE})
-        return fig
 
 
 # ---------------------------------------------------------------- batch vs full Hessian

@@ -35,7 +35,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from labkit import _checks, structure
 from labkit.linalg import LinearOperator
-from labkit.models import Dense, call, param_dict
+from labkit.models import Dense, call
+from labkit.risk import Function
 
 __all__ = ["METHODS", "NTKOperator", "choose_method", "empirical"]
 
@@ -47,10 +48,8 @@ BUDGET = 2**24  # entries of the largest intermediate block (chunk_size=None)
 Params = Mapping[str, torch.Tensor]
 
 
-def _prepare(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    p = next(iter(param_dict(model).values()))
+def _prepare(fn: Function, x1: torch.Tensor, x2: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Check the inputs and move them to the parameters' device and dtype."""
     out = []
     for name, x in (("x1", x1), ("x2", x2)):
         if x is None:
@@ -60,7 +59,7 @@ def _prepare(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None) -> tup
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim < 2 or x.shape[0] == 0:
             raise ValueError(f"{name} must have shape (n, features...) with n >= 1, got {tuple(x.shape)}")
-        out.append(x.to(device=p.device, dtype=p.dtype))
+        out.append(x.to(device=fn.device, dtype=fn.dtype))
     if out[1] is not None and out[1].shape[1:] != out[0].shape[1:]:
         raise ValueError(
             f"x2 has features of shape {tuple(out[1].shape[1:])} but x1 has {tuple(out[0].shape[1:])}; "
@@ -211,23 +210,6 @@ def _forward_cost(model: nn.Module, x: torch.Tensor) -> tuple[float, int]:
     return float(max(fc.get_total_flops(), 1)), max(acts[0], 1)
 
 
-_COST_CACHE: dict[tuple, dict] = {}
-
-
-def _costs(model: nn.Module, params: Params, n1: int, n2: int, o: int, full: bool, x: torch.Tensor) -> dict:
-    """Estimated flops of each method (constants measured on the 2-core CPU, see benchmarks/bench_ntk.py).
-
-    Cached per architecture and problem size, so repeated calls (a kernel tracker) pay for it once.
-    """
-    key = (id(model), tuple((k, tuple(v.shape)) for k, v in params.items()), tuple(x.shape[1:]), x.dtype, n1, n2,
-           o, full)
-    if key not in _COST_CACHE:
-        if len(_COST_CACHE) > 256:
-            _COST_CACHE.clear()
-        _COST_CACHE[key] = _estimate(model, params, n1, n2, o, full, x)
-    return _COST_CACHE[key]
-
-
 #: Forming explicit per-example gradients of layers with positions (convolutions) runs ~1.6x slower per flop
 #: than the Jacobian path's batched products (bench_ntk.py, CNN on 256 inputs: structured 0.11 s vs jacobian
 #: 0.07 s traced, at a lower flop count); without this factor "auto" chose structured there.
@@ -258,9 +240,10 @@ def choose_method(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
                   output: str = "trace") -> str:
     """The method ``"auto"`` uses: the lowest estimated flop count (see :func:`empirical`)."""
     _checks.choice("output", output, OUTPUTS)
-    x1, x2 = _prepare(model, x1, x2)
+    fn = Function(model)
+    x1, x2 = _prepare(fn, x1, x2)
     o = _out_dim(model, x1)
-    costs = _costs(model, param_dict(model), x1.shape[0], (x1 if x2 is None else x2).shape[0], o, output == "full", x1)
+    costs = _estimate(model, fn.params, x1.shape[0], (x1 if x2 is None else x2).shape[0], o, output == "full", x1)
     return min(costs, key=costs.get)
 
 
@@ -292,13 +275,14 @@ def empirical(
     _checks.choice("output", output, OUTPUTS)
     if chunk_size is not None:
         _checks.positive("chunk_size", chunk_size, integer=True)
-    x1, x2 = _prepare(model, x1, x2)
-    params = param_dict(model)
+    fn = Function(model)
+    x1, x2 = _prepare(fn, x1, x2)
+    params = fn.params
     o = _out_dim(model, x1)
     full = output == "full"
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     if method == "auto":
-        costs = _costs(model, params, n1, n2, o, full, x1)
+        costs = _estimate(model, params, n1, n2, o, full, x1)
         method = min(costs, key=costs.get)
     if chunk_size is None:
         n_params = sum(v.numel() for v in params.values())
@@ -316,18 +300,20 @@ class NTKOperator(LinearOperator):
     ``"trace"``: the ``n x n`` matrix summed over outputs. A product ``Theta V`` costs one
     vjp and one jvp per column (per column and output for ``"trace"``), never a Jacobian. With
     the MSE loss ``mean_i sum_o (f - y)^2``, ``(2/n) Theta`` has the nonzero eigenvalues of the
-    Gauss-Newton matrix ``(2/n) J^T J``.
+    Gauss-Newton matrix ``(2/n) J^T J``. Like every operator it is evaluated at the parameters it
+    was built with (:mod:`labkit.risk`): training the model afterwards does not change it.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, *, output: Literal["trace", "full"] = "full"):
         _checks.choice("output", output, OUTPUTS)
-        x, _ = _prepare(model, x, None)
+        fn = Function(model)
+        x, _ = _prepare(fn, x, None)
         self.model, self.x, self.output = model, x, output
-        self.params = param_dict(model)
+        self.params = fn.params
         self.n, self.out_dim = x.shape[0], _out_dim(model, x)
         size = self.n * self.out_dim if output == "full" else self.n
         super().__init__(size, x.dtype, x.device)
-        f = _batch(model, x)
+        f = lambda p: fn.forward(p, x).reshape(x.shape[0], -1)  # noqa: E731  F(params) -> (n, out)
         _, self._vjp = vjp(f, self.params)  # J^T u, reusing one forward pass
         self._jvp = lambda t: jvp(f, (self.params,), (t,))[1]  # J v
 

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from labkit import _checks
-from labkit.ntk.empirical import METHODS, empirical
-from labkit.train import Callback, History, StepInfo
+from labkit.ntk.empirical import METHODS, choose_method, empirical
+from labkit.tracking import Every
+from labkit.train import StepInfo
 
 __all__ = ["KernelTracker", "kernel_distance", "relative_change"]
 
@@ -45,7 +46,7 @@ def relative_change(k: torch.Tensor, k0: torch.Tensor) -> float:
     return float((k - k0).norm() / k0.norm())
 
 
-class KernelTracker(Callback):
+class KernelTracker(Every):
     """A :func:`labkit.train.fit` callback recording the empirical NTK on ``x`` every ``every`` steps.
 
     Records ``steps``, ``change`` (relative Frobenius change from the first kernel),
@@ -53,55 +54,40 @@ class KernelTracker(Callback):
     of the trace kernel), plus ``initial`` and ``final`` kernels. Pass a
     :class:`labkit.viz.LivePlot` as ``live`` to stream ``kernel_change`` and
     ``kernel_distance`` into it (or only the change, as series ``name``, when ``name`` is given).
-    The kernel after ``fit``'s last update is measured in ``on_end``.
+    The kernel after ``fit``'s last update is measured too. ``method="auto"`` is resolved once,
+    at the first measurement (the sizes do not change during training).
     """
 
     def __init__(self, x: torch.Tensor, every: int = 10, *, k: int = 5, method: str = "auto", live: Any = None,
                  name: str | None = None):
         if not isinstance(x, torch.Tensor) or x.ndim < 2:
             raise ValueError(f"x must be a tensor of inputs (n, features...), got {getattr(x, 'shape', x)!r}")
-        _checks.positive("every", every, integer=True)
-        _checks.positive("k", k, integer=True)
-        _checks.choice("method", method, METHODS)
-        self.x, self.every, self.k, self.method, self.live, self.name = x, every, k, method, live, name
-        self.steps: list[int] = []
-        self.change: list[float] = []
-        self.distance: list[float] = []
-        self.eigenvalues: list[torch.Tensor] = []
+        super().__init__(every, live=live, final=True)
+        self.k = _checks.positive("k", k, integer=True)
+        self.method = _checks.choice("method", method, METHODS)
+        self.x, self.kernel_name = x, name
         self.initial: torch.Tensor | None = None
         self.final: torch.Tensor | None = None
-        self._model: Any = None
-        self._last = -1
+        self._method: str | None = None
 
-    def _record(self, step: int, model: Any) -> None:
-        kern = empirical(model, self.x, method=self.method).detach()
+    def measure(self, info: StepInfo) -> dict[str, Any]:
+        if self._method is None:
+            self._method = choose_method(info.model, self.x) if self.method == "auto" else self.method
+        kern = empirical(info.model, self.x, method=self._method).detach()
         if self.initial is None:
             self.initial = kern
         self.final = kern
-        self.steps.append(step)
-        self.change.append(relative_change(kern, self.initial))
-        self.distance.append(kernel_distance(kern, self.initial))
-        self.eigenvalues.append(torch.linalg.eigvalsh(kern).flip(0)[: self.k])
-        self._last = step
-        if self.live is not None and self.name is not None:
-            self.live.append(step, **{self.name: self.change[-1]})
-        elif self.live is not None:
-            self.live.append(step, kernel_change=self.change[-1], kernel_distance=self.distance[-1])
+        return {"change": relative_change(kern, self.initial), "distance": kernel_distance(kern, self.initial),
+                "eigenvalues": torch.linalg.eigvalsh(kern).flip(0)[: self.k]}
 
-    def on_start(self, info: StepInfo) -> None:
-        if info.model is None:
-            raise TypeError("KernelTracker follows one network: use it with labkit.train.fit, not fit_many")
-        self._model = info.model
+    def live_values(self, record: dict[str, Any]) -> dict[str, float]:
+        if self.kernel_name is not None:
+            return {self.kernel_name: record["change"]}
+        return {"kernel_change": record["change"], "kernel_distance": record["distance"]}
 
-    def on_step(self, info: StepInfo) -> bool | None:
-        if info.step % self.every == 0:
-            self._record(info.step, info.model)
-        return None
-
-    def on_end(self, history: History | list[History]) -> None:
-        steps = len(history.loss) if isinstance(history, History) else None
-        if steps is not None and self._model is not None and steps > self._last and not history.diverged:
-            self._record(steps, self._model)
+    change = property(lambda self: self.series("change"), doc="|K - K0| / |K0| at each record.")
+    distance = property(lambda self: self.series("distance"), doc="1 - cos(K, K0) at each record.")
+    eigenvalues = property(lambda self: self.series("eigenvalues"), doc="Top k eigenvalues at each record.")
 
     def figure(self, title: str = "Kernel change during training") -> Any:
         """Relative change and distance of the kernel against the step (plotly)."""

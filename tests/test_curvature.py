@@ -1,0 +1,154 @@
+"""Curvature operators against the dense float64 references of labkit.testing (MLP and CNN, CE and MSE)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from labkit import curvature, linalg, models, testing
+from labkit.batchsize import noise_scale
+from labkit.risk import Risk
+
+TOL = 1e-10
+
+
+def _problem(arch: str, loss: str, n: int = 12, seed: int = 0) -> Risk:
+    g = torch.Generator().manual_seed(seed)
+    if arch == "mlp":
+        model = models.mlp(3, [5], 3, "tanh", seed=seed).double()
+        x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    else:
+        model = models.cnn(image_size=4, channels=1, num_classes=3, width=2, activation="tanh", seed=seed).double()
+        x = torch.randn(n, 1, 4, 4, generator=g, dtype=torch.float64)
+    if loss == "cross_entropy":
+        y = torch.arange(n) % 3
+    else:
+        y = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    return Risk(model, loss, (x, y), batch_size=5)  # unequal batches: 5, 5, 2
+
+
+CASES = [(a, l) for a in ("mlp", "cnn") for l in ("cross_entropy", "mse")]
+
+
+@pytest.mark.parametrize("arch,loss", CASES)
+def test_second_moment_operators_match_dense(arch, loss):
+    risk = _problem(arch, loss)
+    testing.assert_matches_dense(curvature.GradientCovariance(risk), testing.dense_gradient_covariance(risk), atol=TOL)
+    testing.assert_matches_dense(curvature.EmpiricalFisher(risk), testing.dense_empirical_fisher(risk), atol=TOL)
+    testing.assert_matches_dense(curvature.Fisher(risk), testing.dense_fisher(risk), atol=TOL)
+
+
+@pytest.mark.parametrize("arch,loss", CASES)
+def test_hessian_and_ggn_match_dense(arch, loss):
+    risk = _problem(arch, loss)
+    testing.assert_matches_dense(curvature.HessianOperator(risk), testing.dense_hessian(risk), atol=TOL)
+    testing.assert_matches_dense(curvature.GaussNewtonOperator(risk), testing.dense_ggn(risk), atol=TOL)
+
+
+@pytest.mark.parametrize("arch,loss", CASES)
+def test_fisher_equals_gauss_newton(arch, loss):
+    """The loss is the NLL of the predictive (softmax; N(f, I/2) for MSE): then F = G exactly (Martens 2020)."""
+    risk = _problem(arch, loss)
+    G = linalg.to_dense(curvature.GaussNewtonOperator(risk))
+    testing.assert_matches_dense(curvature.Fisher(risk), G, atol=TOL)
+    if loss == "mse":  # the unit-variance Gaussian reading: F = J^T J / N = G / 2
+        testing.assert_matches_dense(curvature.Fisher(risk, variance=1.0), G / 2, atol=TOL)
+    # negative control: the empirical Fisher is not the Fisher away from the optimum
+    with pytest.raises(AssertionError, match="differs from the dense reference"):
+        testing.assert_matches_dense(curvature.EmpiricalFisher(risk), G, atol=1e-6)
+
+
+def test_sigma_is_empirical_fisher_minus_mean_gradient():
+    risk = _problem("mlp", "cross_entropy")
+    G = risk.gradient()
+    ef = linalg.to_dense(curvature.EmpiricalFisher(risk))
+    testing.assert_matches_dense(curvature.GradientCovariance(risk), ef - torch.outer(G, G), atol=TOL)
+    sigma = curvature.GradientCovariance(risk)
+    assert abs(sigma.trace() - float(torch.trace(testing.dense_gradient_covariance(risk)))) < TOL
+    C = sigma.factor()
+    testing.assert_matches_dense(C @ C.T, testing.dense_gradient_covariance(risk), atol=TOL)
+
+
+def test_product_operator_and_trace_of_h_sigma():
+    risk = _problem("mlp", "mse")
+    H, S = curvature.HessianOperator(risk), curvature.GradientCovariance(risk)
+    Hd, Sd = testing.dense_hessian(risk), testing.dense_gradient_covariance(risk)
+    testing.assert_matches_dense(H @ S, Hd @ Sd, atol=TOL)
+    exact = float(torch.trace(Hd @ Sd))
+    assert abs(curvature.trace_product(H, S) - exact) < TOL * max(1.0, abs(exact))
+    assert abs(curvature.trace_product(H, curvature.HessianOperator(risk)) - float(torch.trace(Hd @ Hd))) < 1e-8
+    est = curvature.trace_product(H, S, n_matvec=20, seed=0)  # Hutch++ on the product: an estimate
+    assert abs(est - exact) < 0.5 * abs(exact)
+
+
+def test_ntk_matches_explicit_jacobians():
+    from labkit.ntk import empirical
+
+    risk = _problem("cnn", "mse")
+    x = risk.batches[0][0]
+    for method in ("jacobian", "ntk_vp", "structured"):
+        testing.assert_matches_dense(empirical(risk.model, x, method=method), testing.dense_ntk(risk.model, x),
+                                     atol=TOL)
+
+
+def test_snapshot_semantics_are_the_same_for_every_operator():
+    """Operators are evaluated at the parameters they were built with, even if the model then changes."""
+    from labkit.ntk import NTKOperator
+
+    risk = _problem("mlp", "cross_entropy")
+    ops = {name: cls(risk) for name, cls in [("H", curvature.HessianOperator), ("G", curvature.GaussNewtonOperator),
+                                              ("F", curvature.Fisher), ("S", curvature.GradientCovariance)]}
+    x = risk.batches[0][0]
+    ops["K"] = NTKOperator(risk.model, x)
+    before = {k: linalg.to_dense(op) for k, op in ops.items()}
+    value = risk.value()
+    with torch.no_grad():
+        for p in risk.model.parameters():
+            p.add_(0.3)
+    for k, op in ops.items():
+        testing.assert_matches_dense(op, before[k], atol=1e-12)
+    assert risk.value() == value
+    moved = risk.at(risk.model)
+    assert moved.value() != value
+    # a negative control: a new operator at the new parameters differs
+    with pytest.raises(AssertionError):
+        testing.assert_matches_dense(curvature.HessianOperator(moved), before["H"], atol=1e-6)
+
+
+def test_loss_resolution_is_one_rule_and_refuses_mismatches():
+    x = torch.randn(6, 3, dtype=torch.float64)
+    labels, floats = torch.arange(6) % 3, torch.randn(6, 3, dtype=torch.float64)
+    model = models.mlp(3, [4], 3, seed=0).double()
+    assert Risk(model, "auto", (x, labels)).loss.name == "cross_entropy"
+    assert Risk(model, "auto", (x, floats)).loss.name == "mse"
+    with pytest.raises(ValueError, match="loss='mse' needs float regression targets"):
+        Risk(model, "mse", (x, labels))
+    with pytest.raises(ValueError, match="loss='cross_entropy' needs a classification task"):
+        Risk(model, "cross_entropy", (x, floats))
+    with pytest.raises(ValueError, match="labels go up to 5"):
+        Risk(model, "cross_entropy", (x, torch.arange(6)))
+    with pytest.raises(ValueError, match="loss='mse' needs float regression targets"):
+        curvature.HessianOperator(model, "mse", (x, labels))
+    from labkit import train
+
+    with pytest.raises(ValueError, match="loss='mse' needs float regression targets"):
+        train.fit(model, (x, labels), loss="mse", steps=1, progress=False)
+    with pytest.raises(TypeError, match="Fisher knows the predictive"):
+        curvature.Fisher(model, lambda f, y: (f - y).pow(2).sum(1), (x, floats))
+
+
+def test_noise_scale_of_one_example_is_undefined():
+    x, y = torch.randn(1, 3, dtype=torch.float64), torch.randn(1, 1, dtype=torch.float64)
+    model = models.mlp(3, [4], 1, seed=0).double()
+    with pytest.raises(ValueError, match="undefined"):
+        noise_scale(model, "mse", (x, y))
+    with pytest.raises(ValueError, match="undefined"):
+        curvature.GradientCovariance(model, "mse", (x, y))
+
+
+def test_risk_value_gradient_and_per_example_gradients_match_references():
+    risk = _problem("cnn", "cross_entropy")
+    g = testing.per_example_gradients(risk)
+    testing.assert_matches_dense(risk.per_example_gradients(), g, atol=TOL)
+    testing.assert_matches_dense(risk.gradient()[None], g.mean(0)[None], atol=TOL)
+    assert torch.allclose(risk.per_example_sq_norms(), g.square().sum(1), atol=TOL, rtol=0)
