@@ -73,7 +73,7 @@ def test_density_log_clips_at_a_floor_below_the_peak_and_says_so():
     grid = np.linspace(0, 1, 5)
     fig = viz.density(grid, [0.0, 1.0, 2.0, 1e-49, math.nan], eigenvalues=[0.2, 0.8])
     assert list(fig.data[0].y) == [2e-6, 1.0, 2.0, 2e-6, None]  # zero and 1e-49 drawn at 1e-6 x peak
-    assert "floor 1e-06 x peak" in fig.layout.yaxis.title.text
+    assert "floor 1e-06 \u00d7 peak" in fig.layout.yaxis.title.text
     assert list(fig.data[1].x) == [0.2, 0.8]
     # SLQ-like Gaussian tails: the drawn data spans at most the 6 decades asked for
     x = np.linspace(-5, 5, 200)
@@ -180,3 +180,37 @@ def test_tradeoff_curve_satisfies_mccandlish_relation():
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
     with pytest.raises(TypeError, match="s_min"):
         viz.tradeoff([1], [1], fit={"e_min": 1})
+
+
+def test_figures_serialise_to_strict_json_whatever_non_finite_input():
+    import json
+
+    import plotly.io as pio
+
+    def refuse(constant):
+        raise ValueError(f"non-JSON constant {constant} in the figure")
+
+    nan, inf = math.nan, math.inf
+    h = _hist([1.0, nan, inf], diverged_at=1)
+    h.hparams["batch_size"] = 4
+    figs = [viz.density([0, 1, 2], [1, nan, inf], eigenvalues=[nan, 1.0]), viz.spectrum([1.0, nan, inf, -1.0]),
+            viz.image2d([[nan, inf], [1, 2]]), viz.heatmap([[nan, inf], [1, 2]], symmetric=True),
+            viz.tradeoff([1, nan], [2, inf], [1, 2], fit={"s_min": 1, "e_min": 2}), viz.loss_curves(h)]
+    for fig in figs:
+        json.loads(pio.to_json(fig, validate=False), parse_constant=refuse)
+
+
+def test_a_diverging_run_leaves_a_log_loss_plot_through_the_top():
+    ok, boom = _hist([1.0, 0.5, 0.25, 0.2]), _hist([1.0, 1e3, 1e9, 1e30, math.inf], lr=9.0, diverged_at=4)
+    fig = viz.loss_curves([ok, boom])
+    y = fig.data[1].y
+    assert list(y[:2]) == [1.0, 1e3] and all(v is None for v in y[2:])  # above 1e4 x the starting loss: cut
+    assert fig.data[2].y == (1e3,) and "diverged at step 4" in fig.data[2].name  # x where it left the plot
+    assert list(viz.loss_curves([ok, boom], log_y=False).data[1].y[:4]) == [1.0, 1e3, 1e9, 1e30]  # linear: as is
+    from labkit.viz import LivePlot
+
+    live = LivePlot(backend="static")
+    for t, v in enumerate([1.0, 1e3, 1e9, 1e30]):
+        live.append(t, loss=np.array([1.0 / (t + 1), v]))
+    drawn = {t["name"]: t["y"] for t in live._figure_dict()["data"]}
+    assert drawn["loss: member 1"] == [1.0, 1e3, None, None] and drawn["loss: member 0"][-1] == 0.25

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from labkit.viz import theme
-from labkit.viz.figures import finite_or_none, palette
+from labkit.viz.figures import _start, cut_above, finite_or_none, palette
 
 
 @dataclass
@@ -112,12 +112,19 @@ class LiveFigure:
         xrange: dict[str, list[float]] = {}
         vector_in_panel: dict[str, int] = {}
         legend: set[str] = set()
+        starts: dict[str, float] = {}  # log loss panels: the starting loss, above which a diverging run is cut
+        for s in self._series.values():
+            if self._is_log(s.panel) and "loss" in s.panel.lower():
+                starts[s.panel] = float(np.fmax(starts.get(s.panel, math.nan), _start(s.y)))
         for k, (name, s) in enumerate(self._series.items()):
             n = min(len(s.x), len(s.y))
             keep = self._thin(n)
             x = np.asarray(s.x[:n], dtype=float)[keep]
             y = np.asarray(s.y[:n], dtype=float)[keep]
             smooth = np.asarray(s.ema[:n], dtype=float)[keep] if s.beta else None
+            if s.panel in starts:
+                y = cut_above(y, starts[s.panel])
+                smooth = None if smooth is None else cut_above(smooth, starts[s.panel])
             if x.size:
                 lo, hi = xrange.get(s.panel, [x[0], x[-1]])
                 xrange[s.panel] = [min(lo, x[0]), max(hi, x[-1])]

@@ -52,6 +52,31 @@ def finite_or_none(arr: np.ndarray) -> list[float | None]:
     return [float(v) if math.isfinite(v) else None for v in arr.tolist()]
 
 
+#: On a log loss axis, values more than this many times the starting loss are cut: a diverging run leaves the
+#: plot through the top instead of stretching the axis over dozens of decades and squashing the other runs.
+DIVERGED_CUT = 1e4
+
+
+def cut_above(values: np.ndarray, start: float) -> np.ndarray:
+    """``values`` with entries above ``DIVERGED_CUT * start`` set to nan (drawn as a gap)."""
+    v = np.asarray(values, dtype=float)
+    if not (math.isfinite(start) and start > 0):
+        return v
+    with np.errstate(invalid="ignore"):
+        return np.where(v > DIVERGED_CUT * start, np.nan, v)
+
+
+def _start(values: Any) -> float:
+    """The starting loss: the first step's largest finite value (over the members of a population), nan if
+    none in the first few steps."""
+    for row in values[:10]:
+        row = np.asarray(row, dtype=float).ravel()
+        row = row[np.isfinite(row)]
+        if row.size:
+            return float(row.max())
+    return math.nan
+
+
 def palette(n: int) -> list[str]:
     """``n`` distinct colours: labkit's qualitative colours, or a sampled scale beyond 8."""
     if n <= len(theme.COLORS):
@@ -140,7 +165,10 @@ def loss_curves(
     other name is an evaluation metric (``"accuracy"``, or ``"eval_loss"`` for
     ``History.eval["loss"]``) at ``History.eval_steps``. ``log_y=None`` uses a
     log axis for losses and learning rates and a linear one otherwise. A
-    diverged run is drawn in red-dashed with an x at its last finite value.
+    diverged run is drawn dashed with an x at its last value on the plot; on a
+    log loss axis values above ``DIVERGED_CUT`` (1e4) times the starting loss
+    are cut, so a diverging run leaves through the top instead of squashing
+    the others into a thin band.
     ``smooth`` (a moving-average weight in [0, 1), see :func:`ema`) draws the
     raw curve faint and its moving average on top; ``None`` smooths the
     per-batch loss of mini-batch runs (``hparams["batch_size"]`` set) with 0.9.
@@ -162,13 +190,18 @@ def loss_curves(
     fig = theme.figure(title if title is not None else y_title, "step", _scale(y_title, log_y), log_y=log_y,
                        height=height)
     colors = palette(len(hs))
-    for h, label, color in zip(hs, labels, colors):
+    series = []
+    for h in hs:
         if metric in ("loss", "lr"):
             y = np.asarray(getattr(h, metric), dtype=float)
-            x = np.arange(len(y))
+            series.append((np.arange(len(y)), y))
         else:
             y = np.asarray(h.eval.get(key, []), dtype=float)
-            x = np.asarray(h.eval_steps[: len(y)])
+            series.append((np.asarray(h.eval_steps[: len(y)]), y))
+    if log_y and "loss" in metric:
+        start = max((_start(y) for _, y in series), default=math.nan)
+        series = [(x, cut_above(y, start)) for x, y in series]
+    for h, label, color, (x, y) in zip(hs, labels, colors, series):
         dash = "dash" if h.diverged else "solid"
         beta = smooth if smooth is not None else (0.9 if metric == "loss" and h.hparams.get("batch_size") else 0.0)
         if beta:
@@ -280,7 +313,7 @@ def density(
         peak = float(finite.max()) if finite.size else 0.0
         if peak > 0:
             shown = np.where(np.isfinite(y), np.maximum(y, floor * peak), np.nan)
-            y_title = f"density (log scale, floor {floor:.0e} x peak)"
+            y_title = f"density (log scale, floor {floor:.0e} \u00d7 peak)"
         else:
             shown = np.full_like(y, np.nan)
     fig = theme.figure(title, "eigenvalue", y_title, log_y=log_y, height=height)

@@ -38,7 +38,9 @@ their median with a shaded min-max band over the members that have not diverged.
 Noisy series (the per-batch training loss of a mini-batch run, or any series named in
 ``smoothed``) are drawn twice: the raw values faint, and an exponential moving average
 (``smooth``, debiased as in Adam so the first steps are not pulled towards zero) on top.
-Full-batch losses are not noisy and are drawn raw only.
+Full-batch losses are not noisy and are drawn raw only. On a log loss panel values above
+``figures.DIVERGED_CUT`` (1e4) times the starting loss are cut: a diverging run leaves through
+the top instead of stretching the axis over dozens of decades.
 """
 
 from __future__ import annotations

@@ -355,6 +355,11 @@ function lkAxisValues(gd, t, letter) {
     vals = other.map((_, i) => start + i * step);
   }
   if (t.type === 'bar' || (t.fill && String(t.fill).includes('zero' + letter))) vals.push(0);
+  if (cd && t['error_' + letter] && t['error_' + letter].visible) {  // error bars are data the reader must see
+    cd.forEach((pt) => [pt[letter + 'h'], pt[letter + 's']].forEach((v) => {
+      if (typeof v === 'number' && Number.isFinite(v)) vals.push(v);
+    }));
+  }
   return vals;
 }
 
@@ -363,7 +368,8 @@ function lkFmt(v, log) {
 }
 
 // Each visible linear/log axis: its displayed range must cover the data drawn on it, and not run beyond it by
-// more than a factor of 10 in total (log axis) or 50% of the data's span (linear axis).
+// more than a factor of 10 in total (log axis; for data spanning more than 5 decades, 20% of its span: plotly's
+// own padding of 5% per side) or 50% of the data's span (linear axis).
 function lkAxisProblems(gd) {
   const fl = gd._fullLayout;
   if (!fl) return [];
@@ -397,7 +403,7 @@ function lkAxisProblems(gd) {
     const dspan = dhi - dlo;
     const rspan = rhi - rlo;
     if (dspan > 0 && !bars) {
-      if (log && rspan - dspan > 1) {
+      if (log && rspan - dspan > Math.max(1, 0.2 * dspan)) {
         out.push(`${name} (log) shows ${shown} for data in ${data}: ${(rspan - dspan).toFixed(1)} decades of empty `
           + 'axis (more than a factor of 10)');
       } else if (!log && rspan > 1.5 * dspan) {

@@ -29,9 +29,8 @@ def test_notebook_in_browser(name, page, lab, artifacts, record):
     known = KNOWN_PROBLEMS.get(name, {})
     unknown = [p for p in report.problems if not any(needle in p for needle in known)]
     assert not unknown, report.summary()
-    stale = [needle for needle in known if not any(needle in p for p in report.problems)]
-    assert not stale, f"known problems no longer seen in {name}: remove {stale} from tests/browser/known_problems.py"
     if known:
+        assert report.problems, f"{name} is fixed: remove its entry from tests/browser/known_problems.py"
         pytest.xfail("; ".join(dict.fromkeys(known.values())))
 
 
