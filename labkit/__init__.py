@@ -1,7 +1,8 @@
 """labkit: a lab bench for neural-network training dynamics.
 
-Submodules are imported lazily, so ``import labkit`` is cheap and one broken
-optional dependency never hides the others::
+Submodules are imported lazily (:mod:`labkit._lazy`, the same mechanism as the
+subpackages), so ``import labkit`` is cheap and one broken optional dependency
+never hides the others::
 
     import labkit
     ds = labkit.data.gaussian_mixture(n=256, dim=2, classes=3, seed=0)
@@ -11,10 +12,11 @@ optional dependency never hides the others::
 
 from __future__ import annotations
 
-import importlib
 import os
 import random
 from typing import TYPE_CHECKING, Any
+
+from labkit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -39,8 +41,18 @@ __all__ = [
     "widgets",
 ]
 
+# Every top-level module, imported on first access (labkit.train, ...). A name whose file is not in this
+# installation is an AttributeError when accessed, so modules that are still being written can be listed.
 _SUBMODULES = {
     "batchsize",
+    "curvature",
+    "grokking",
+    "parallel",
+    "risk",
+    "scaling",
+    "signal",
+    "testing",
+    "tracking",
     "data",
     "exercises",
     "fractal",
@@ -61,16 +73,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"labkit.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SUBMODULES)
+__getattr__, __dir__ = lazy_exports(__name__, {}, submodules=_SUBMODULES)
 
 
 def device() -> torch.device:

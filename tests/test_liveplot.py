@@ -193,3 +193,49 @@ def test_bad_arguments():
         LivePlot(panels=3)
     with pytest.raises(KeyError, match="no series"):
         LivePlot(backend="static").series("loss")
+
+
+def test_minibatch_loss_is_drawn_raw_and_smoothed(ds):
+    live = LivePlot(backend="output")
+    hist = fit(models.mlp(2, [8], 3, seed=0), ds, lr=0.2, steps=60, batch_size=8, progress=False, callbacks=[live])
+    traces = _by_name(_drawn(live))
+    raw, smooth = traces["loss"], traces["loss (moving average, 0.9)"]
+    np.testing.assert_allclose(raw["y"], hist.loss)
+    assert raw["opacity"] == 0.3 and smooth["line"]["width"] == 2 and raw["legendgroup"] == smooth["legendgroup"]
+    from labkit.viz.figures import ema
+
+    np.testing.assert_allclose(smooth["y"], ema(hist.loss, 0.9), rtol=1e-12)  # incremental == batch EMA
+    # full batch: not noisy, raw only (see test_output_backend_shows_the_final_run_exactly); explicit names win
+    live = LivePlot(backend="output", smoothed=["sharpness"], smooth=0.5)
+    for t in range(5):
+        live.append(t, loss=1.0 / (t + 1), sharpness=float(t % 2))
+    names = set(_by_name(live._figure_dict()))
+    assert names == {"loss", "sharpness", "sharpness (moving average, 0.5)"}
+    assert set(_by_name(LivePlot(backend="output", smooth=0)._figure_dict())) == set()
+    with pytest.raises(ValueError, match="smooth"):
+        LivePlot(smooth=1.0)
+    with pytest.raises(TypeError, match="smoothed"):
+        LivePlot(smoothed="loss")
+
+
+def test_population_smoothing_and_divergence_stay_gaps(ds):
+    hp = {"lr": [0.1, 1e4], "seed": [0, 1]}
+    live = LivePlot(backend="output", member_labels=["ok", "boom"])
+    hs = fit_many(lambda s: models.mlp(2, [8], 3, seed=s), ds, hparams=hp, steps=30, batch_size=8, progress=False,
+                  callbacks=[live])
+    traces = _by_name(_drawn(live))
+    assert {"loss: ok", "loss: ok (moving average, 0.9)", "loss: boom (moving average, 0.9)"} <= set(traces)
+    assert hs[1].diverged
+    assert all(v is None for v in traces["loss: boom (moving average, 0.9)"]["y"][hs[1].diverged_at + 1:])
+
+
+def test_figure_json_never_holds_nan_or_inf():
+    import json
+
+    for backend in ("output", "static"):
+        live = LivePlot({"loss": ["loss"], "ref": ["x"]}, backend=backend, smoothed=["loss"])
+        live.reference("ref", math.inf, "infinite")
+        live.reference("ref", math.nan, "undefined")
+        for t, v in enumerate([1.0, math.nan, math.inf, -math.inf, 0.5]):
+            live.append(t, loss=v, x=np.array([v, 1.0]))
+        json.dumps(live._figure_dict(), allow_nan=False)  # raises on NaN / Infinity

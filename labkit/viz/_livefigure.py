@@ -15,17 +15,43 @@ from typing import Any
 import numpy as np
 
 from labkit.viz import theme
-from labkit.viz.figures import finite_or_none, palette
+from labkit.viz.figures import _start, cut_above, finite_or_none, palette
 
 
 @dataclass
 class _Series:
-    """One named series: its panel, steps and values."""
+    """One named series: its panel, steps and values (and their moving average when ``beta`` > 0)."""
 
     panel: str
     x: list[float] = field(default_factory=list)
     y: list[Any] = field(default_factory=list)  # floats, or (members,) arrays for population runs
     vector: bool = False
+    beta: float = 0.0  # moving-average weight; 0: not smoothed
+    ema: list[Any] = field(default_factory=list)
+    _state: Any = 0.0
+    _weight: Any = 0.0  # 1 - beta^(finite values seen): the debiasing divisor
+
+    def add(self, step: float, v: Any) -> None:
+        """Record one value; update the moving average (O(1): no pass over the history)."""
+        self.x.append(step)
+        self.y.append(v)
+        if self.beta:
+            self.ema.append(self._smooth(v))
+
+    def _smooth(self, v: Any) -> Any:
+        """Debiased EMA; a non-finite value is a gap (nan) and leaves the average as it was."""
+        b = self.beta
+        if not self.vector:
+            if not math.isfinite(v):
+                return math.nan
+            self._state = b * self._state + (1 - b) * v
+            self._weight = b * self._weight + (1 - b)
+            return self._state / self._weight
+        ok = np.isfinite(v)
+        self._state = np.where(ok, b * self._state + (1 - b) * np.where(ok, v, 0.0), self._state)
+        self._weight = np.where(ok, b * self._weight + (1 - b), self._weight)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(ok, self._state / np.where(self._weight > 0, self._weight, 1.0), np.nan)
 
 
 class LiveFigure:
@@ -86,11 +112,19 @@ class LiveFigure:
         xrange: dict[str, list[float]] = {}
         vector_in_panel: dict[str, int] = {}
         legend: set[str] = set()
+        starts: dict[str, float] = {}  # log loss panels: the starting loss, above which a diverging run is cut
+        for s in self._series.values():
+            if self._is_log(s.panel) and "loss" in s.panel.lower():
+                starts[s.panel] = float(np.fmax(starts.get(s.panel, math.nan), _start(s.y)))
         for k, (name, s) in enumerate(self._series.items()):
             n = min(len(s.x), len(s.y))
             keep = self._thin(n)
             x = np.asarray(s.x[:n], dtype=float)[keep]
             y = np.asarray(s.y[:n], dtype=float)[keep]
+            smooth = np.asarray(s.ema[:n], dtype=float)[keep] if s.beta else None
+            if s.panel in starts:
+                y = cut_above(y, starts[s.panel])
+                smooth = None if smooth is None else cut_above(smooth, starts[s.panel])
             if x.size:
                 lo, hi = xrange.get(s.panel, [x[0], x[-1]])
                 xrange[s.panel] = [min(lo, x[0]), max(hi, x[-1])]
@@ -98,7 +132,10 @@ class LiveFigure:
             base = {"type": "scatter", "mode": "lines", "xaxis": f"x{ax}", "yaxis": f"y{ax}",
                     "x": finite_or_none(x)}
             if not s.vector:
-                traces.append({**base, "y": finite_or_none(y), "name": name, "line": {"color": colors[k]}})
+                if smooth is None:
+                    traces.append({**base, "y": finite_or_none(y), "name": name, "line": {"color": colors[k]}})
+                else:
+                    traces += self._raw_and_smooth(base, y, smooth, name, name, colors[k], s.beta, "solid", True)
             elif y.shape[1] <= self.max_members:
                 # one colour per member in every panel; one legend entry per member toggles all its traces;
                 # a second population series in the same panel (e.g. eval loss) is dotted
@@ -107,19 +144,34 @@ class LiveFigure:
                 dash = "dot" if vector_in_panel.get(s.panel, 0) else "solid"
                 vector_in_panel[s.panel] = vector_in_panel.get(s.panel, 0) + 1
                 for j in range(y.shape[1]):
-                    traces.append({**base, "y": finite_or_none(y[:, j]), "name": f"{name}: {labels[j]}",
-                                   "legendgroup": labels[j], "showlegend": labels[j] not in legend,
-                                   "line": {"color": member_colors[j], "width": 1.5, "dash": dash}})
+                    member = {**base, "legendgroup": labels[j], "showlegend": labels[j] not in legend}
+                    if smooth is None:
+                        traces.append({**member, "y": finite_or_none(y[:, j]), "name": f"{name}: {labels[j]}",
+                                       "line": {"color": member_colors[j], "width": 1.5, "dash": dash}})
+                    else:
+                        traces += self._raw_and_smooth(member, y[:, j], smooth[:, j], f"{name}: {labels[j]}", labels[j],
+                                                       member_colors[j], s.beta, dash, labels[j] not in legend)
                     legend.add(labels[j])
-            else:
-                traces.extend(self._summary(base, x, y, name, colors[k]))
+            else:  # the summary of a noisy population is taken over the smoothed curves
+                traces.extend(self._summary(base, x, y if smooth is None else smooth, name, colors[k]))
         for (panel, label), value in self._refs.items():
             x0, x1 = xrange.get(panel, [0.0, 1.0])
             ax = axis[panel]
             traces.append({"type": "scatter", "mode": "lines", "xaxis": f"x{ax}", "yaxis": f"y{ax}",
-                           "x": [x0, x1], "y": [value, value], "name": f"{label} = {value:.4g}",
+                           "x": finite_or_none([x0, x1]), "y": finite_or_none([value, value]),
+                           "name": f"{label} = {value:.4g}",
                            "line": {"color": theme.REFERENCE, "dash": "dash", "width": 1.5}})
         return traces
+
+    @staticmethod
+    def _raw_and_smooth(base: dict[str, Any], raw: np.ndarray, smooth: np.ndarray, name: str, group: str, color: str,
+                        beta: float, dash: str, legend: bool) -> list[dict[str, Any]]:
+        """A noisy series: its raw values faint, the moving average on top (one legend entry toggles both)."""
+        common = {**base, "legendgroup": group}
+        return [{**common, "y": finite_or_none(raw), "name": name, "showlegend": False, "opacity": 0.3,
+                 "line": {"color": color, "width": 1, "dash": dash}},
+                {**common, "y": finite_or_none(smooth), "name": f"{name} (moving average, {beta:g})",
+                 "showlegend": legend, "line": {"color": color, "width": 2, "dash": dash}}]
 
     @staticmethod
     def _summary(base: dict[str, Any], x: np.ndarray, y: np.ndarray, name: str, color: str) -> list[dict[str, Any]]:

@@ -52,6 +52,31 @@ def finite_or_none(arr: np.ndarray) -> list[float | None]:
     return [float(v) if math.isfinite(v) else None for v in arr.tolist()]
 
 
+#: On a log loss axis, values more than this many times the starting loss are cut: a diverging run leaves the
+#: plot through the top instead of stretching the axis over dozens of decades and squashing the other runs.
+DIVERGED_CUT = 1e4
+
+
+def cut_above(values: np.ndarray, start: float) -> np.ndarray:
+    """``values`` with entries above ``DIVERGED_CUT * start`` set to nan (drawn as a gap)."""
+    v = np.asarray(values, dtype=float)
+    if not (math.isfinite(start) and start > 0):
+        return v
+    with np.errstate(invalid="ignore"):
+        return np.where(v > DIVERGED_CUT * start, np.nan, v)
+
+
+def _start(values: Any) -> float:
+    """The starting loss: the first step's largest finite value (over the members of a population), nan if
+    none in the first few steps."""
+    for row in values[:10]:
+        row = np.asarray(row, dtype=float).ravel()
+        row = row[np.isfinite(row)]
+        if row.size:
+            return float(row.max())
+    return math.nan
+
+
 def palette(n: int) -> list[str]:
     """``n`` distinct colours: labkit's qualitative colours, or a sampled scale beyond 8."""
     if n <= len(theme.COLORS):
@@ -66,17 +91,51 @@ def _scale(title: str, log: bool) -> str:
 # ---------------------------------------------------------------- training curves
 
 
-def _histories(histories: Any) -> tuple[list[Any], list[str] | None]:
-    from labkit.train import History
+def _is_history(h: Any) -> bool:
+    """Duck typing for :class:`labkit.train.History` (viz does not import train: train imports viz)."""
+    return all(hasattr(h, a) for a in ("loss", "lr", "eval", "eval_steps", "hparams", "diverged"))
 
-    if isinstance(histories, History):
+
+def _histories(histories: Any) -> tuple[list[Any], list[str] | None]:
+    if _is_history(histories):
         return [histories], None
     if isinstance(histories, Mapping):
-        return list(histories.values()), [str(k) for k in histories]
-    hs = list(histories)
-    if not all(isinstance(h, History) for h in hs):
-        raise TypeError("histories must be a History, a list of Histories or a dict {label: History}")
-    return hs, None
+        hs, labels = list(histories.values()), [str(k) for k in histories]
+    else:
+        hs, labels = list(histories), None
+    if not all(_is_history(h) for h in hs):
+        raise TypeError("histories must be a History, a list of Histories or a dict {label: History}, "
+                        f"got {type(histories).__name__}")
+    return hs, labels
+
+
+def ema(values: Any, beta: float) -> np.ndarray:
+    """Debiased exponential moving average of a 1-D series (as in Adam: the first values are not pulled
+    towards 0). Non-finite values are gaps (nan) and leave the average unchanged. ``beta`` in [0, 1) is the
+    weight of the past; 0 returns the values."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+    y = as_array(values, "values", 1)
+    ok = np.isfinite(y)
+    res = np.full_like(y, np.nan)
+    yf = y[ok]
+    if beta == 0.0 or not yf.size:
+        res[ok] = yf
+        return res
+    # s_k = b^k s_0 + (1-b) b^k cumsum_j(b^-j y_j), in chunks short enough that b^-j stays finite
+    out = np.empty_like(yf)
+    chunk = max(1, int(200 / -np.log10(beta)))
+    state = weight = 0.0
+    for lo in range(0, yf.size, chunk):
+        part = yf[lo:lo + chunk]
+        k = np.arange(1, part.size + 1)
+        bk = beta**k
+        s_k = bk * state + (1 - beta) * bk * np.cumsum(part * beta ** -k)
+        w_k = bk * weight + (1 - bk)
+        out[lo:lo + part.size] = s_k / w_k
+        state, weight = s_k[-1], w_k[-1]
+    res[ok] = out
+    return res
 
 
 def _default_labels(hs: list[Any]) -> list[str]:
@@ -94,6 +153,7 @@ def loss_curves(
     labels: Sequence[str] | None = None,
     log_y: bool | None = None,
     *,
+    smooth: float | None = None,
     title: str | None = None,
     height: int = 380,
 ) -> go.Figure:
@@ -105,7 +165,13 @@ def loss_curves(
     other name is an evaluation metric (``"accuracy"``, or ``"eval_loss"`` for
     ``History.eval["loss"]``) at ``History.eval_steps``. ``log_y=None`` uses a
     log axis for losses and learning rates and a linear one otherwise. A
-    diverged run is drawn in red-dashed with an x at its last finite value.
+    diverged run is drawn dashed with an x at its last value on the plot; on a
+    log loss axis values above ``DIVERGED_CUT`` (1e4) times the starting loss
+    are cut, so a diverging run leaves through the top instead of squashing
+    the others into a thin band.
+    ``smooth`` (a moving-average weight in [0, 1), see :func:`ema`) draws the
+    raw curve faint and its moving average on top; ``None`` smooths the
+    per-batch loss of mini-batch runs (``hparams["batch_size"]`` set) with 0.9.
     """
     hs, given = _histories(histories)
     if not hs:
@@ -124,16 +190,28 @@ def loss_curves(
     fig = theme.figure(title if title is not None else y_title, "step", _scale(y_title, log_y), log_y=log_y,
                        height=height)
     colors = palette(len(hs))
-    for h, label, color in zip(hs, labels, colors):
+    series = []
+    for h in hs:
         if metric in ("loss", "lr"):
             y = np.asarray(getattr(h, metric), dtype=float)
-            x = np.arange(len(y))
+            series.append((np.arange(len(y)), y))
         else:
             y = np.asarray(h.eval.get(key, []), dtype=float)
-            x = np.asarray(h.eval_steps[: len(y)])
+            series.append((np.asarray(h.eval_steps[: len(y)]), y))
+    if log_y and "loss" in metric:
+        start = max((_start(y) for _, y in series), default=math.nan)
+        series = [(x, cut_above(y, start)) for x, y in series]
+    for h, label, color, (x, y) in zip(hs, labels, colors, series):
         dash = "dash" if h.diverged else "solid"
-        fig.add_trace(go.Scatter(x=x, y=finite_or_none(y), mode="lines", name=label, line=dict(color=color, dash=dash),
-                                 legendgroup=label))
+        beta = smooth if smooth is not None else (0.9 if metric == "loss" and h.hparams.get("batch_size") else 0.0)
+        if beta:
+            fig.add_trace(go.Scatter(x=x, y=finite_or_none(y), mode="lines", name=f"{label} (per step)",
+                                     opacity=0.3, line=dict(color=color, dash=dash, width=1), legendgroup=label,
+                                     showlegend=False))
+            y = ema(y, beta)
+        fig.add_trace(go.Scatter(x=x, y=finite_or_none(y), mode="lines", legendgroup=label,
+                                 name=f"{label} (moving average, {beta:g})" if beta else label,
+                                 line=dict(color=color, dash=dash)))
         if h.diverged:
             ok = np.flatnonzero(np.isfinite(y))
             if ok.size:
@@ -209,21 +287,36 @@ def density(
     eigenvalues: Any = None,
     *,
     log_y: bool = True,
+    floor: float = 1e-6,
     title: str = "Spectral density",
     height: int = 380,
 ) -> go.Figure:
     """A spectral density ``density(grid)`` (e.g. from stochastic Lanczos quadrature).
 
     ``log_y=True`` (default) shows the decades between the bulk and the
-    outliers (Ghorbani, Krishnan & Xiao 2019). ``eigenvalues`` (optional) are
+    outliers (Ghorbani, Krishnan & Xiao 2019). On the log axis values below
+    ``floor`` times the peak are drawn at that floor (the axis title says so):
+    the Gaussian tails of the smoothing kernel reach 1e-50 and would squeeze
+    the bulk and the outliers into a thin band. ``eigenvalues`` (optional) are
     marked as a rug of ticks along the bottom.
     """
     x = as_array(grid, "grid", 1)
     y = as_array(density, "density", 1)
     if x.shape != y.shape:
         raise ValueError(f"grid and density must have the same length, got {x.shape} and {y.shape}")
-    fig = theme.figure(title, "eigenvalue", _scale("density", log_y), log_y=log_y, height=height)
-    shown = np.where(y > 0, y, np.nan) if log_y else y
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 < floor < 1:
+        raise ValueError(f"floor must be a fraction of the peak in (0, 1), e.g. 1e-6, got {floor!r}")
+    y_title = _scale("density", log_y)
+    shown = y
+    if log_y:
+        finite = y[np.isfinite(y)]
+        peak = float(finite.max()) if finite.size else 0.0
+        if peak > 0:
+            shown = np.where(np.isfinite(y), np.maximum(y, floor * peak), np.nan)
+            y_title = f"density (log scale, floor {floor:.0e} \u00d7 peak)"
+        else:
+            shown = np.full_like(y, np.nan)
+    fig = theme.figure(title, "eigenvalue", y_title, log_y=log_y, height=height)
     fig.add_trace(go.Scatter(x=x, y=finite_or_none(shown), mode="lines", name="density",
                              line=dict(color=theme.COLORS[0], width=2)))
     if eigenvalues is not None:
@@ -278,6 +371,31 @@ def _edges(centres: np.ndarray, log: bool) -> np.ndarray:
     return 10**e if log else e
 
 
+#: A window narrower than this fraction of its position is labelled as offsets from its centre.
+OFFSET_BELOW = 1e-3
+
+
+def _axis(centres: np.ndarray, log: bool, label: str, name: str) -> tuple[np.ndarray, bool, str, str]:
+    """Cell edges, log flag, title and hover format for one image axis.
+
+    A deep zoom (window width < ``OFFSET_BELOW`` x its centre) would need ticks of ~10 significant digits
+    that differ only at the end: its axis is linear in the offset from the window centre, in units of a
+    power of ten, and the centre is written once in the title. Over such a window a log axis is linear to
+    better than 0.1%, so the cells stay evenly spaced.
+    """
+    edges = _edges(centres, log)
+    lo, hi = float(edges.min()), float(edges.max())
+    centre, width = (lo + hi) / 2, hi - lo
+    if not (width > 0 and width < OFFSET_BELOW * abs(centre)):
+        return edges, log, _scale(label, log), f"{name}=%{{{name}:.4g}}"
+    power = math.floor(math.log10(width / 2))
+    digits = min(17, math.ceil(math.log10(abs(centre) / width)) + 3)
+    c = float(f"{centre:.{digits}g}")  # the centre as written in the title: offsets are exact from it
+    shown = f"{c:.{digits}g}" if c >= 0 else f"({c:.{digits}g})"
+    title = f"{label} \u2212 {shown}  (\u00d7 10<sup>{power}</sup>)"
+    return (edges - c) / 10.0**power, False, title, f"{name}={c:.{digits}g} %{{{name}:+.4g}}e{power}"
+
+
 def image2d(
     z: Any,
     x: Any = None,
@@ -298,7 +416,10 @@ def image2d(
 
     ``x`` and ``y`` are the cell centres (default: indices); on a log axis the
     cells are centred geometrically so they all have the same width. Values
-    outside ``[zmin, zmax]`` saturate; NaN cells are left blank.
+    outside ``[zmin, zmax]`` saturate; NaN cells are left blank. An axis whose
+    window is much narrower than its position (a deep zoom, width below
+    ``OFFSET_BELOW`` of the centre) is labelled as the offset from the window's
+    centre, in units of a power of ten, the centre shown once in its title.
     """
     zz = as_array(z, "z", 2)
     ny, nx = zz.shape
@@ -309,11 +430,12 @@ def image2d(
     for name, v, log in (("x", xs, log_x), ("y", ys, log_y)):
         if log and (v <= 0).any():
             raise ValueError(f"log_{name}=True needs positive {name} values, got min {v.min():.3g}")
-    fig = theme.figure(title, _scale(x_label or "x", log_x), _scale(y_label or "y", log_y), log_x=log_x, log_y=log_y,
-                       height=height)
-    fig.add_trace(go.Heatmap(z=zz.astype(np.float32), x=_edges(xs, log_x), y=_edges(ys, log_y), colorscale=colorscale,
+    x_edges, log_x, x_title, x_hover = _axis(xs, log_x, x_label or "x", "x")
+    y_edges, log_y, y_title, y_hover = _axis(ys, log_y, y_label or "y", "y")
+    fig = theme.figure(title, x_title, y_title, log_x=log_x, log_y=log_y, height=height)
+    fig.add_trace(go.Heatmap(z=zz.astype(np.float32), x=x_edges, y=y_edges, colorscale=colorscale,
                              zmin=zmin, zmax=zmax, colorbar=dict(title=colorbar_title or "value"),
-                             hovertemplate="x=%{x:.3g}<br>y=%{y:.3g}<br>z=%{z:.4g}<extra></extra>"))
+                             hovertemplate=f"{x_hover}<br>{y_hover}<br>z=%{{z:.4g}}<extra></extra>"))
     fig.update_xaxes(showgrid=False)
     fig.update_yaxes(showgrid=False)
     return fig

@@ -1,6 +1,7 @@
 """``LivePlot``: a figure that updates in place while training (or any loop) runs.
 
-A ``LivePlot`` is a :class:`labkit.train.Callback` and can also be fed by hand::
+A ``LivePlot`` is a training callback (it has ``on_start``/``on_step``/``on_end``, which
+``labkit.train.fit`` accepts by duck typing: viz never imports train) and can also be fed by hand::
 
     live = LivePlot()                                   # panels appear as series arrive
     fit(model, ds, lr=0.1, steps=500, callbacks=[live]) # shows itself, redraws ~4x/s
@@ -33,6 +34,13 @@ Backends (``backend="auto"`` picks; ``LABKIT_LIVEPLOT`` or the argument override
 ``fit_many`` passes one loss per member: up to ``max_members`` members get one
 trace each (``member_labels`` names them); larger populations are summarised by
 their median with a shaded min-max band over the members that have not diverged.
+
+Noisy series (the per-batch training loss of a mini-batch run, or any series named in
+``smoothed``) are drawn twice: the raw values faint, and an exponential moving average
+(``smooth``, debiased as in Adam so the first steps are not pulled towards zero) on top.
+Full-batch losses are not noisy and are drawn raw only. On a log loss panel values above
+``figures.DIVERGED_CUT`` (1e4) times the starting loss are cut: a diverging run leaves through
+the top instead of stretching the axis over dozens of decades.
 """
 
 from __future__ import annotations
@@ -42,13 +50,15 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from labkit import _checks, notebook
-from labkit.train import Callback, History, StepInfo
 from labkit.viz._livefigure import LiveFigure, _Series
+
+if TYPE_CHECKING:  # types only: viz must not import train (train.History.figure imports viz)
+    from labkit.train import History, StepInfo
 
 __all__ = ["BACKENDS", "LivePlot"]
 
@@ -79,7 +89,7 @@ def _auto_backend() -> str:
     return "static" if notebook.environment() in ("plain", "ipython") else "output"
 
 
-class LivePlot(LiveFigure, Callback):
+class LivePlot(LiveFigure):
     """A live figure of named series against the step, in one or several side-by-side panels.
 
     ``panels`` maps a panel title to the series it shows (``{"loss": ["loss",
@@ -90,6 +100,9 @@ class LivePlot(LiveFigure, Callback):
     panels, a collection of panel titles, or None for "loss" panels only. Series
     longer than ``max_points`` are subsampled for drawing (the data is kept).
     ``eval_label`` prefixes the evaluation metrics ``fit`` reports ("eval loss").
+    ``smooth`` is the moving-average weight of the smoothed curve drawn over noisy
+    series (0 turns smoothing off); ``smoothed`` names the noisy series (default:
+    the training loss when ``fit`` runs on mini-batches).
     """
 
     def __init__(
@@ -105,6 +118,8 @@ class LivePlot(LiveFigure, Callback):
         max_members: int = 8,
         member_labels: Sequence[str] | None = None,
         eval_label: str = "eval",
+        smooth: float = 0.9,
+        smoothed: Iterable[str] | None = None,
     ):
         self.backend = _auto_backend() if backend == "auto" else _checks.choice("backend", backend, BACKENDS)
         _checks.positive("fps", fps)
@@ -114,6 +129,13 @@ class LivePlot(LiveFigure, Callback):
         self.title, self.fps, self.height, self.max_points = title, float(fps), height, max_points
         self.max_members, self.eval_label = max_members, eval_label
         self.member_labels = list(member_labels) if member_labels is not None else None
+        if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0.0 <= smooth < 1.0:
+            raise ValueError(f"smooth must be a moving-average weight in [0, 1) (0 = off), got {smooth!r}")
+        if isinstance(smoothed, str):
+            raise TypeError(f"smoothed must be a collection of series names, got the string {smoothed!r}")
+        self.smooth = float(smooth)
+        self._smoothed = set(smoothed) if smoothed is not None else None
+        self._minibatch = False  # set by on_start: the training loss of a mini-batch run is noisy
         self._log_y = log_y if isinstance(log_y, (bool, type(None))) else set(log_y)
         self._explicit: dict[str, str] = {}  # series -> panel, from ``panels``
         self._panels: list[str] = []
@@ -158,9 +180,9 @@ class LivePlot(LiveFigure, Callback):
                 v = _value(v)
                 s = self._series.get(name)
                 if s is None:
-                    s = self._series[name] = _Series(self._panel_for(name), vector=isinstance(v, np.ndarray))
-                s.x.append(step)
-                s.y.append(v)
+                    s = self._series[name] = _Series(self._panel_for(name), vector=isinstance(v, np.ndarray),
+                                                     beta=self.smooth if self._is_noisy(name) else 0.0)
+                s.add(step, v)
             self._dirty = True
             self._static_done = False
         self._maybe_show()
@@ -190,6 +212,13 @@ class LivePlot(LiveFigure, Callback):
             self._static_done = False
             self._fresh = True
 
+    def _is_noisy(self, name: str) -> bool:
+        if self.smooth == 0.0:
+            return False
+        if self._smoothed is not None:
+            return name in self._smoothed
+        return self._minibatch and name == "loss"
+
     def _panel_for(self, name: str, create: str | None = None) -> str:
         panel = create or self._explicit.get(name) or _auto_panel(name)
         if panel not in self._panels:
@@ -214,13 +243,15 @@ class LivePlot(LiveFigure, Callback):
 
     def on_start(self, info: StepInfo) -> None:
         """A new run starts: forget the previous one's data (reference lines stay)."""
+        n = len(info.data) if hasattr(info.data, "__len__") else None
+        self._minibatch = info.batch_size is not None and (n is None or info.batch_size < n)
         self.clear()
         self._maybe_show()
 
     def on_step(self, info: StepInfo) -> None:
         values: dict[str, Any] = {"loss": info.loss}
         h = info.history
-        is_eval = isinstance(h, list) or (isinstance(h, History) and h.eval_steps and h.eval_steps[-1] == info.step)
+        is_eval = isinstance(h, list) or bool(h is not None and h.eval_steps and h.eval_steps[-1] == info.step)
         if info.metrics and is_eval:
             values.update({f"{self.eval_label} {k}": v for k, v in info.metrics.items()})
         self.append(info.step, **values)

@@ -29,8 +29,12 @@ _layout = go.Layout(
     title=dict(x=0.02, xanchor="left", font=dict(size=15)),
     legend=dict(bgcolor="rgba(255,255,255,0.7)", borderwidth=0),
     hovermode="closest",
-    xaxis=dict(showline=True, linecolor="#444", ticks="outside", gridcolor="#EEE", zeroline=False, mirror=False),
-    yaxis=dict(showline=True, linecolor="#444", ticks="outside", gridcolor="#EEE", zeroline=False, mirror=False),
+    # automargin: long tick labels push the axis title out instead of being clipped or overlapped by it
+    # exponentformat: 10^-5 rather than SI prefixes ("10µ", "100T" read badly on a loss or a density axis)
+    xaxis=dict(showline=True, linecolor="#444", ticks="outside", gridcolor="#EEE", zeroline=False, mirror=False,
+               automargin=True, exponentformat="power"),
+    yaxis=dict(showline=True, linecolor="#444", ticks="outside", gridcolor="#EEE", zeroline=False, mirror=False,
+               automargin=True, exponentformat="power"),
 )
 pio.templates[TEMPLATE] = go.layout.Template(layout=_layout)
 

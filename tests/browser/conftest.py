@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from labdriver import CHROMIUM, CHROMIUM_ARGS, LabServer, missing, prepare_copy
+from labdriver import CHROMIUM, CHROMIUM_ARGS, LabServer, missing, prepare_copy, write_gallery
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -92,16 +92,27 @@ def page(chromium, lab):
 
 
 @pytest.fixture
-def record():
-    """Collect a notebook's Report for the end-of-session summary."""
-    return _REPORTS.append
+def record(request):
+    """Collect a notebook's Report (for the summary and the gallery, rewritten after every notebook)."""
+
+    def add(report):
+        report.nodeid = request.node.nodeid
+        _REPORTS.append(report)
+        write_gallery(_REPORTS, ARTIFACTS / "gallery.html")
+
+    return add
 
 
 def pytest_terminal_summary(terminalreporter):
+    """Quiet when green (the deliberately broken fixtures' reports and console errors are expected): one line
+    pointing to the gallery. When a browser test failed, the full reports of the failed ones."""
     if not _REPORTS:
         return
     tr = terminalreporter
-    tr.section("browser check (headless JupyterLab + Chromium)")
-    for report in _REPORTS:
-        tr.line(report.summary())
-    tr.line(f"screenshots and reports: {ARTIFACTS}")
+    failed = {r.nodeid for r in tr.stats.get("failed", [])}
+    bad = [r for r in _REPORTS if getattr(r, "nodeid", None) in failed]
+    if bad:
+        tr.section("browser check (headless JupyterLab + Chromium): failed notebooks")
+        for report in bad:
+            tr.line(report.summary())
+    tr.line(f"browser check: {len(_REPORTS)} notebook(s) looked at; figure gallery: {ARTIFACTS / 'gallery.html'}")

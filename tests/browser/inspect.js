@@ -234,7 +234,7 @@ function startSampler(target) {
   const s = {
     target, initial, last: initial, initialPoints: gd ? lkPoints(gd) : 0, finalPoints: 0,
     changes: 0, samples: 0, t0: performance.now(), lastChange: performance.now(), distinct: new Set(),
-    missing: 0, timeline: [], states: [],
+    missing: 0, timeline: [], states: [], issues: new Set(),
   };
   s.timer = setInterval(() => {
     const g = lkLiveFigure(target);
@@ -252,6 +252,14 @@ function startSampler(target) {
       s.distinct.add(f);
       if (s.timeline.length < 40) s.timeline.push([Math.round(s.lastChange - s.t0), lkPoints(g)]);
       if (s.states.length < 400) s.states.push([f, lkPoints(g)]);
+      // what a reader sees while it runs: a partial figure must be readable too (judged a moment after the
+      // change, once plotly has laid it out)
+      if (s.issues.size < 20) {
+        setTimeout(() => {
+          const now = lkLiveFigure(target);
+          if (now) lkAxisProblems(now).concat(lkTextProblems(now)).forEach((p) => s.issues.add(p));
+        }, 30);
+      }
     }
   }, 50);
   window.__lkLive = s;
@@ -275,6 +283,7 @@ function stopSampler() {
     changes: s.changes, distinct: s.distinct.size, samples: s.samples, elapsed: performance.now() - s.t0,
     sinceChange: performance.now() - s.lastChange, initial: s.initial, final: s.last,
     initialPoints: s.initialPoints, finalPoints: s.finalPoints, missing: s.missing, timeline: s.timeline,
+    issues: [...s.issues],
   };
 }
 
@@ -317,4 +326,159 @@ function stopRunAllSampler() {
   if (!s) return [];
   clearInterval(s.timer);
   return Object.entries(s.per).map(([key, e]) => ({ figure: key, cell: e.cell, states: e.states.size }));
+}
+
+// --- what a reader sees in a figure: axis ranges against the data, overlapping or clipped text ----------------
+
+function lkNumbers(a, out) {
+  if (a == null) return out;
+  if (ArrayBuffer.isView(a) || Array.isArray(a)) {
+    for (let i = 0; i < a.length; i++) {
+      const v = a[i];
+      if (Array.isArray(v) || ArrayBuffer.isView(v)) lkNumbers(v, out);
+      else if (typeof v === 'number' && Number.isFinite(v)) out.push(v);
+    }
+  }
+  return out;
+}
+
+// Data coordinates of trace i along letter ('x' or 'y'): heatmap cell edges from plotly's calcdata, else the
+// trace's values (indices when absent); bars and fills to zero include 0.
+function lkAxisValues(gd, t, letter) {
+  const cd = (gd.calcdata || []).find((c) => c && c[0] && c[0].trace === t);
+  if (['heatmap', 'contour', 'image'].includes(t.type) && cd && cd[0][letter]) return lkNumbers(cd[0][letter], []);
+  let vals = lkNumbers(t[letter], []);
+  if (t[letter] == null) {
+    const other = lkNumbers(t[letter === 'x' ? 'y' : 'x'], []);
+    const start = t[letter + '0'] || 0;
+    const step = t['d' + letter] || 1;
+    vals = other.map((_, i) => start + i * step);
+  }
+  if (t.type === 'bar' || (t.fill && String(t.fill).includes('zero' + letter))) vals.push(0);
+  if (cd && t['error_' + letter] && t['error_' + letter].visible) {  // error bars are data the reader must see
+    cd.forEach((pt) => [pt[letter + 'h'], pt[letter + 's']].forEach((v) => {
+      if (typeof v === 'number' && Number.isFinite(v)) vals.push(v);
+    }));
+  }
+  return vals;
+}
+
+function lkFmt(v, log) {
+  return log ? `10^${Number(v.toFixed(2))}` : Number(v.toPrecision(4)).toString();
+}
+
+// Each visible linear/log axis: its displayed range must cover the data drawn on it, and not run beyond it by
+// more than a factor of 10 in total (log axis; for data spanning more than 5 decades, 20% of its span: plotly's
+// own padding of 5% per side) or 50% of the data's span (linear axis).
+function lkAxisProblems(gd) {
+  const fl = gd._fullLayout;
+  if (!fl) return [];
+  const out = [];
+  const traces = (gd._fullData || []).filter((t) => t.visible === true);
+  Object.keys(fl).filter((k) => /^[xy]axis\d*$/.test(k)).forEach((key) => {
+    const ax = fl[key];
+    if (!ax || ax.visible === false || !['linear', 'log'].includes(ax.type) || !ax.range) return;
+    const letter = key[0];
+    const log = ax.type === 'log';
+    const mine = traces.filter((t) => (t[letter + 'axis'] || letter) === ax._id);
+    let vals = [];
+    let bars = false;
+    mine.forEach((t) => {
+      vals = vals.concat(lkAxisValues(gd, t, letter));
+      bars = bars || t.type === 'bar' || t.type === 'histogram';
+    });
+    if (log) vals = vals.filter((v) => v > 0).map((v) => Math.log10(v));
+    if (!vals.length) return;
+    const dlo = Math.min(...vals);
+    const dhi = Math.max(...vals);
+    const rlo = Math.min(ax.range[0], ax.range[1]);
+    const rhi = Math.max(ax.range[0], ax.range[1]);
+    const name = `${ax._id}-axis${ax.title && ax.title.text ? ` '${ax.title.text.replace(/<[^>]+>/g, '')}'` : ''}`;
+    const shown = `[${lkFmt(rlo, log)}, ${lkFmt(rhi, log)}]`;
+    const data = `[${lkFmt(dlo, log)}, ${lkFmt(dhi, log)}]`;
+    const tol = 1e-6 * Math.max(rhi - rlo, 1e-300);
+    if (dlo < rlo - tol || dhi > rhi + tol) {
+      out.push(`${name} shows ${shown} but its data spans ${data}: data outside the axis`);
+    }
+    const dspan = dhi - dlo;
+    const rspan = rhi - rlo;
+    if (dspan > 0 && !bars) {
+      if (log && rspan - dspan > Math.max(1, 0.2 * dspan)) {
+        out.push(`${name} (log) shows ${shown} for data in ${data}: ${(rspan - dspan).toFixed(1)} decades of empty `
+          + 'axis (more than a factor of 10)');
+      } else if (!log && rspan > 1.5 * dspan) {
+        out.push(`${name} shows ${shown} for data in ${data}: the range is ${(rspan / dspan).toFixed(1)}x the data's `
+          + 'span (more than 50% empty)');
+      }
+    }
+  });
+  return out;
+}
+
+function lkBoxes(gd) {
+  const boxes = [];
+  const add = (el, kind, label) => {
+    const text = (el.textContent || '').trim();
+    if (!text) return;
+    const r = el.getBoundingClientRect();
+    if (r.width < 1 || r.height < 1) return;
+    boxes.push({ kind, label: label || text.slice(0, 40), r });
+  };
+  gd.querySelectorAll('.infolayer > g[class^="g-"][class$="title"] text').forEach((el) => {
+    const cls = el.parentNode.getAttribute('class') || '';
+    add(el, cls === 'g-gtitle' ? 'figure title' : 'axis title');
+  });
+  gd.querySelectorAll('.annotation .annotation-text-g').forEach((el) => add(el, 'annotation'));
+  gd.querySelectorAll('.xaxislayer-above text, .yaxislayer-above text').forEach((el) => add(el, 'tick label'));
+  return boxes;
+}
+
+// Text that collides: annotations, axis titles and tick labels overlapping each other (tick labels among
+// themselves are plotly's job), or drawn past the figure's edge (clipped).
+function lkTextProblems(gd) {
+  const svg = gd.querySelector('.main-svg');
+  if (!svg) return [];
+  const frame = svg.getBoundingClientRect();
+  const boxes = lkBoxes(gd);
+  const out = [];
+  const pad = 1;
+  boxes.forEach((b) => {
+    const r = b.r;
+    if (r.left < frame.left - pad || r.right > frame.right + pad || r.top < frame.top - pad
+      || r.bottom > frame.bottom + pad) out.push(`${b.kind} '${b.label}' is clipped at the figure's edge`);
+  });
+  for (let i = 0; i < boxes.length; i++) {
+    for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i];
+      const b = boxes[j];
+      if (a.kind === 'tick label' && b.kind === 'tick label') continue;
+      const w = Math.min(a.r.right, b.r.right) - Math.max(a.r.left, b.r.left);
+      const h = Math.min(a.r.bottom, b.r.bottom) - Math.max(a.r.top, b.r.top);
+      if (w > 2 && h > 2) out.push(`${a.kind} '${a.label}' overlaps ${b.kind} '${b.label}'`);
+    }
+  }
+  return [...new Set(out)].slice(0, 12);
+}
+
+function lkTitle(gd) {
+  const fl = gd._fullLayout;
+  const t = fl && fl.title && fl.title.text ? fl.title.text : '';
+  return t.replace(/<[^>]+>/g, '');
+}
+
+// Everything a reader should look at in each figure (after Run All, and on the live figure when a run ends).
+function figureChecks() {
+  const nb = lkNotebook();
+  return Array.from(nb.querySelectorAll('.js-plotly-plot')).map((gd, i) => ({
+    index: i + 1, cell: lkCellOf(gd), title: lkTitle(gd), axes: lkAxisProblems(gd), text: lkTextProblems(gd),
+  }));
+}
+
+// stderr (warnings, tracebacks printed by libraries) anywhere in the page, Output widgets included.
+function stderrOutputs() {
+  const nb = lkNotebook();
+  if (!nb) return [];
+  return Array.from(nb.querySelectorAll('[data-mime-type="application/vnd.jupyter.stderr"]'))
+    .map((el) => ({ cell: lkCellOf(el), text: el.innerText.trim().slice(0, 300) }))
+    .filter((e) => e.text);
 }

@@ -47,6 +47,7 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 LIVE_TAG = "browser-live"
+WARN_TAG = "expected-warning"  # a cell whose stderr / warning output is part of the lesson
 
 # Bounded waits (seconds). Generous for a shared 2-core machine, never unbounded.
 SERVER_START_TIMEOUT = 90
@@ -234,6 +235,8 @@ class Report:
     run_all_live: list[dict] = field(default_factory=list)
     screenshot: Path | None = None
     console_errors: list[str] = field(default_factory=list)
+    gallery: list[dict] = field(default_factory=list)  # one entry per figure: cell, title, png, problems
+    figure_checks: list[dict] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"{self.name}: {'PASS' if not self.problems else 'FAIL'}"]
@@ -291,12 +294,17 @@ def check_notebook(page, server: LabServer, path: Path, artifacts: Path, live: b
     report.timings["render"] = time.monotonic() - t2
     report.figures, report.widgets = state["figures"], state["widgets"]
     _judge_static(report, state, finished)
+    _judge_figures(report, page.evaluate(_js("figureChecks")))
     _check_saved_outputs(page, path, report)
 
     if live:
         t3 = time.monotonic()
         _live_check(page, path, report)
         report.timings["live"] = time.monotonic() - t3
+    _judge_stderr(page, path, report)
+    t4 = time.monotonic()
+    _photograph_figures(page, path, report, artifacts)
+    report.timings["gallery"] = time.monotonic() - t4
     report.screenshot = _screenshot(page, artifacts / f"{path.stem}.png")
     report.timings["total"] = time.monotonic() - t0
     (artifacts / f"{path.stem}.txt").write_text(report.summary() + "\n")
@@ -343,6 +351,93 @@ def _judge_static(report: Report, state: dict, finished: bool) -> None:
             report.problems.append(f"{where} has zero size ({f['width']}x{f['height']} px)")
     report.notes.append(f"{len(state['figures'])} plotly figure(s), {state['widgets']['views']} widget view(s), "
                         f"{state['widgets']['controls']} control(s)")
+
+
+def _judge_figures(report: Report, checks: list[dict]) -> None:
+    """Axis ranges against the data, overlapping or clipped text: each a problem naming figure and cell."""
+    for f in checks:
+        where = f"plotly figure {f['index']} (cell {f['cell']}{', ' + repr(f['title']) if f['title'] else ''})"
+        report.problems += [f"{where}: {p}" for p in f["axes"] + f["text"]]
+    report.figure_checks = checks
+
+
+def _cell_tags(path: Path) -> dict[int, list[str]]:
+    nb = nbformat.read(path, as_version=4)
+    return {i: list(c.get("metadata", {}).get("tags", [])) for i, c in enumerate(nb.cells, 1)}
+
+
+def _judge_stderr(page, path: Path, report: Report) -> None:
+    """Any stderr output (a warning, a traceback printed by a library) fails, unless its cell is tagged
+    ``expected-warning``: from the saved file (exact, Run All) and from the page (Output widgets, live runs)."""
+    tags = _cell_tags(path)
+    seen: dict[int, str] = {}
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells, 1):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr" and out.get("text", "").strip():
+                seen.setdefault(i, out["text"].strip())
+    for e in page.evaluate(_js("stderrOutputs")):
+        seen.setdefault(e["cell"], e["text"])
+    for cell, text in sorted(seen.items()):
+        if WARN_TAG in tags.get(cell, []):
+            report.notes.append(f"cell {cell} (tagged {WARN_TAG}) printed to stderr: {text[:120]!r}")
+        else:
+            report.problems.append(f"cell {cell} printed to stderr (warning output a reader sees; tag the cell "
+                                   f"'{WARN_TAG}' if intended): {' '.join(text.split())[:240]!r}")
+
+
+def _photograph_figures(page, path: Path, report: Report, artifacts: Path) -> None:
+    """One PNG per figure, scrolled into view, for the gallery (a person looks through it before a release)."""
+    nb = nbformat.read(path, as_version=4)
+    figures = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .js-plotly-plot")
+    checks = {f["index"]: f for f in report.figure_checks}
+    folder = artifacts / "figures"
+    folder.mkdir(exist_ok=True)
+    for i in range(figures.count()):
+        info = checks.get(i + 1, {"cell": 0, "title": "", "axes": [], "text": []})
+        png = folder / f"{path.stem}-{i + 1:02d}.png"
+        try:
+            figures.nth(i).scroll_into_view_if_needed(timeout=10_000)
+            time.sleep(0.3)  # plotly relayouts a figure that enters the viewport
+            figures.nth(i).screenshot(path=str(png), timeout=20_000)
+        except Exception as err:  # a missing picture is noted, never a crash of the harness
+            report.notes.append(f"could not photograph figure {i + 1}: {str(err).splitlines()[0][:120]}")
+            png = None
+        cell = info["cell"]
+        source = nb.cells[cell - 1].source if 0 < cell <= len(nb.cells) else ""
+        code = [ln for ln in source.splitlines() if ln.strip() and not ln.startswith("# NBVAL")][:4]
+        report.gallery.append({"notebook": path.name, "figure": i + 1, "cell": cell, "title": info["title"],
+                               "png": png, "code": "\n".join(code), "problems": info["axes"] + info["text"]})
+
+
+def write_gallery(reports: list[Report], dest: Path) -> Path:
+    """``gallery.html``: every figure's screenshot with its notebook, cell, title, the code that drew it and
+    the problems the check found, for a person to look through."""
+    import html
+
+    rows = []
+    for r in reports:
+        status = "PASS" if not r.problems else f"FAIL ({len(r.problems)} problem(s))"
+        rows.append(f"<h2 id='{html.escape(r.name)}'>{html.escape(r.name)} <small>{status}</small></h2>")
+        if r.problems:
+            rows.append("<ul class='bad'>" + "".join(f"<li>{html.escape(p)}</li>" for p in r.problems) + "</ul>")
+        for g in r.gallery:
+            img = (f"<img src='{html.escape(g['png'].relative_to(dest.parent).as_posix())}' loading='lazy'>"
+                   if g["png"] else "<p>(no screenshot)</p>")
+            probs = "".join(f"<li>{html.escape(p)}</li>" for p in g["problems"])
+            rows.append(f"<figure>{img}<figcaption><b>{html.escape(g['title'] or '(untitled figure)')}</b><br>"
+                        f"{html.escape(g['notebook'])}, cell {g['cell']}, figure {g['figure']}"
+                        f"<pre>{html.escape(g['code'])}</pre>"
+                        + (f"<ul class='bad'>{probs}</ul>" if probs else "") + "</figcaption></figure>")
+    index = " &middot; ".join(f"<a href='#{html.escape(r.name)}'>{html.escape(r.name)}</a>" for r in reports)
+    dest.write_text(
+        "<!doctype html><meta charset='utf-8'><title>labkit figure gallery</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}figure{border-top:1px solid #ccc;"
+        "margin:1.5em 0;padding-top:1em}img{max-width:100%;border:1px solid #eee}pre{background:#f6f6f6;"
+        "padding:.4em;white-space:pre-wrap}.bad{color:#b2182b}</style>"
+        "<h1>labkit: every figure as a reader sees it</h1><p>Headless JupyterLab, Run All in fast mode, then the "
+        f"live section. {index}</p>" + "\n".join(rows))
+    return dest
 
 
 def _check_saved_outputs(page, path: Path, report: Report) -> None:
@@ -422,6 +517,7 @@ def _live_check(page, path: Path, report: Report) -> None:
         (report.notes if s["partial"] else report.problems).append(message)
     if s["finalPoints"] == 0:
         report.problems.append(f"{what}: after the run the figure has no data points")
+    report.problems += [f"{what}, while running: {p}" for p in s["issues"]]
     if not settled:
         report.notes.append(f"{what}: still changing after {LIVE_TIMEOUT} s")
     report.notes.append(f"{what}: {s['partial']} partial state(s), {s['changes']} figure changes in "
