@@ -25,7 +25,9 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["INSTALL_HINT", "Stream", "client", "close_local", "fit_many", "n_workers", "submit", "task_key"]
+__all__ = [
+    "INSTALL_HINT", "Stream", "client", "close_local", "fit_many", "local_client", "n_workers", "submit", "task_key",
+]
 
 INSTALL_HINT = 'pip install "labkit-dynamics[distributed]"'
 _local: dict[str, Any] = {}  # the one LocalCluster and Client behind executor="local" (see close_local)
@@ -46,12 +48,7 @@ def client(executor: Any) -> Any:
     if isinstance(executor, str):
         distributed = _distributed()
         if executor == "local":
-            if "client" not in _local:
-                cluster = distributed.LocalCluster(
-                    n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True, dashboard_address=None
-                )
-                _local.update(cluster=cluster, client=distributed.Client(cluster))
-            return _local["client"]
+            return local_client()
         if "://" not in executor and ":" not in executor:
             raise ValueError(f"executor={executor!r} is neither 'local' nor a scheduler address like 'tcp://host:8786'")
         return distributed.Client(executor)
@@ -62,11 +59,26 @@ def client(executor: Any) -> Any:
     )
 
 
+def local_client(n_workers: int | None = None) -> Any:
+    """The ``distributed.Client`` of a LocalCluster with ``n_workers`` single-threaded worker processes
+    (default: one per core), started on first use and reused while the worker count is the same."""
+    distributed = _distributed()
+    n = (os.cpu_count() or 1) if n_workers is None else n_workers
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n_workers must be a positive int, got {n_workers!r}")
+    if _local.get("n") != n:
+        close_local()
+        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
+        _local.update(cluster=cluster, client=distributed.Client(cluster), n=n)
+    return _local["client"]
+
+
 def close_local() -> None:
     """Stop the LocalCluster that ``executor="local"`` started (a no-op when none is running)."""
     if "client" in _local:
         _local.pop("client").close()
         _local.pop("cluster").close()
+        _local.pop("n", None)
 
 
 def n_workers(executor: Any) -> int:

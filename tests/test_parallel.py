@@ -5,9 +5,10 @@ import signal
 import sys
 import time
 
+import numpy as np
 import pytest
 
-from labkit import data, models, parallel, train
+from labkit import data, fractal, models, parallel, train
 
 
 def _square(x):
@@ -104,3 +105,84 @@ def test_cancel_on_the_cluster(cluster):
 
 def _mlp(seed):
     return models.mlp(2, [8], 3, seed=seed)
+
+
+# ---------------------------------------------------------------- fractal scans and zooms on the cluster
+
+
+def _same(a, b):
+    return np.array_equal(a.converged, b.converged) and np.array_equal(a.score, b.score, equal_nan=True)
+
+
+@pytest.mark.slow
+def test_fractal_scan_on_two_workers_is_identical(cluster):
+    here = fractal.scan("quick", (0.1, 100.0), (0.1, 100.0), 64, progress=False)
+    tiles = []
+    there = fractal.scan("quick", (0.1, 100.0), (0.1, 100.0), 64, progress=False, executor=cluster,
+                         on_chunk=lambda r: tiles.append(r.cells_done))
+    assert there.complete and _same(here, there)  # bit for bit
+    assert len(tiles) >= 4 and tiles == sorted(tiles) and tiles[-1] == 64 * 64  # streamed tile by tile
+
+
+@pytest.mark.slow
+def test_zoom_sequence_on_two_workers_is_identical(cluster, tmp_path):
+    start, end = ((0.1, 100.0), (0.1, 100.0)), ((1.0, 3.0), (1.0, 3.0))
+    here = fractal.zoom_sequence("quick", start, end, frames=3, resolution=24)
+    there = fractal.zoom_sequence("quick", start, end, frames=3, resolution=24, executor=cluster, folder=tmp_path)
+    assert len(there) == 3 and all(_same(a, b) for a, b in zip(here, there))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frame_000.png", "frame_001.png", "frame_002.png"]
+
+
+@pytest.mark.slow
+def test_fractal_scan_survives_a_killed_worker(cluster):
+    exp = fractal.Experiment.preset("paper", steps=200)
+    here = fractal.scan(exp, (0.1, 10.0), (0.1, 10.0), 32, progress=False)
+    pids = list(cluster.run(os.getpid).values())
+    killed = []
+
+    def kill_once(result):
+        if not killed:
+            os.kill(pids[0], signal.SIGKILL)  # a worker dies with tiles queued and running
+            killed.append(result.cells_done)
+
+    there = fractal.scan(exp, (0.1, 10.0), (0.1, 10.0), 32, progress=False, executor=cluster, tile=64,
+                         on_chunk=kill_once)
+    assert killed and killed[0] < 32 * 32
+    assert there.complete and _same(here, there)  # lost tiles recomputed; nothing lost or duplicated
+    cluster.wait_for_workers(2, timeout=60)
+
+
+@pytest.mark.slow
+def test_cancelling_a_scan_cancels_its_queued_tiles(cluster):
+    exp = fractal.Experiment.preset("paper", steps=200)
+    with pytest.warns(UserWarning, match="partial result"):
+        res = fractal.scan(exp, (0.1, 10.0), (0.2, 20.0), 32, progress=False, executor=cluster, tile=32,
+                           cancel=lambda: True)
+    assert not res.complete and 0 < res.cells_done < 32 * 32
+
+    def tile_states(dask_scheduler):
+        return [ts.state for key, ts in dask_scheduler.tasks.items() if "fractal-tile" in str(key)]
+
+    deadline = time.time() + 10
+    while (states := cluster.run_on_scheduler(tile_states)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert states == []  # the queued tiles were cancelled and released: nothing of the scan is left to run
+
+
+def test_scan_with_a_scheduler_but_no_dask_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(ImportError, match="labkit-dynamics"):
+        fractal.scan("quick", resolution=8, progress=False, executor="local")
+
+
+@pytest.mark.slow
+def test_cli_scheduler_local(tmp_path, capsys):
+    from labkit.cli import main
+
+    out = tmp_path / "scan"
+    assert main(["fractal", "--resolution", "16", "--quiet", "--out", str(out), "--scheduler", "local",
+                 "--workers", "2"]) == 0
+    parallel.close_local()
+    assert (tmp_path / "scan.npz").exists()
+    assert main(["fractal", "--resolution", "16", "--quiet", "--out", str(out), "--workers", "2"]) == 2
+    assert "--workers goes with --scheduler local" in capsys.readouterr().err

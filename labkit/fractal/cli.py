@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figure", action="store_true",
                         help="also write PREFIX-figure.png with axes, colour bar and title (needs kaleido; "
                              "else a self-contained PREFIX-figure.png.html)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS|local",
+                        help="run the tiles on a Dask cluster: a scheduler address, or 'local' for a LocalCluster "
+                             'on this machine (needs pip install "labkit-dynamics[distributed]")')
+    parser.add_argument("--workers", type=int, default=None,
+                        help="with --scheduler local: number of worker processes (default: one per core)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -51,6 +56,21 @@ def _prefix(out: str):
     if prefix.suffix.lower() in (".npz", ".png"):
         prefix = prefix.with_suffix("")
     return prefix
+
+
+def _executor(args: argparse.Namespace):
+    """The Dask client behind ``--scheduler``/``--workers`` (None: in-process)."""
+    if args.workers is not None and args.scheduler != "local":
+        raise ValueError("--workers goes with --scheduler local (a remote cluster has its own workers)")
+    if args.scheduler is None:
+        return None
+    from labkit import parallel
+
+    if args.scheduler == "local" and args.workers is not None:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        return parallel.local_client(args.workers)
+    return parallel.client(args.scheduler)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,11 +96,12 @@ def run(args: argparse.Namespace) -> int:
             exp = exp.replace(x_range=default, y_range=(1e-2, 1e3) if changes["axes"][0] == "offset" else default)
         if not args.max_memory > 0:
             raise ValueError(f"--max-memory must be > 0 GiB, got {args.max_memory}")
+        executor = _executor(args)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="scan interrupted")  # the summary below says it
             res = scan(exp, args.x_range, args.y_range, args.resolution, device=args.device, chunk=args.chunk,
-                       max_memory=int(args.max_memory * 2**30), progress=not args.quiet)
-    except (ValueError, TypeError) as err:
+                       max_memory=int(args.max_memory * 2**30), progress=not args.quiet, executor=executor)
+    except (ValueError, TypeError, ImportError) as err:
         print(f"labkit fractal: error: {err}", file=sys.stderr)
         return 2
     written = [res.save(with_suffix(prefix, ".npz")), res.to_png(with_suffix(prefix, ".png"), scale=args.scale)]

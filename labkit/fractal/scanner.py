@@ -30,6 +30,7 @@ step, as the paper's notebook does).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -162,6 +163,34 @@ def _chunk_cells(p: _Problem, chunk: int | None, budget: int) -> int:
     return cap if chunk is None else max(1, min(chunk, cap))
 
 
+def _coords(p: _Problem, axes: tuple[str, str], xs: np.ndarray, ys: np.ndarray, sl: slice) -> tuple:
+    """(lr_in, lr_out, offset) of the cells ``sl`` (row-major: cell k is x[k % nx], y[k // nx])."""
+    k = np.arange(sl.start, sl.stop)
+    cx, cy = (torch.as_tensor(v, dtype=p.dtype, device=p.device) for v in (xs[k % len(xs)], ys[k // len(xs)]))
+    return (cx, cy, None) if axes == ("lr_in", "lr_out") else (cy, cy, cx)
+
+
+def _outcome(s_fwd: np.ndarray, s_inv: np.ndarray, tail: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(converged, score) of trained cells: converged when the tail's mean normalised loss is < 1."""
+    conv = tail < 1.0
+    return conv, np.where(conv, -s_fwd, s_inv)
+
+
+def _tile(exp: Experiment, axes: tuple[str, str], xs: np.ndarray, ys: np.ndarray, device: str | None,
+          lo: int, hi: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cells ``lo..hi`` of a scan, trained in chunks of ``size`` exactly as in-process (a task for a worker)."""
+    from labkit import device as default_device
+
+    p = _Problem(exp, torch.device(device) if device else default_device())
+    conv, score = np.zeros(hi - lo, dtype=bool), np.full(hi - lo, np.nan)
+    with torch.no_grad():
+        for a in range(lo, hi, size):
+            sl = slice(a, min(hi, a + size))
+            part = slice(a - lo, sl.stop - lo)
+            conv[part], score[part] = _outcome(*_train_chunk(p, *_coords(p, axes, xs, ys, sl)))
+    return conv, score
+
+
 #: Bytes per cell of a :class:`ScanResult`: ``score`` (float64) and ``converged`` (bool).
 RESULT_BYTES_PER_CELL = 9
 
@@ -209,6 +238,8 @@ def scan(
     progress: bool = True,
     cancel: Callable[[], bool] | None = None,
     on_chunk: Callable[[ScanResult], None] | None = None,
+    executor: Any = None,
+    tile: int | None = None,
 ) -> ScanResult:
     """Train one network per grid cell and return the converged/diverged picture.
 
@@ -225,6 +256,11 @@ def scan(
     row by row, ``res.done`` marks the finished ones, the others have ``score`` NaN and
     ``converged`` False, and ``converged_fraction``/``boundary``/``dimension`` use finished
     cells only) with a warning.
+
+    ``executor`` (see :mod:`labkit.parallel`: ``None`` in-process, ``"local"``, a scheduler address or a
+    ``distributed.Client``) splits the grid into tiles of ``tile`` cells (default: about four per worker, a
+    multiple of the chunk), each trained on a worker exactly as in-process, so the result is identical bit for
+    bit; tiles arrive in completion order (``on_chunk`` sees each), and cancelling cancels the queued tiles.
 
     >>> res = scan("quick", (1e-1, 1e2), (1e-1, 1e2), 8, progress=False)
     >>> res.converged.shape, bool(res.converged[0, 0]), bool(res.converged[-1, -1])
@@ -261,33 +297,50 @@ def scan(
     flat_score, flat_conv = score.reshape(-1), converged.reshape(-1)
     result = ScanResult(exp, axes, x_range, y_range, logs, xs, ys, converged, score)
 
-    def coords(sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(lr_in, lr_out, offset) of the cells ``sl`` (row-major: cell k is x[k % nx], y[k // nx])."""
-        k = np.arange(sl.start, sl.stop)
-        cx, cy = (torch.as_tensor(v, dtype=p.dtype, device=dev) for v in (xs[k % nx], ys[k // nx]))
-        return (cx, cy, None) if axes == ("lr_in", "lr_out") else (cy, cy, cx)
-
     size = _chunk_cells(p, chunk, budget)
     start, complete = time.perf_counter(), True
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cells, desc=f"scan {exp.name}", unit="net", delay=2, disable=not progress)
+    stream = None
     try:
-        with torch.no_grad():
-            for lo in range(0, cells, size):
-                if cancel is not None and cancel():
-                    complete = False
-                    break
-                sl = slice(lo, min(cells, lo + size))
-                s_fwd, s_inv, tail = _train_chunk(p, *coords(sl))
-                conv = tail < 1.0
-                flat_conv[sl] = conv
-                flat_score[sl] = np.where(conv, -s_fwd, s_inv)
-                bar.update(sl.stop - sl.start)
+        if executor is None:
+            with torch.no_grad():
+                for lo in range(0, cells, size):
+                    if cancel is not None and cancel():
+                        complete = False
+                        break
+                    sl = slice(lo, min(cells, lo + size))
+                    flat_conv[sl], flat_score[sl] = _outcome(*_train_chunk(p, *_coords(p, axes, xs, ys, sl)))
+                    bar.update(sl.stop - sl.start)
+                    if on_chunk is not None:
+                        on_chunk(result)
+        else:
+            from labkit import parallel
+
+            if tile is None:
+                per_tile = -(-cells // (4 * parallel.n_workers(executor)))
+                tile = -(-per_tile // size) * size
+            _checks.positive("tile", tile, integer=True)
+            tile = -(-tile // size) * size  # a multiple of the chunk: the same chunks as in-process
+            bounds = [*range(0, cells, tile), cells]
+            worker_device = None if device is None else str(dev)
+            args = [(exp, axes, xs, ys, worker_device, lo, hi, size) for lo, hi in itertools.pairwise(bounds)]
+            stream = parallel.submit(_tile, args, name="fractal-tile", executor=executor)
+            for i, (conv, sc) in stream:
+                lo, hi = bounds[i], bounds[i + 1]
+                flat_conv[lo:hi], flat_score[lo:hi] = conv, sc
+                bar.update(hi - lo)
                 if on_chunk is not None:
                     on_chunk(result)
+                if cancel is not None and cancel() and result.cells_done < cells:
+                    complete = False
+                    stream.cancel()
+                    break
     except KeyboardInterrupt:
         complete = False
+        if stream is not None:
+            stream.cancel()
     finally:
         bar.close()
     if not complete:

@@ -42,12 +42,15 @@ def zoom_sequence(
     folder: str | Path | None = None,
     log: tuple[bool, bool] | None = None,
     cancel: Callable[[], bool] | None = None,
+    executor: Any = None,
     **scan_kwargs: Any,
 ) -> list[ScanResult]:
     """Scan ``frames`` windows from ``start`` to ``end`` (each ``(x_range, y_range)``); write
     ``frame_000.png ...`` into ``folder`` when given (created if missing; each frame written atomically).
     Returns the scans (stops early if ``cancel()``). All frames are kept, so ``max_memory`` (bytes,
     default 1 GiB) must hold ``frames`` results: a larger request is refused before anything runs.
+    With an ``executor`` (:mod:`labkit.parallel`) every frame is one independent task, all submitted at once;
+    frames are written as they finish and returned in order (identical to the in-process frames).
     """
     from labkit._io import ensure_folder
     from labkit.fractal.scanner import estimate_memory
@@ -65,8 +68,11 @@ def zoom_sequence(
     budget = max_memory - (frames - 1) * need["result"]  # what one frame's scan may use
     if folder is not None:
         ensure_folder(folder)
+    windows = interpolate_windows(start, end, frames, log)
+    if executor is not None:
+        return _distributed(exp, windows, resolution, log, budget, folder, cancel, executor, scan_kwargs)
     out = []
-    for k, (xr, yr) in enumerate(interpolate_windows(start, end, frames, log)):
+    for k, (xr, yr) in enumerate(windows):
         if cancel is not None and cancel():
             break
         res = scan(exp, xr, yr, resolution, log=log, progress=False, max_memory=budget, **scan_kwargs)
@@ -74,3 +80,23 @@ def zoom_sequence(
             res.to_png(Path(folder) / f"frame_{k:03d}.png")
         out.append(res)
     return out
+
+
+def _frame(exp: Experiment, xr: tuple, yr: tuple, resolution: int, log: tuple, budget: int, kwargs: dict) -> ScanResult:
+    return scan(exp, xr, yr, resolution, log=log, progress=False, max_memory=budget, **kwargs)
+
+
+def _distributed(exp, windows, resolution, log, budget, folder, cancel, executor, kwargs) -> list[ScanResult]:
+    from labkit import parallel
+
+    args = [(exp, xr, yr, resolution, log, budget, kwargs) for xr, yr in windows]
+    stream = parallel.submit(_frame, args, name="fractal-frame", executor=executor)
+    done: dict[int, ScanResult] = {}
+    for k, res in stream:
+        if folder is not None:
+            res.to_png(Path(folder) / f"frame_{k:03d}.png")
+        done[k] = res
+        if cancel is not None and cancel():
+            stream.cancel()
+            break
+    return [done[k] for k in sorted(done)]

@@ -169,6 +169,7 @@ def from_function(
 
 
 def as_operator(op: Any) -> LinearOperator:
+    """``op`` itself if it is a :class:`LinearOperator`; a square symmetric tensor wrapped by :func:`from_dense`."""
     if isinstance(op, LinearOperator):
         return op
     if isinstance(op, torch.Tensor):

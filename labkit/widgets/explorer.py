@@ -40,7 +40,8 @@ class FractalExplorer:
     """The explorer's state (windows, current scan) and its widgets; displays itself."""
 
     def __init__(self, preset: str = "quick", resolution: int = 48, steps: int | None = None,
-                 axes: str | None = None, out_dir: str | Path = "fractal_exports", threads: int | None = None) -> None:
+                 axes: str | None = None, out_dir: str | Path = "fractal_exports", threads: int | None = None,
+                 executor: Any = None) -> None:
         import ipywidgets as w
         import plotly.graph_objects as go
 
@@ -51,6 +52,7 @@ class FractalExplorer:
         exp = Experiment.preset(preset)
         self.out_dir = Path(out_dir)
         self.threads = threads
+        self.executor = executor  # labkit.parallel: None in-process, "local", an address or a Dask Client
         if threads is not None:
             set_torch_threads(threads)  # decided once, here on the main thread, never in the scan's thread
         self.preset = w.Dropdown(options=list(PRESETS), value=preset, description="preset")
@@ -217,7 +219,8 @@ class FractalExplorer:
         pixels = int(self.resolution.value)
         ctx.status("scanning...")
         res = scan(exp, xr, yr, pixels, log=self.log, progress=False, cancel=ctx.stopped, on_chunk=partial,
-                   chunk=max(64, pixels * pixels // 8))  # >= 8 chunks: the image fills in
+                   chunk=max(64, pixels * pixels // 8),  # >= 8 chunks (or tiles): the image fills in
+                   executor=self.executor)  # a zoom stops this job: its queued tiles are cancelled
         self.result = res
         self._draw(res)
         conv = res.converged_fraction()
@@ -291,6 +294,10 @@ class FractalExplorer:
 
 def fractal_explorer(preset: str = "quick", resolution: int = 48, steps: int | None = None, *,
                      axes: str | None = None, out_dir: str | Path = "fractal_exports",
-                     threads: int | None = None) -> FractalExplorer:
-    """An interactive zoom explorer of the trainability boundary (display it, then press Scan)."""
-    return FractalExplorer(preset, resolution, steps, axes, out_dir, threads)
+                     threads: int | None = None, executor: Any = None) -> FractalExplorer:
+    """An interactive zoom explorer of the trainability boundary (display it, then press Scan).
+
+    ``executor`` runs its scans on a Dask cluster (:mod:`labkit.parallel`): tiles fill the image as they
+    arrive, and zooming away cancels the tiles still queued for the old window.
+    """
+    return FractalExplorer(preset, resolution, steps, axes, out_dir, threads, executor)
