@@ -121,3 +121,32 @@ def test_batch_sharpness_decreases_with_batch_size():
     same = ds[torch.zeros(len(ds), dtype=torch.long)]
     ctrl = hessian.batch_sharpness(model, "cross_entropy", same, sizes, n_batches=8, seed=0)
     assert not ctrl.decreases, (ctrl.mean, ctrl.full, ctrl.trend())
+
+
+# ------------------------------------------------------------------ the instruments behind these checks
+
+
+def test_trend_matches_scipy_linregress_and_skips_noiseless_sizes():
+    from scipy import stats
+
+    bs = probes.BatchSharpness([4, 16, 64, 120], [[3.0, 3.4, 2.9], [2.8, 3.0, 2.7], [2.6, 2.75, 2.7], [2.5] * 3], 2.5)
+    ref = stats.linregress(torch.log(torch.tensor([4.0] * 3 + [16.0] * 3 + [64.0] * 3)).numpy(),
+                           [3.0, 3.4, 2.9, 2.8, 3.0, 2.7, 2.6, 2.75, 2.7])
+    slope, t = bs.trend()
+    assert slope == pytest.approx(ref.slope) and t == pytest.approx(ref.slope / ref.stderr)
+
+
+def test_gauss_newton_outliers_when_r_is_zero():
+    """A linear model with MSE has H = G exactly: overlap 1, ||R|| = 0, and the check holds."""
+    ds = gaussian_mixture(40, dim=5, classes=2, seed=1).to(dtype=torch.float64)
+    data = (ds.inputs, torch.nn.functional.one_hot(ds.targets, 2).double())
+    lin = torch.nn.Sequential(torch.nn.Linear(5, 2)).double()
+    r = probes.gauss_newton_outliers(lin, "mse", data, k=2)
+    assert r.residual < 1e-10 and r.overlap == pytest.approx(1.0, abs=1e-8) and r.residual_small
+    with pytest.raises(ValueError, match="k must be below"):
+        probes.gauss_newton_outliers(lin, "mse", data, k=12)
+
+
+def test_outlier_count_rejects_fewer_outputs_than_classes():
+    with pytest.raises(ValueError, match="outputs"):
+        probes.outlier_count(5, 3)
