@@ -54,7 +54,9 @@ def test_power_iteration_wrong_answers_are_explained(capsys):
 
 
 def test_outlier_prediction(capsys):
-    assert _verdict(capsys, "hessian.outliers_7_classes", 6)[0]
+    assert _verdict(capsys, "hessian.outliers_7_classes", 6)[0]  # 7 outputs - 1, whatever the 3 data classes
+    ok, out = _verdict(capsys, "hessian.outliers_7_classes", 2)  # data classes - 1: the misconception
+    assert not ok and "output layer" in out
     ok, out = _verdict(capsys, "hessian.outliers_7_classes", 7)
     assert not ok and "too high" in out
     ok, out = _verdict(capsys, "hessian.outliers_7_classes", "six")

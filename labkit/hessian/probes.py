@@ -17,11 +17,17 @@ from labkit.hessian.operators import GaussNewtonOperator, HessianOperator, dense
 
 __all__ = [
     "BatchSharpness",
+    "EdgeOfStability",
+    "OutlierSubspace",
+    "at_edge_of_stability",
     "batch_sharpness",
     "class_outliers",
     "count_outliers",
     "dense",
+    "edge_of_stability_run",
+    "gauss_newton_outliers",
     "operator",
+    "outlier_count",
     "spectral_density",
     "top_eigenvalues",
     "trace",
@@ -102,7 +108,7 @@ def stability_threshold(lr: float, optimizer: Any) -> float:
 
     Gradient descent on a quadratic with curvature lambda is stable iff ``lr lambda < 2``
     (Cohen et al. 2021, arXiv:2103.00065); with heavy-ball momentum (``m = beta m + g``,
-    ``p -= lr m``) the bound becomes ``lr lambda < 2 + 2 beta`` (38/lr for beta = 0.9).
+    ``p -= lr m``) the bound becomes ``lr lambda < 2 + 2 beta`` (3.8/lr for beta = 0.9).
     Adam has no such threshold on the raw Hessian (NaN).
     """
     from labkit.optim import MOMENTUM
@@ -130,6 +136,29 @@ class BatchSharpness:
     def __post_init__(self) -> None:
         self.mean = [float(np.mean(v)) for v in self.values]
         self.stderr = [float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan for v in self.values]
+
+    def trend(self) -> tuple[float, float]:
+        """Least-squares slope of lambda_max against log(batch size) over all draws, and its t statistic.
+
+        Sizes whose draws are all equal (a batch of the whole data set) carry no noise and are left out.
+        """
+        pairs = [(b, v) for b, row in zip(self.batch_sizes, self.values) for v in row if np.ptp(row) > 0]
+        if len(pairs) < 3:
+            return math.nan, math.nan
+        x, y = np.log([b for b, _ in pairs]), np.array([v for _, v in pairs])
+        xc = x - x.mean()
+        slope = float(xc @ (y - y.mean()) / (xc @ xc))
+        resid = y - y.mean() - slope * xc
+        se = math.sqrt(float(resid @ resid) / (len(y) - 2) / float(xc @ xc))
+        return slope, slope / se if se > 0 else math.copysign(math.inf, slope) if slope else math.nan
+
+    @property
+    def decreases(self) -> bool:
+        """lambda_max falls as the batch grows: significantly (slope t < -3, one-sided p ~ 0.001) and by more
+        than 1% of the full-data value from the smallest to the largest batch (100x the eigensolver's tolerance)."""
+        _, t = self.trend()
+        drop = (self.mean[0] - self.mean[-1]) / abs(self.full)
+        return bool(t < -3.0 and drop > 0.01)
 
     def figure(self) -> Any:
         from labkit.viz import theme
@@ -176,26 +205,147 @@ def class_outliers(
     classes: int, loss: str = "cross_entropy", matrix: str = "hessian", *, per_class: int = 10, dim: int = 4,
     width: int = 16, separation: float = 3.0, seed: int = 0,
 ) -> tuple[torch.Tensor, int]:
-    """Dense spectrum (descending) and outlier count for a one-hidden-layer ReLU net on a Gaussian mixture.
+    """Dense spectrum (descending) and outlier count at initialisation, ``classes`` outputs and data classes.
 
     The readout starts near zero (weights x 0.01, bias 0), so the softmax is uniform and
     the output Hessian is the same for every example: ``H_out = (1/k)(I - 11^T/k)`` for
     cross-entropy (rank k - 1: adding a constant to all logits changes nothing) and
     ``2 I`` for MSE (rank k). The readout block of G is then ``H_out (x) E[h h^T]`` and
     the mean feature's large direction in ``E[h h^T]`` is repeated once per nonzero
-    eigenvalue of ``H_out``: k - 1 outliers for cross-entropy, k for MSE, in G and in H.
+    eigenvalue of ``H_out``: k_out - 1 outliers for cross-entropy, k_out for MSE, in G and in H,
+    where k_out is the number of **outputs**, whatever the data (see :func:`outlier_count`).
     """
-    from labkit.data import gaussian_mixture
-    from labkit.models import mlp
+    return outlier_count(classes, classes, loss, matrix, per_class=per_class, dim=dim, width=width,
+                         separation=separation, seed=seed)
 
+
+def outlier_count(
+    classes: int, outputs: int | None = None, loss: str = "cross_entropy", matrix: str = "hessian", *,
+    steps: int = 0, lr: float = 0.5, per_class: int = 10, dim: int = 4, width: int = 16, separation: float = 3.0,
+    seed: int = 0,
+) -> tuple[torch.Tensor, int]:
+    """Dense spectrum (descending) and outlier count: ``classes`` data classes, ``outputs`` network outputs.
+
+    A one-hidden-layer ReLU net on a Gaussian mixture (``separation=0``: no class structure), its readout
+    started near zero (softmax uniform), then trained ``steps`` full-batch GD steps. Varying ``classes``
+    with ``outputs`` fixed tells what the count follows (see :func:`class_outliers` for the mechanism at
+    initialisation). The count is :func:`count_outliers` over the top ``3 * outputs`` eigenvalues.
+    """
+    from labkit.data import Dataset, gaussian_mixture
+    from labkit.models import mlp
+    from labkit.train import fit
+
+    outputs = classes if outputs is None else outputs
     _checks.in_range("classes", classes, 2, 100)
+    _checks.in_range("outputs", outputs, classes, 100)
     _checks.choice("loss", loss, ["cross_entropy", "mse"])
+    _checks.positive("steps", steps, integer=True, allow_zero=True)
     ds = gaussian_mixture(per_class * classes, dim, classes, separation, seed).to(dtype=torch.float64)
-    model = mlp(dim, [width], classes, "relu", seed=seed).double()
+    model = mlp(dim, [width], outputs, "relu", seed=seed).double()
     with torch.no_grad():
         model[-1].weight.mul_(0.01)
         model[-1].bias.zero_()
-    data = ds if loss == "cross_entropy" else (ds.inputs, torch.nn.functional.one_hot(ds.targets, classes).double())
+    if loss == "cross_entropy":  # labels drawn from `outputs` possible classes, of which `classes` occur
+        data: Any = Dataset(ds.inputs, ds.targets, "classification", outputs, ds.name)
+    else:
+        data = (ds.inputs, torch.nn.functional.one_hot(ds.targets, outputs).double())
+    if steps:
+        fit(model, data, loss=loss, lr=lr, steps=steps, progress=False)
     M = linalg.to_dense(operator(model, loss, data, matrix))
     values = torch.linalg.eigvalsh((M + M.T) / 2).flip(0)
-    return values, count_outliers(values[: 3 * classes])
+    return values, count_outliers(values[: 3 * outputs])
+
+
+# ---------------------------------------------------------------- do the outliers of H live in G?
+
+
+@dataclass
+class OutlierSubspace:
+    """How far the top-``k`` eigenpairs of H = G + R are those of the Gauss-Newton part G.
+
+    ``overlap`` = ||U_H^T U_G||_F^2 / k (1: the same subspace, k/P: unrelated), ``residual`` = ||R||_2,
+    ``gap`` = lambda_k(G) - lambda_{k+1}(G), the distance between G's outliers and the rest.
+    """
+
+    k: int
+    overlap: float
+    residual: float
+    gap: float
+    h_top: list[float]
+    g_top: list[float]
+
+    @property
+    def residual_small(self) -> bool:
+        """||R|| < gap / 2. Weyl: every eigenvalue of H is within ||R|| of G's, so H keeps G's k outliers
+        apart from the bulk; Davis-Kahan: the angle between the subspaces has sin <= ||R|| / (gap - ||R||) < 1.
+        When it fails, R is as large as the outliers themselves and can reorder or merge them with the bulk."""
+        return self.residual < self.gap / 2
+
+
+def gauss_newton_outliers(model: nn.Module, loss: Any, data: Any, k: int) -> OutlierSubspace:
+    """Compare the top ``k`` eigenvectors of the Hessian with those of its Gauss-Newton part (dense; small models)."""
+    _checks.positive("k", k, integer=True)
+    H, G = dense(model, loss, data, "hessian"), dense(model, loss, data, "gauss_newton")
+    eh, vh = torch.linalg.eigh(H)
+    eg, vg = torch.linalg.eigh(G)
+    if k >= len(eg):
+        raise ValueError(f"k must be below the number of parameters ({len(eg)}), got {k}")
+    overlap = float((vh[:, -k:].T @ vg[:, -k:]).pow(2).sum()) / k
+    residual = float(torch.linalg.eigvalsh(H - G).abs().max())
+    gap = float(eg[-k] - eg[-k - 1])
+    return OutlierSubspace(k, overlap, residual, gap, eh.flip(0)[:k].tolist(), eg.flip(0)[:k].tolist())
+
+
+# ---------------------------------------------------------------- the edge of stability as a claim that can fail
+
+#: The run must start clearly below 2/lr (or "ends at 2/lr" is true from step 0) ...
+EOS_START_BELOW = 0.7
+#: ... and end within this fraction of it: above 2/lr GD is unstable, and at the edge it does not fall back.
+EOS_END_WITHIN = 0.1
+
+
+@dataclass
+class EdgeOfStability:
+    """The sharpness of a run measured against its threshold: ``start`` and ``end`` as fractions of it."""
+
+    threshold: float
+    start: float  # first measurement / threshold
+    end: float  # median of the last measurements / threshold
+
+    @property
+    def holds(self) -> bool:
+        """Progressive sharpening up to the edge: start < 0.7 x threshold and end within 10% of it."""
+        return self.start < EOS_START_BELOW and abs(self.end - 1) < EOS_END_WITHIN
+
+
+def at_edge_of_stability(values: Any, threshold: float, last: int = 10) -> EdgeOfStability:
+    """Did the sharpness ``values`` (one per measurement) climb from below ``threshold`` to it (Cohen et al.)?"""
+    v = np.asarray(values, dtype=float)
+    _checks.positive("last", last, integer=True)
+    if v.ndim != 1 or len(v) < last + 1:
+        raise ValueError(f"values must be a 1-D series longer than last={last}, got shape {v.shape}")
+    return EdgeOfStability(float(threshold), float(v[0] / threshold), float(np.median(v[-last:]) / threshold))
+
+
+def edge_of_stability_run(
+    lr: float, *, n: int = 128, steps: int = 2000, every: int = 20, seed: int = 0, live: Any = None,
+    callbacks: Sequence[Any] = (),
+) -> tuple[Any, Any]:
+    """Full-batch GD with sharpness measurements: a two-hidden-layer tanh MLP (width 32) on a 3-class
+    Gaussian mixture with one-hot MSE targets (Cohen et al.'s progressive-sharpening setting, small).
+
+    Returns ``(probe, history)``: ``probe.top`` is lambda_max every ``every`` steps, ``probe.thresholds``
+    2/lr. ``live`` (a LivePlot) and ``callbacks`` are passed to :func:`labkit.train.fit`.
+    """
+    from labkit.data import gaussian_mixture
+    from labkit.hessian import Sharpness
+    from labkit.models import mlp
+    from labkit.train import fit
+
+    ds = gaussian_mixture(n, dim=4, classes=3, separation=2.0, seed=seed).to(dtype=torch.float64)
+    data = (ds.inputs, torch.nn.functional.one_hot(ds.targets, 3).double())  # MSE targets
+    net = mlp(4, [32, 32], 3, activation="tanh", seed=seed).double()
+    probe = Sharpness(every=every, live=live)
+    extra = [probe] + ([live] if live is not None else []) + list(callbacks)
+    hist = fit(net, data, loss="mse", lr=lr, steps=steps, callbacks=extra, progress=False)
+    return probe, hist
