@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from labkit.fractal import Experiment, box_counting_dimension, scan, write_png
+from labkit.fractal import box_counting_dimension, write_png
 
 
 def _sierpinski(k):
@@ -86,19 +86,6 @@ def test_png_writer_roundtrip(tmp_path):
     idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
     raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(5, 1 + 7 * 3)
     np.testing.assert_array_equal(raw[:, 1:].reshape(5, 7, 3), rgb)
-
-
-def test_fractal_over_decades():
-    """Zoom 10x per level onto a boundary pixel of "quick": both phases and >= 30 boundary pixels at every level."""
-    exp = Experiment.preset("quick")
-    res = scan(exp, resolution=32, progress=False)
-    for level in range(5):
-        n_boundary = res.boundary().sum()
-        assert 0 < res.converged.mean() < 1, f"level {level}: one phase only"
-        assert n_boundary >= 30, f"level {level}: only {n_boundary} boundary pixels"
-        if level < 4:
-            xr, yr = res.zoom(res.nearest_boundary(), 10)
-            res = scan(exp, xr, yr, 32, progress=False)
 
 
 def test_cli_writes_npz_and_png(tmp_path, capsys):
