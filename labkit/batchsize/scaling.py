@@ -129,7 +129,9 @@ def compare_rule(make_model: Callable[[int], Any], data: Any, *, base_batch: int
     learning rate (and, for ``rule="adam_sqrt"``, Adam's betas and eps: :func:`scale_adam`) moved
     by ``rule`` (evaluated every step): both are evaluated every ``k * base_batch`` examples.
     Returns ``gap``: the mean relative difference ``|L_scaled / L_base - 1|`` of the two evaluation
-    losses after the first ``skip`` of training (``inf`` if the scaled run diverged), ``diverged``,
+    losses after the first ``skip`` of training (``inf`` if the scaled run diverged, NaN if the base run
+    did: choose a stable base learning rate), ``diverged`` and ``base_diverged`` (the loss overflowed or
+    ended above where it started),
     ``examples`` (at each evaluation), ``base`` and ``scaled`` (their evaluation losses) and the
     scaled ``lr``.
     """
@@ -156,7 +158,11 @@ def compare_rule(make_model: Callable[[int], Any], data: Any, *, base_batch: int
     a, b = np.asarray(base.eval["loss"], dtype=float), np.asarray(scaled.eval["loss"], dtype=float)
     m = min(len(a), len(b))
     start = int(skip * m)
-    diverged = bool(scaled.diverged or not np.all(np.isfinite(b[:m])))
-    gap = math.inf if diverged else float(np.mean(np.abs(b[start:m] / a[start:m] - 1)))
+    blew_up = lambda h, v: bool(h.diverged or not np.all(np.isfinite(v)) or v[-1] > v[0])  # noqa: E731
+    diverged, base_diverged = blew_up(scaled, b), blew_up(base, a)
+    if base_diverged:  # nothing to compare with
+        gap = math.nan
+    else:
+        gap = math.inf if diverged else float(np.mean(np.abs(b[start:m] / a[start:m] - 1)))
     return {"gap": gap, "diverged": diverged, "lr": new_lr, "examples": np.arange(m) * big,
-            "base": a[:m], "scaled": b[:m], "base_diverged": bool(base.diverged)}
+            "base": a[:m], "scaled": b[:m], "base_diverged": base_diverged}
