@@ -221,6 +221,9 @@ def predict_vs_network(width: int = 1024, *, parameterization: str = "ntk", lr: 
     hist = fit(net, (x, y), loss="mse", lr=lr, steps=steps, callbacks=[record], progress=False)
     with torch.no_grad():
         outputs.append(net(x))  # after the last update
+    if len(outputs) != len(times):  # fit stopped early (diverged): no trajectory to compare
+        return {"steps": times.tolist(), "error": float("inf"), "kernel_change": float("nan"), "diverged": True,
+                "lr": lr}
     f_net = torch.stack(outputs)[..., 0]
     f_ker = predict(k0, k0, y, t=torch.as_tensor(times, dtype=DT), lr=lr, f_train=f0, f_test=f0)[..., 0]
     err = float(((f_net - f_ker).norm(dim=1) / (y - f0).norm()).max())

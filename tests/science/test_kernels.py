@@ -79,3 +79,10 @@ def test_top_ntk_eigenvectors_are_smooth_and_a_random_kernels_are_not():
     a = torch.randn(41, 41, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     control = lab.sign_changes(torch.linalg.eigh(a @ a.T)[1].flip(1)[:, :4])
     assert not smooth_first(control), control
+
+
+def test_predict_vs_network_instrument():
+    """The comparison itself: with a tiny step the network is its linearisation and GD is the flow (error -> 0)."""
+    assert lab.predict_vs_network(64, lr=1e-3, steps=20)["error"] < 1e-4
+    wild = lab.predict_vs_network(64, lr=3.0, steps=50)  # 3x the stability limit: diverges, reported as data
+    assert wild["diverged"] and wild["error"] == float("inf")
