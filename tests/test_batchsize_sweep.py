@@ -177,3 +177,83 @@ def test_nqm_first_step_and_three_regimes():
     bs, bn = q.noise_scales(q.second_moments(best["lr"][3], best["batch_size"][3], int(best["steps"][3])))
     assert t.b_crit / 10 < bn < 10 * t.b_crit and t.b_crit / 10 < bs < 10 * t.b_crit
     assert sweep.figure().data
+
+
+def _log_range_covers(fig, xs):
+    """The x-axis range is in log10 units (plotly's convention) and covers ``xs`` without exceeding them 10x."""
+    lo, hi = fig.layout.xaxis.range
+    xs = np.asarray(xs, dtype=float)
+    assert 10**lo <= xs.min() and 10**hi >= xs.max()
+    assert 10**lo > xs.min() / 10 and 10**hi < xs.max() * 10
+
+
+def test_regime_figure_axes_and_labels_in_log_units():
+    q = NQM.power_law(50)
+    sweep = q.steps_to_target(0.1 * q.loss0, np.geomspace(1e-3, 2, 24), [2**k for k in range(0, 15, 2)])
+    fig = sweep.figure()
+    _log_range_covers(fig, sweep.batch_sizes)
+    lo, hi = fig.layout.xaxis.range
+    labels = [a for a in fig.layout.annotations]
+    assert {a.text for a in labels} >= {"perfect scaling", "diminishing returns", "maximal data parallelism"}
+    for a in labels:  # annotations on a log axis are in log10 units: inside the drawn range
+        assert lo <= a.x <= hi, (a.text, a.x)
+    rows = [(a.y, a.text) for a in labels if a.text in labkit.batchsize.tradeoff.REGIMES]
+    assert len({y for y, _ in rows}) == len(rows)  # staggered rows: labels cannot sit on one another
+    b_crit = sweep.tradeoff().b_crit
+    (shape_x,) = [s.x0 for s in fig.layout.shapes if s.type == "line"]
+    assert shape_x == pytest.approx(b_crit)  # shapes stay in data units
+
+
+def test_regime_and_narrow_regions():
+    from labkit.batchsize.tradeoff import draw_regimes, regime
+
+    assert [regime(b, 32) for b in (7, 8, 128, 129)] == ["perfect scaling", "diminishing returns",
+                                                         "diminishing returns", "maximal data parallelism"]
+    with pytest.raises(ValueError, match="b_crit"):
+        regime(4, 0)
+    fig = draw_regimes(labkit.viz.figure("t", "B", "S", log_x=True), 32, (6, 200))
+    texts = [a.text for a in fig.layout.annotations]
+    assert "perfect scaling" not in texts  # 6 .. 8 is narrower than half a decade: no label to overlap
+    assert "diminishing returns" in texts
+
+
+def test_slopes_and_repeat_example():
+    q = NQM.power_law(30)
+    sweep = q.steps_to_target(0.1 * q.loss0, np.geomspace(1e-3, 2, 16), [1, 4, 16, 64])
+    best = sweep.best()
+    np.testing.assert_allclose(sweep.slopes(), np.diff(np.log(best["steps"])) / np.diff(np.log([1, 4, 16, 64])))
+    same = labkit.batchsize.sweep.repeat_example(DATA, 3)
+    assert len(same) == len(DATA) and bool((same.inputs == DATA.inputs[3]).all())
+    assert noise_scale(make_model(0), "mse", same).trace_cov == pytest.approx(0, abs=1e-12)  # no gradient noise
+    with pytest.raises(ValueError, match="index"):
+        labkit.batchsize.sweep.repeat_example(DATA, len(DATA))
+
+
+def test_compare_rule_is_exact_at_k_1_and_reports_divergence():
+    from labkit.batchsize.scaling import compare_rule
+
+    same = compare_rule(make_model, DATA, base_batch=8, k=1, lr=0.05, steps=20)
+    assert same["gap"] == 0.0 and not same["diverged"]  # k = 1: the scaled run is the base run
+    np.testing.assert_array_equal(same["examples"], 8 * np.arange(len(same["base"])))
+    wild = compare_rule(make_model, DATA, base_batch=2, k=16, lr=0.2, steps=320)  # 16 x 0.2: unstable
+    assert wild["diverged"] and not wild["base_diverged"] and wild["gap"] == math.inf
+    both = compare_rule(make_model, DATA, base_batch=2, k=4, lr=5.0, steps=64)
+    assert both["base_diverged"] and math.isnan(both["gap"])  # no stable base run: nothing to compare
+    with pytest.raises(ValueError, match="rule"):
+        compare_rule(make_model, DATA, base_batch=2, k=2, lr=0.1, steps=8, rule="cubic")
+    with pytest.raises(ValueError, match="steps"):
+        compare_rule(make_model, DATA, base_batch=2, k=8, lr=0.1, steps=4)
+
+
+def test_batch_size_chooser():
+    from labkit.batchsize.nqm import BatchSizeChooser
+
+    q = NQM.power_law(30)
+    lrs, batches = np.geomspace(1e-3, 2, 16), [2**k for k in range(0, 13, 2)]
+    chooser = BatchSizeChooser(q, 0.1 * q.loss0, lrs, batches, max_steps=10**4)
+    r = chooser.at(64, "momentum 0.9")
+    assert r["steps"] == np.nanmin(q.first_step_below(0.1 * q.loss0, lrs, 64, 10**4, momentum=0.9))
+    assert r["regime"] == labkit.batchsize.tradeoff.regime(64, chooser.fits["momentum 0.9"].b_crit)
+    _log_range_covers(r["figure"], batches)
+    with pytest.raises(ValueError, match="optimizer"):
+        chooser.at(64, "lion")

@@ -53,6 +53,20 @@ def test_decay_steps(capsys):
     assert "no answer yet" in capsys.readouterr().out
 
 
+def test_decay_steps_accepts_exact_discrete_gd(capsys):
+    """Discrete GD multiplies the residual by 1 - 2 lr lam / n per step: -1 / log of that is also right."""
+    import math
+
+    assert check("ntk.decay_steps", lambda lam, n, lr: -1 / math.log(1 - 2 * lr * lam / n))
+    assert "correct" in capsys.readouterr().out
+    # the discrete formula with the factor 2 dropped is still wrong
+    assert not check("ntk.decay_steps", lambda lam, n, lr: -1 / math.log(1 - lr * lam / n))
+    # one formula for some cases and the other for the rest is not an answer
+    mixed = lambda lam, n, lr: n / (2 * lr * lam) if lam > 1 else -1 / math.log(1 - 2 * lr * lam / n)  # noqa: E731
+    assert not check("ntk.decay_steps", mixed)
+    assert "mix" in capsys.readouterr().out
+
+
 def _raises(*args):
     raise ValueError("student bug")
 

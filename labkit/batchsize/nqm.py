@@ -31,7 +31,7 @@ import torch
 from labkit import _checks
 from labkit.batchsize.sweep import Sweep
 
-__all__ = ["NQM"]
+__all__ = ["NQM", "OPTIMIZERS", "BatchSizeChooser"]
 
 
 @dataclass(frozen=True)
@@ -169,3 +169,53 @@ class NQM:
         s = self._start(1)
         P = torch.linalg.matrix_power(A, steps)
         return (P @ s.unsqueeze(-1)).squeeze(-1)[0, :, 0].numpy()
+
+
+#: optimisers of the NQM explorer: keyword arguments of :meth:`NQM.steps_to_target`
+OPTIMIZERS = {"SGD": {}, "momentum 0.9": {"momentum": 0.9}, "preconditioned (p = 1/2)": {"precondition": 0.5}}
+
+
+class BatchSizeChooser:
+    """Steps to a target against batch size on an NQM, for several optimisers: where does a batch size fall?
+
+    Computes each optimiser's :meth:`NQM.steps_to_target` sweep and its :class:`Tradeoff` once;
+    :meth:`at` then answers for one batch size (for a slider): steps, cost relative to ``S_min`` and
+    ``E_min``, the regime (:func:`~labkit.batchsize.tradeoff.regime`) and a figure.
+    """
+
+    def __init__(self, nqm: NQM, target: float, lrs: Sequence[float], batch_sizes: Sequence[int], *,
+                 max_steps: int = 10**5, optimizers: dict[str, dict] | None = None):
+        self.nqm, self.target, self.lrs, self.max_steps = nqm, float(target), list(lrs), max_steps
+        self.optimizers = dict(OPTIMIZERS if optimizers is None else optimizers)
+        self.sweeps = {name: nqm.steps_to_target(target, lrs, batch_sizes, max_steps=max_steps, **kw)
+                       for name, kw in self.optimizers.items()}
+        self.fits = {name: sw.tradeoff() for name, sw in self.sweeps.items()}
+
+    def at(self, batch_size: int, optimizer: str = "SGD") -> dict:
+        """``steps`` (best lr of the grid), ``steps_ratio`` (to ``S_min``), ``examples_ratio`` (to ``E_min``),
+        ``regime``, ``b_crit``, ``summary`` (one line) and ``figure`` for ``batch_size`` and ``optimizer``."""
+        from labkit.batchsize.tradeoff import draw_regimes, regime
+        from labkit.viz.theme import figure
+
+        _checks.choice("optimizer", optimizer, list(self.optimizers))
+        _checks.positive("batch_size", batch_size)
+        t = self.fits[optimizer]
+        steps = float(np.nanmin(self.nqm.first_step_below(self.target, self.lrs, batch_size, self.max_steps,
+                                                          **self.optimizers[optimizer])))
+        out = {"steps": steps, "steps_ratio": steps / t.s_min, "examples_ratio": steps * batch_size / t.e_min,
+               "regime": regime(batch_size, t.b_crit), "b_crit": t.b_crit}
+        out["summary"] = (f"B = {batch_size}: {steps:.0f} steps ({out['steps_ratio']:.2f} x S_min), "
+                          f"{steps * batch_size:.0f} examples ({out['examples_ratio']:.2f} x E_min); "
+                          f"regime: {out['regime']}")
+        fig = figure(f"NQM, {optimizer}: steps to the target", "batch size B", "steps", log_x=True, log_y=True,
+                     height=360)
+        for name, sw in self.sweeps.items():
+            best = sw.best()
+            fig.add_scatter(x=best["batch_size"], y=best["steps"], name=name, mode="lines",
+                            opacity=1.0 if name == optimizer else 0.35)
+        fig.add_scatter(x=[batch_size], y=[steps], mode="markers", name=f"B = {batch_size}",
+                        marker=dict(size=14, symbol="star"))
+        bs = self.sweeps[optimizer].batch_sizes
+        draw_regimes(fig, t.b_crit, (min(bs[0], batch_size) / 1.5, max(bs[-1], batch_size) * 1.5))
+        out["figure"] = fig
+        return out

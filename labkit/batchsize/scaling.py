@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from labkit import _checks
 
-__all__ = ["RULES", "scale_adam", "scale_beta2", "scale_ema", "scale_lr", "warmup"]
+__all__ = ["RULES", "compare_rule", "scale_adam", "scale_beta2", "scale_ema", "scale_lr", "warmup"]
 
 RULES = ("linear", "sqrt", "none")
 
@@ -117,3 +118,51 @@ def scale_adam(
     _checks.positive("eps", eps, allow_zero=True)
     new = tuple(round(max(0.0, 1.0 - k * (1.0 - b)), 15) for b in (b1, b2))
     return scale_lr(lr, from_batch, to_batch, "sqrt"), new, eps / math.sqrt(k)
+
+
+def compare_rule(make_model: Callable[[int], Any], data: Any, *, base_batch: int, k: int, lr: float, steps: int,
+                 rule: str = "linear", optimizer: str = "sgd", skip: float = 0.05, seed: int = 0) -> dict[str, Any]:
+    """Does a scaling rule make ``k`` times larger batches train like the base run, at equal examples?
+
+    Trains ``make_model(seed)`` for ``steps`` steps at ``base_batch`` with ``lr`` (evaluated on the
+    whole training set every ``k`` steps) and for ``steps // k`` steps at ``k * base_batch`` with the
+    learning rate (and, for ``rule="adam_sqrt"``, Adam's betas and eps: :func:`scale_adam`) moved
+    by ``rule`` (evaluated every step): both are evaluated every ``k * base_batch`` examples.
+    Returns ``gap``: the mean relative difference ``|L_scaled / L_base - 1|`` of the two evaluation
+    losses after the first ``skip`` of training (``inf`` if the scaled run diverged, NaN if the base run
+    did: choose a stable base learning rate), ``diverged`` and ``base_diverged`` (the loss overflowed or
+    ended above where it started),
+    ``examples`` (at each evaluation), ``base`` and ``scaled`` (their evaluation losses) and the
+    scaled ``lr``.
+    """
+    import numpy as np
+    import torch
+
+    from labkit.train import fit
+
+    _checks.positive("k", k, integer=True)
+    _checks.positive("steps", steps, integer=True)
+    _checks.choice("rule", rule, ("linear", "sqrt", "none", "adam_sqrt"))
+    if steps // k < 1:
+        raise ValueError(f"steps must be at least k so the scaled run takes a step, got steps={steps}, k={k}")
+    big = k * base_batch
+    if rule == "adam_sqrt":  # Malladi et al.: lr, betas and eps together
+        new_lr, betas, eps = scale_adam(lr, (0.9, 0.999), 1e-8, base_batch, big)
+        opt: Any = lambda params, lr, weight_decay: torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)  # noqa: E731
+    else:
+        new_lr, opt = scale_lr(lr, base_batch, big, rule), optimizer
+    base = fit(make_model(seed), data, optimizer=optimizer, lr=lr, batch_size=base_batch, steps=steps, eval_every=k,
+               seed=seed, progress=False)
+    scaled = fit(make_model(seed), data, optimizer=opt, lr=new_lr, batch_size=big, steps=steps // k, eval_every=1,
+                 seed=seed, progress=False)
+    a, b = np.asarray(base.eval["loss"], dtype=float), np.asarray(scaled.eval["loss"], dtype=float)
+    m = min(len(a), len(b))
+    start = int(skip * m)
+    blew_up = lambda h, v: bool(h.diverged or not np.all(np.isfinite(v)) or v[-1] > v[0])  # noqa: E731
+    diverged, base_diverged = blew_up(scaled, b), blew_up(base, a)
+    if base_diverged:  # nothing to compare with
+        gap = math.nan
+    else:
+        gap = math.inf if diverged else float(np.mean(np.abs(b[start:m] / a[start:m] - 1)))
+    return {"gap": gap, "diverged": diverged, "lr": new_lr, "examples": np.arange(m) * big,
+            "base": a[:m], "scaled": b[:m], "base_diverged": base_diverged}

@@ -27,11 +27,11 @@ from torch import nn
 
 from labkit import _checks
 from labkit.batchsize.scaling import RULES, scale_lr
-from labkit.batchsize.tradeoff import Tradeoff, fit_tradeoff
+from labkit.batchsize.tradeoff import Tradeoff, draw_regimes, fit_tradeoff
 from labkit.data import as_dataset
 from labkit.train import Callback, History, StepInfo, fit_many, grid
 
-__all__ = ["METRICS", "Sweep", "first_reached", "steps_to_target"]
+__all__ = ["METRICS", "Sweep", "first_reached", "repeat_example", "steps_to_target"]
 
 #: metric -> True when larger is better
 METRICS = {"loss": False, "accuracy": True}
@@ -48,6 +48,18 @@ def first_reached(history: History, target: float, metric: str = "loss") -> int 
         if (value >= target) if higher else (value <= target):
             return int(step)
     return None
+
+
+def repeat_example(data: Any, index: int = 0) -> Any:
+    """A control without gradient noise: ``data``'s example ``index`` repeated ``len(data)`` times.
+
+    Every batch of it has the same gradient as the full batch, so the batch size cannot change the
+    steps to a target: no perfect-scaling regime exists.
+    """
+    ds = as_dataset(data)
+    _checks.in_range("index", index, 0, len(ds) - 1)
+    rows = torch.full((len(ds),), index, dtype=torch.long)
+    return ds[rows]
 
 
 class _StopWhenDone(Callback):
@@ -126,6 +138,15 @@ class Sweep:
             out["lr_at_edge"].append(reached and len(lrs) > 1 and j in (0, len(lrs) - 1))
         return {k: np.asarray(v) for k, v in out.items()}
 
+    def slopes(self) -> np.ndarray:
+        """Log-log slopes of the best steps between consecutive batch sizes that reached the target.
+
+        Near -1: perfect scaling (doubling the batch halves the steps); near 0: maximal data parallelism.
+        """
+        best = self.best()
+        ok = best["reached"]
+        return np.diff(np.log(best["steps"][ok])) / np.diff(np.log(best["batch_size"][ok].astype(float)))
+
     def tradeoff(self) -> Tradeoff:
         """:func:`fit_tradeoff` on the best trial of every batch size that reached the target."""
         best = self.best()
@@ -135,11 +156,12 @@ class Sweep:
         """Steps to target against batch size (log-log): every trial, the best per batch size, and the regimes.
 
         With ``fit`` (and >= 3 reached batch sizes) the fitted ``S_min (1 + B_crit / B)`` is
-        drawn and the three regimes of Shallue et al. are shaded where the fitted curve's
-        log-log slope ``-B_crit / (B + B_crit)`` is below -0.8 (perfect scaling, B < B_crit/4),
-        between (diminishing returns) and above -0.2 (maximal data parallelism, B > 4 B_crit).
+        drawn and the three regimes of Shallue et al. are shaded (:func:`draw_regimes`) where the
+        fitted curve's log-log slope ``-B_crit / (B + B_crit)`` is below -0.8 (perfect scaling,
+        B < B_crit/4), between (diminishing returns) and above -0.2 (maximal data parallelism,
+        B > 4 B_crit).
         """
-        from labkit.viz.theme import COLORS, REFERENCE, figure
+        from labkit.viz.theme import COLORS, figure
 
         fig = figure(f"Steps to {self.metric} {'≥' if METRICS[self.metric] else '≤'} {self.target:g}",
                      "batch size B", "steps to target", log_x=True, log_y=True)
@@ -156,15 +178,7 @@ class Sweep:
             b = np.geomspace(best["batch_size"][0] / 2, best["batch_size"][-1] * 2, 200)
             fig.add_scatter(x=b, y=t.steps_at(b), mode="lines", name=f"S_min(1+B_crit/B), B_crit={t.b_crit:.3g}",
                             line=dict(dash="dash", color=COLORS[1]))
-            lo, hi = t.b_crit / 4, 4 * t.b_crit
-            xmin, xmax = b[0], b[-1]
-            for x0, x1, label, colour in ((xmin, lo, "perfect scaling", COLORS[2]),
-                                          (lo, hi, "diminishing returns", COLORS[4]),
-                                          (hi, xmax, "maximal data parallelism", COLORS[3])):
-                if x1 > x0:
-                    fig.add_vrect(x0=max(x0, xmin), x1=min(x1, xmax), fillcolor=colour, opacity=0.08, line_width=0,
-                                  annotation_text=label, annotation_position="top left")
-            fig.add_vline(x=t.b_crit, line=dict(dash="dot", color=REFERENCE), annotation_text="B_crit")
+            draw_regimes(fig, t.b_crit, (b[0], b[-1]))
         return fig
 
     def lr_figure(self) -> Any:

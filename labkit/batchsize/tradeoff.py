@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Tradeoff", "fit_tradeoff"]
+__all__ = ["REGIMES", "Tradeoff", "draw_regimes", "fit_tradeoff", "regime"]
+
+#: Shallue et al.'s regimes, with the fitted curve's log-log slope -B_crit / (B + B_crit) at their edges
+REGIMES = ("perfect scaling", "diminishing returns", "maximal data parallelism")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,45 @@ class Tradeoff:
         fig.add_scatter(x=[2 * self.e_min], y=[2 * self.s_min], mode="markers", name="B = B_crit (2 E_min, 2 S_min)",
                         marker=dict(symbol="star", size=14, color=viz.COLORS[2]))
         return fig
+
+
+def regime(batch_size: float, b_crit: float) -> str:
+    """The regime of ``batch_size``: below ``B_crit / 4`` the fitted slope is < -0.8 (perfect scaling), above
+    ``4 B_crit`` it is > -0.2 (maximal data parallelism), in between diminishing returns.
+
+    >>> regime(2, 32), regime(32, 32), regime(1024, 32)
+    ('perfect scaling', 'diminishing returns', 'maximal data parallelism')
+    """
+    if not (b_crit > 0 and batch_size > 0):
+        raise ValueError(f"batch_size and b_crit must be > 0, got {batch_size!r} and {b_crit!r}")
+    return REGIMES[0] if batch_size < b_crit / 4 else (REGIMES[2] if batch_size > 4 * b_crit else REGIMES[1])
+
+
+def draw_regimes(fig: Any, b_crit: float, x_range: tuple[float, float]) -> Any:
+    """Shade the three regimes of ``B_crit`` on a log-x figure over ``x_range`` (data units) and label them.
+
+    Shapes on a log axis take data units but annotations take log10 units (a plotly convention):
+    labels are placed at ``log10`` of their regions' geometric centres, on staggered rows so
+    narrow regions do not overlap, and a region narrower than half a decade gets no label.
+    """
+    from labkit.viz.theme import COLORS, REFERENCE
+
+    xmin, xmax = x_range
+    edges = [xmin, min(max(b_crit / 4, xmin), xmax), min(max(4 * b_crit, xmin), xmax), xmax]
+    for i, (name, colour) in enumerate(zip(REGIMES, (COLORS[2], COLORS[4], COLORS[3]))):
+        x0, x1 = edges[i], edges[i + 1]
+        if x1 <= x0:
+            continue
+        fig.add_vrect(x0=x0, x1=x1, fillcolor=colour, opacity=0.08, line_width=0, layer="below")
+        if math.log10(x1 / x0) >= 0.5:
+            fig.add_annotation(x=math.log10(math.sqrt(x0 * x1)), y=1.0 - 0.07 * i, xref="x", yref="paper",
+                               text=name, showarrow=False, yanchor="top", font=dict(size=11, color="#444"))
+    if xmin <= b_crit <= xmax:
+        fig.add_vline(x=b_crit, line=dict(dash="dot", color=REFERENCE))
+        fig.add_annotation(x=math.log10(b_crit), y=0.0, xref="x", yref="paper", text=f"B_crit = {b_crit:.3g}",
+                           showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=11, color=REFERENCE))
+    fig.update_xaxes(range=[math.log10(xmin), math.log10(xmax)])  # log axes take log10 ranges
+    return fig
 
 
 def fit_tradeoff(steps: Sequence[float], examples: Sequence[float]) -> Tradeoff:
