@@ -424,19 +424,10 @@ def live_plot(p: int, member_labels: Sequence[str] | None = None, **kwargs: Any)
     Steps are drawn on a log axis (``step + 1``); the Fourier panel has the per-unit
     sparsity's decision level (:attr:`GrokRun.sparsity_level`) as a dashed line.
     """
-    from labkit.viz.live import LivePlot
+    from labkit.scaling import live_plot as loglog
 
-    class _LogStepPlot(LivePlot):
-        def _layout_dict(self) -> dict[str, Any]:
-            layout = super()._layout_dict()
-            for key, axis in layout.items():
-                if key.startswith("xaxis"):
-                    axis["type"] = "log"
-                    axis["title"] = {"text": "step + 1"}
-            return layout
-
-    live = _LogStepPlot({"accuracy": ["train accuracy", "test accuracy"], "loss": ["train loss", "test loss"],
-                         "weight norm": ["weight norm"], "Fourier": [SPARSITY, TOP_K]},
-                        member_labels=member_labels, log_y={"loss"}, **kwargs)
+    live = loglog({"accuracy": ["train accuracy", "test accuracy"], "loss": ["train loss", "test loss"],
+                   "weight norm": ["weight norm"], "Fourier": [SPARSITY, TOP_K]}, "step + 1",
+                  member_labels=member_labels, log_y={"loss"}, **kwargs)
     live.reference("Fourier", midpoint(null_sparsity(p)), "per-unit midpoint")
     return live

@@ -38,10 +38,9 @@ import torch
 
 from labkit import _checks
 
-__all__ = ["Frontier", "PowerLawCheck", "PowerLawFit", "SizeSweep", "fit_power_law", "frontier", "mlp_sweep",
-           "power_law_check",
-           "rf_loss_infinite_data", "rf_loss_ridgeless", "rf_problem", "rf_simulate", "rf_simulate_kernel", "slope",
-           "spectrum"]
+__all__ = ["Frontier", "PowerLawCheck", "PowerLawFit", "SizeSweep", "fit_power_law", "frontier", "live_plot",
+           "mlp_sweep", "power_law_check", "rf_loss_infinite_data", "rf_loss_ridgeless", "rf_problem", "rf_simulate",
+           "rf_simulate_kernel", "slope", "spectrum"]
 
 
 # ---------------------------------------------------------------- fitting
@@ -412,6 +411,28 @@ def frontier(runs: Sequence[tuple[float, Any, Any]], points: int = 30) -> Fronti
         best[k, ok] = l_[idx[ok]]
     arg = best.argmin(0)
     return Frontier(grid, best[arg, np.arange(points)], np.array([curves[k][0] for k in arg]))
+
+
+# ---------------------------------------------------------------- live log-log figures
+
+
+def live_plot(panels: Any, x_title: str = "step", *, log_x: bool = True, log_y: Any = True, **kwargs: Any) -> Any:
+    """A :class:`labkit.viz.LivePlot` whose x axes are log-scaled and titled ``x_title`` (for scaling curves).
+
+    ``LivePlot`` draws its x axis as a linear "step"; scaling laws live on log-log axes.
+    """
+    from labkit.viz.live import LivePlot
+
+    class _LogXPlot(LivePlot):
+        def _layout_dict(self) -> dict[str, Any]:
+            layout = super()._layout_dict()
+            for key, axis in layout.items():
+                if key.startswith("xaxis"):
+                    axis["type"] = "log" if log_x else "linear"
+                    axis["title"] = {"text": x_title}
+            return layout
+
+    return _LogXPlot(panels, log_y=log_y, **kwargs)
 
 
 # ---------------------------------------------------------------- a real network: MLP teacher-student
