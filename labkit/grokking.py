@@ -316,7 +316,7 @@ def run(
     width: int = 128,
     steps: int = 2000,
     records: int = 60,
-    top_k: int = 5,
+    top_k: int | None = None,
     live: Any = None,
     callbacks: Iterable[Callback | Callable] = (),
     device: torch.device | str | None = None,
@@ -329,7 +329,8 @@ def run(
     pairs. At ~``records`` log-spaced steps the measures go to ``live`` (a
     :class:`labkit.viz.LivePlot`, e.g. :func:`live_plot`) and to ``callbacks`` (labkit
     callbacks or functions of :class:`~labkit.train.StepInfo`; ``info.metrics`` holds one
-    value per member; returning True stops the run). A non-finite loss is recorded, not raised.
+    value per member; returning True stops the run). ``top_k`` (default ``min(5, p // 2)``)
+    sets :attr:`GrokRun.concentration`. A non-finite loss is recorded, not raised.
     """
     from labkit.train import _callbacks
 
@@ -339,7 +340,7 @@ def run(
     _checks.positive("width", width, integer=True)
     _checks.positive("steps", steps, integer=True)
     _checks.in_range("records", records, 2, 10**6)
-    _checks.in_range("top_k", top_k, 1, p // 2)
+    top_k = min(5, p // 2) if top_k is None else _checks.in_range("top_k", top_k, 1, p // 2)
     for m in members:
         _checks.positive("weight_decay", m["weight_decay"], allow_zero=True)
     cbs = _callbacks(callbacks)

@@ -126,11 +126,11 @@ def _fit_ac(x: np.ndarray, y: np.ndarray, b: np.ndarray, offset: bool) -> tuple[
 
 
 def _fit_once(x: np.ndarray, y: np.ndarray, offset: bool, b_range: tuple[float, float]) -> tuple[float, float, float]:
-    grid = np.linspace(*b_range, 401)
+    grid = np.linspace(*b_range, 161)
     a, c, err = _fit_ac(x, y, grid, offset)
     i = int(np.argmin(err))
     lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    for _ in range(40):  # golden-section refinement of the profile around the best grid point
+    for _ in range(32):  # golden-section refinement of the profile around the best grid point
         m1, m2 = lo + 0.382 * (hi - lo), lo + 0.618 * (hi - lo)
         e = _fit_ac(x, y, np.array([m1, m2]), offset)[2]
         lo, hi = (lo, m2) if e[0] <= e[1] else (m1, hi)
