@@ -8,6 +8,11 @@ from labkit.exercises._core import Wrong, call_student, exercise, expect_close
 from labkit.scaling import rf_loss_ridgeless, slope
 
 
+def _number(value) -> bool:
+    """A finite real number (so the specific diagnoses below apply)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value)
+
+
 @exercise(
     "scaling_laws.loglog_slope",
     title="The exponent of a power law from its points",
@@ -24,9 +29,9 @@ def _loglog_slope(fn) -> None:
         loss = 3.0 * n**-b * np.exp(rng.normal(0, 0.02, n.size))
         got = call_student(fn, n.copy(), loss.copy())
         want = slope(n, loss)[0]
-        if np.ndim(got) == 0 and np.isfinite(got) and np.isclose(float(got), -want, rtol=1e-6):
+        if _number(got) and np.isclose(float(got), -want, rtol=1e-6):
             raise Wrong("the sign is flipped: a loss that falls with N has a negative slope")
-        if np.ndim(got) == 0 and np.isfinite(got) and np.isclose(float(got), want * np.log(10), rtol=1e-6):
+        if _number(got) and any(np.isclose(float(got), want * f, rtol=1e-6) for f in (np.log(10), 1 / np.log(10))):
             raise Wrong("mixing log bases? Use the same logarithm for both axes")
         expect_close(got, want, rtol=1e-6, what="the log-log slope")
 
@@ -45,9 +50,9 @@ def _variance_limited(fn) -> None:
     for l_inf, n, d in ((0.1, 4, 50), (2.0, 16, 200), (0.03, 32, 1000), (1.0, 1, 10)):
         got = call_student(fn, l_inf, n, d)
         want = rf_loss_ridgeless(l_inf, n, d)
-        if np.ndim(got) == 0 and np.isfinite(got) and np.isclose(float(got), want - l_inf, rtol=1e-9):
+        if _number(got) and np.isclose(float(got), want - l_inf, rtol=1e-9):
             raise Wrong("that is the excess only: return the whole loss, L_inf plus the excess")
-        if np.ndim(got) == 0 and np.isfinite(got) and np.isclose(float(got), l_inf * (1 + n / d), rtol=1e-9):
+        if _number(got) and np.isclose(float(got), l_inf * (1 + n / d), rtol=1e-9):
             raise Wrong("N / D is the large-D limit; the exact mean has D - N - 1 in the denominator")
         expect_close(got, want, rtol=1e-9, what=f"the loss for L_inf={l_inf}, N={n}, D={d}")
 
@@ -71,5 +76,7 @@ def _frontier_point(fn) -> None:
             if ok.any() and l_[ok][-1] < best_loss:
                 best, best_loss = s, l_[ok][-1]
         got = call_student(fn, {s: (c.copy(), l_.copy()) for s, (c, l_) in curves.items()}, budget)
+        if isinstance(got, bool) or not isinstance(got, (int, np.integer)) or got not in curves:
+            raise Wrong(f"return one of the sizes (a key of curves), got {got!r}")
         if got != best:
             raise Wrong(f"for the budget C = {budget} another size reaches a lower loss within C")
