@@ -59,9 +59,12 @@ def test_control_resolution_limited_in_data_is_not_one_over_d():
 
 
 def falls_with_size(sweep):
-    """The claim for a real network: L(N) = a N^-b + c with a 90% bootstrap interval of b above 0."""
+    """The claim for a real network: L(N) = a N^-b + c with the 90% bootstrap interval of b above 0.15.
+
+    0.15 is the exponent tolerance used throughout: an exponent not resolved from 0 to within it is no size law.
+    """
     fit = S.fit_power_law(sweep.params, sweep.final_loss(), bootstrap=200, seed=0)
-    return fit.ci["b"][0] > 0 and fit.a > 0
+    return fit.a > 0 and fit.ci["b"][0] > 0.15
 
 
 @pytest.fixture(scope="module")
