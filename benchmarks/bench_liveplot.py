@@ -25,8 +25,8 @@ def bare() -> int:
     return 0
 
 
-def liveplot(backend: str, series: int) -> int:
-    live = LivePlot(backend=backend, fps=4)
+def liveplot(backend: str, series: int, smoothed: bool = False) -> int:
+    live = LivePlot(backend=backend, fps=4, smoothed=["loss"] if smoothed else None)
     names = ["loss", "eval loss", "accuracy"][:series]
     for t in range(N):
         live.append(t, **{n: 1.0 / (t + 1) for n in names})
@@ -59,6 +59,8 @@ def main() -> None:
     for backend, series in [("static", 1), ("output", 1), ("output", 3)]:
         t, redraws = timed(liveplot, backend, series)
         rows.append((f"LivePlot {backend}, {series} series", t, redraws))
+    t, redraws = timed(liveplot, "output", 1, True)
+    rows.append(("LivePlot output, 1 smoothed series", t, redraws))
     t, redraws = timed(tensor_values)
     rows.append(("LivePlot output, 0-d tensor value", t, redraws))
 

@@ -44,29 +44,10 @@ __all__ = [
 # Every top-level module, imported on first access (labkit.train, ...). A name whose file is not in this
 # installation is an AttributeError when accessed, so modules that are still being written can be listed.
 _SUBMODULES = {
-    "batchsize",
-    "curvature",
-    "grokking",
-    "parallel",
-    "risk",
-    "scaling",
-    "signal",
-    "testing",
-    "tracking",
-    "data",
-    "exercises",
-    "fractal",
-    "hessian",
-    "linalg",
-    "losses",
-    "models",
-    "notebook",
-    "ntk",
-    "optim",
-    "structure",
-    "train",
-    "viz",
-    "widgets",
+    "batchsize", "data", "exercises", "fractal", "hessian", "linalg", "losses", "models", "notebook", "ntk", "optim",
+    "structure", "train", "viz", "widgets",
+    # new modules (issues 14, 16-19): listed before they land; absent ones are an AttributeError on access
+    "curvature", "grokking", "parallel", "risk", "scaling", "signal", "testing", "tracking",
 }
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -262,7 +262,9 @@ def spectrum(
         series = list(values)
     else:
         series = [values]
-    labels = list(labels) if labels is not None else [f"spectrum {i}" for i in range(len(series))]
+    if labels is None:
+        labels = ["eigenvalues"] if len(series) == 1 else [f"spectrum {i}" for i in range(len(series))]
+    labels = list(labels)
     fig = theme.figure(title, "rank (largest first)", _scale("eigenvalue", log_y), log_y=log_y, height=height)
     for s, label, color in zip(series, labels, palette(len(series))):
         v = _eigenvalues(s, "values")

@@ -363,6 +363,12 @@ function lkAxisValues(gd, t, letter) {
   return vals;
 }
 
+// Plotly fills an empty title with an editing placeholder ("Click to enter Plot title"): no title at all.
+function lkText(t) {
+  const text = String(t || '').replace(/<[^>]+>/g, '');
+  return /^Click to enter .* title$/.test(text) ? '' : text;
+}
+
 function lkFmt(v, log) {
   return log ? `10^${Number(v.toFixed(2))}` : Number(v.toPrecision(4)).toString();
 }
@@ -393,7 +399,8 @@ function lkAxisProblems(gd) {
     const dhi = Math.max(...vals);
     const rlo = Math.min(ax.range[0], ax.range[1]);
     const rhi = Math.max(ax.range[0], ax.range[1]);
-    const name = `${ax._id}-axis${ax.title && ax.title.text ? ` '${ax.title.text.replace(/<[^>]+>/g, '')}'` : ''}`;
+    const axTitle = lkText(ax.title && ax.title.text);
+    const name = `${ax._id}-axis${axTitle ? ` '${axTitle}'` : ''}`;
     const shown = `[${lkFmt(rlo, log)}, ${lkFmt(rhi, log)}]`;
     const data = `[${lkFmt(dlo, log)}, ${lkFmt(dhi, log)}]`;
     const tol = 1e-6 * Math.max(rhi - rlo, 1e-300);
@@ -418,7 +425,7 @@ function lkAxisProblems(gd) {
 function lkBoxes(gd) {
   const boxes = [];
   const add = (el, kind, label) => {
-    const text = (el.textContent || '').trim();
+    const text = lkText((el.textContent || '').trim());
     if (!text) return;
     const r = el.getBoundingClientRect();
     if (r.width < 1 || r.height < 1) return;
@@ -462,8 +469,7 @@ function lkTextProblems(gd) {
 
 function lkTitle(gd) {
   const fl = gd._fullLayout;
-  const t = fl && fl.title && fl.title.text ? fl.title.text : '';
-  return t.replace(/<[^>]+>/g, '');
+  return lkText(fl && fl.title && fl.title.text);
 }
 
 // Everything a reader should look at in each figure (after Run All, and on the live figure when a run ends).

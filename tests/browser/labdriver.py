@@ -362,7 +362,7 @@ def _judge_figures(report: Report, checks: list[dict]) -> None:
 
 
 def _cell_tags(path: Path) -> dict[int, list[str]]:
-    nb = nbformat.read(path, as_version=4)
+    nb = _read_saved(path)
     return {i: list(c.get("metadata", {}).get("tags", [])) for i, c in enumerate(nb.cells, 1)}
 
 
@@ -371,7 +371,7 @@ def _judge_stderr(page, path: Path, report: Report) -> None:
     ``expected-warning``: from the saved file (exact, Run All) and from the page (Output widgets, live runs)."""
     tags = _cell_tags(path)
     seen: dict[int, str] = {}
-    nb = nbformat.read(path, as_version=4)
+    nb = _read_saved(path)
     for i, cell in enumerate(nb.cells, 1):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr" and out.get("text", "").strip():
@@ -388,7 +388,7 @@ def _judge_stderr(page, path: Path, report: Report) -> None:
 
 def _photograph_figures(page, path: Path, report: Report, artifacts: Path) -> None:
     """One PNG per figure, scrolled into view, for the gallery (a person looks through it before a release)."""
-    nb = nbformat.read(path, as_version=4)
+    nb = _read_saved(path)
     figures = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .js-plotly-plot")
     checks = {f["index"]: f for f in report.figure_checks}
     folder = artifacts / "figures"
@@ -440,6 +440,18 @@ def write_gallery(reports: list[Report], dest: Path) -> Path:
     return dest
 
 
+def _read_saved(path: Path, timeout: float = 20.0):
+    """The notebook the page saved; the server may still be writing it (empty or partial file): retry."""
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(0.3)
+        try:
+            return nbformat.read(path, as_version=4)
+        except ValueError:  # NotJSONError, JSONDecodeError: not fully written yet
+            if time.monotonic() > deadline:
+                raise
+
+
 def _check_saved_outputs(page, path: Path, report: Report) -> None:
     """Save from the page (as a reader would), then read the file: error outputs are exact there, and the
     saved notebook must not carry widget state."""
@@ -453,8 +465,7 @@ def _check_saved_outputs(page, path: Path, report: Report) -> None:
     if path.stat().st_mtime_ns == before:
         report.notes.append("could not save the notebook from the page; error outputs judged from the DOM only")
         return
-    time.sleep(0.3)
-    nb = nbformat.read(path, as_version=4)
+    nb = _read_saved(path)
     for i, cell in enumerate(nb.cells, 1):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
@@ -466,7 +477,7 @@ def _check_saved_outputs(page, path: Path, report: Report) -> None:
 
 def _live_cell(path: Path) -> int | None:
     """Index (among all cells) of the cell tagged ``browser-live``, if any."""
-    nb = nbformat.read(path, as_version=4)
+    nb = _read_saved(path)
     for i, cell in enumerate(nb.cells):
         if LIVE_TAG in cell.get("metadata", {}).get("tags", []):
             return i
