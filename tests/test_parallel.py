@@ -186,3 +186,24 @@ def test_cli_scheduler_local(tmp_path, capsys):
     assert (tmp_path / "scan.npz").exists()
     assert main(["fractal", "--resolution", "16", "--quiet", "--out", str(out), "--workers", "2"]) == 2
     assert "--workers goes with --scheduler local" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_steps_to_target_on_two_workers_is_identical(cluster):
+    from labkit import batchsize
+
+    ds = data.teacher_student(n=128, dim=4, seed=0)
+    kwargs = dict(batch_sizes=[4, 16, 64], target=0.5, lrs=[0.05, 0.2], seeds=[0, 1], max_steps=150, progress=False)
+    here = batchsize.steps_to_target(_mlp_for(ds), ds, **kwargs)
+    there = batchsize.steps_to_target(_mlp_for(ds), ds, executor=cluster, **kwargs)
+    assert there.rows == here.rows and any(r["reached"] for r in here.rows)
+
+
+class _mlp_for:
+    """A picklable model factory sized for ``ds`` (lambdas pickle too, through cloudpickle; this reads better)."""
+
+    def __init__(self, ds):
+        self.d, self.k = ds.inputs.shape[1], (ds.num_classes if ds.task == "classification" else ds.targets.shape[1])
+
+    def __call__(self, seed):
+        return models.mlp(self.d, [16], self.k, activation="tanh", seed=seed)

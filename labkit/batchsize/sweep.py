@@ -210,6 +210,11 @@ def _check_batch_sizes(batch_sizes: Any, n: int) -> list[int]:
     return out
 
 
+def _run_batch_size(make_model: Callable, ds: Any, hp: dict, batch_size: int, options: dict) -> list:
+    """One batch size of a sweep: every (lr, seed) member in one vectorised ``fit_many`` (a task for a worker)."""
+    return fit_many(make_model, ds, hparams=hp, batch_size=batch_size, **options)
+
+
 def steps_to_target(
     make_model: Callable[[int], nn.Module],
     data: Any,
@@ -229,6 +234,7 @@ def steps_to_target(
     keep_histories: bool = False,
     stop_early: bool = True,
     progress: bool = True,
+    executor: Any = None,
 ) -> Sweep:
     """Steps (and examples) to reach ``target`` for every batch size, learning rate and seed.
 
@@ -240,7 +246,9 @@ def steps_to_target(
     ``lr_rule`` (``"none"``, ``"linear"``, ``"sqrt"``) moves the whole grid with the batch
     size (see :func:`scale_lr`). With ``stop_early`` a batch size stops once all its trials
     reached the target or diverged (the recorded steps do not change; ``keep_histories``
-    with ``stop_early=False`` keeps full ``max_steps`` curves).
+    with ``stop_early=False`` keeps full ``max_steps`` curves). Each batch size is one vectorised
+    ``fit_many`` run; with an ``executor`` (:mod:`labkit.parallel`) the batch sizes run on workers at once
+    (the data travels once) and the sweep is identical to the in-process one.
     """
     ds = as_dataset(data)
     bs = _check_batch_sizes(batch_sizes, len(ds))
@@ -262,13 +270,21 @@ def steps_to_target(
     _checks.positive("max_steps", max_steps, integer=True)
     _checks.positive("eval_every", eval_every, integer=True)
 
+    from labkit import parallel
+
+    plans = [(b, grid(lr=[scale_lr(lr, bs[0], b, lr_rule) for lr in lrs], seed=seeds)) for b in bs]
+    options = dict(optimizer=optimizer, loss=loss, steps=max_steps, eval_data=eval_data, eval_every=eval_every,
+                   lr_schedule=lr_schedule, callbacks=[_StopWhenDone(target, metric)] if stop_early else [],
+                   progress=progress and executor is None)
+    client = parallel.client(executor)
+    shared = ds if client is None else client.scatter(ds, broadcast=True)
+    runs: dict[int, list] = {}
+    args = [(make_model, shared, hp, b, options) for b, hp in plans]
+    for i, hists in parallel.submit(_run_batch_size, args, name="steps-to-target", executor=client):
+        runs[i] = hists
     rows, histories = [], []
-    for b in bs:
-        grid_b = [scale_lr(lr, bs[0], b, lr_rule) for lr in lrs]
-        hp = grid(lr=grid_b, seed=seeds)
-        hists = fit_many(make_model, ds, hparams=hp, batch_size=b, optimizer=optimizer, loss=loss,
-                         steps=max_steps, eval_data=eval_data, eval_every=eval_every, lr_schedule=lr_schedule,
-                         callbacks=[_StopWhenDone(target, metric)] if stop_early else [], progress=progress)
+    for i, (b, hp) in enumerate(plans):
+        hists = runs[i]
         for lr, seed, h in zip(hp["lr"], hp["seed"], hists):
             s = first_reached(h, target, metric)
             rows.append(dict(batch_size=b, lr=lr, seed=seed, steps=s, examples=None if s is None else s * b,
