@@ -41,6 +41,7 @@ from labkit.models import ACTIVATIONS, branch_scale, init_weight
 __all__ = [
     "Propagation",
     "Theory",
+    "Trainability",
     "chi",
     "covmap",
     "critical_sigma_w2",
@@ -54,6 +55,7 @@ __all__ = [
     "output_kurtosis",
     "propagate",
     "qmap",
+    "trainability",
 ]
 
 Act = str | Callable[[torch.Tensor], torch.Tensor]
@@ -318,6 +320,11 @@ def _inputs(inputs, dim: int, c0: float | None, generator: torch.Generator) -> t
     return torch.stack([a, cc * a + math.sqrt(1 - cc**2) * b])  # |x|^2 / d = 1, correlation cc
 
 
+def _cosine(h: torch.Tensor) -> torch.Tensor:
+    """Cosine of inputs 0 and 1's vectors: ``h (..., 2, n) -> (...)``."""
+    return (h[..., 0, :] * h[..., 1, :]).sum(-1) / (h[..., 0, :].norm(dim=-1) * h[..., 1, :].norm(dim=-1))
+
+
 def propagate(
     depth: int,
     width: int,
@@ -333,6 +340,7 @@ def propagate(
     seed: int = 0,
     backward: bool = True,
     dim: int | None = None,
+    callback: Callable[[int, np.ndarray, np.ndarray | None], bool | None] | None = None,
 ) -> Propagation:
     """Push inputs through ``seeds`` random networks of ``depth`` layers of width ``width`` at once.
 
@@ -343,7 +351,9 @@ def propagate(
     float64. Default inputs: two of ``|x|^2/d = 1`` and correlation ``c0`` in ``d = width``.
     ``backward`` also differentiates ``F`` (keeps all weights: ``seeds * depth * width^2`` numbers).
     Without it, Gaussian layers are sampled through the Gram matrix of their inputs (exact in
-    distribution, ``O(P width)`` per layer instead of ``O(width^2)``).
+    distribution, ``O(P width)`` per layer instead of ``O(width^2)``). ``callback(layer, q_l, c_l)``
+    (``q_l``: ``(seeds, P)``, ``c_l``: ``(seeds,)`` or None) sees each layer as it is computed (a live
+    figure); returning True stops (the result then holds the layers so far).
     """
     _checks.positive("depth", depth, integer=True)
     _checks.positive("width", width, integer=True)
@@ -381,19 +391,21 @@ def propagate(
         return inp @ w.transpose(1, 2) + b
 
     with torch.set_grad_enabled(backward):
-        qs, hs = [], []
+        qs, cs = [], []
         h = linear(x.expand(seeds, P, d), 1.0 if a is not None else sw, 0.0 if a is not None else sb)  # (S, P, n)
         for layer in range(depth):
             if layer > 0:
                 z = linear(phi(h), sw, sb)
                 h = z if a is None else h + a * z
             qs.append(h.detach().square().mean(-1))  # (S, P)
-            hs.append(h.detach()[:, :2] if P >= 2 else None)
+            if P >= 2:
+                cs.append(_cosine(h.detach()[:, :2]))  # (S,)
+            if callback is not None:
+                if callback(layer + 1, qs[-1].numpy(), cs[-1].numpy() if cs else None):
+                    depth = layer + 1
+                    break
         q = torch.stack(qs, 1)  # (S, depth, P)
-        c = None
-        if P >= 2:
-            h01 = torch.stack(hs, 1)  # (S, depth, 2, n)
-            c = (h01[:, :, 0] * h01[:, :, 1]).sum(-1) / (h01[:, :, 0].norm(dim=-1) * h01[:, :, 1].norm(dim=-1))
+        c = torch.stack(cs, 1) if P >= 2 else None  # (S, depth)
         grad_sq = ntk = None
         if backward:
             readout = torch.randn(seeds, width, generator=g, dtype=torch.float64).requires_grad_()
@@ -409,7 +421,7 @@ def propagate(
             ntk = ntk + sum(s2 * t.square().sum((1, 2)) for s2, t in zip(bstd, gb))
             ntk = ntk + gr.square().sum(-1)
     settings = dict(depth=depth, width=width, activation=activation, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
-                    init=init, branch=branch, seeds=seeds, seed=seed,
+                    init=init, branch=a, seeds=seeds, seed=seed,
                     q0=float(x[0].square().mean()),
                     c0=float(x[0] @ x[1] / (x[0].norm() * x[1].norm())) if P >= 2 else None)
     as_np = lambda t: None if t is None else t.detach().numpy()  # noqa: E731
@@ -468,3 +480,54 @@ def output_kurtosis(width: int, draws: int = 100_000, activation: Act = "relu", 
 def _chunks(total: int, size: int) -> list[int]:
     size = max(1, size)
     return [size] * (total // size) + ([total % size] if total % size else [])
+
+
+# ---------------------------------------------------------------- trainability
+
+
+@dataclass
+class Trainability:
+    """Final training accuracy of a (depth x sigma_w^2) grid, with the correlation depth scale of each column."""
+
+    depths: list[int]
+    sigma_w2: list[float]
+    sigma_b2: float
+    accuracy: np.ndarray  # (len(depths), len(sigma_w2))
+    xi_c: np.ndarray      # (len(sigma_w2),)
+
+    def figure(self):
+        """The accuracy grid with the depth 6 xi_c above which Schoenholz et al. found no training."""
+        from labkit.signal_figures import trainability_figure
+
+        return trainability_figure(self)
+
+
+def trainability(data, depths, sigma_w2, *, sigma_b2: float = 0.05, activation: Act = "tanh", width: int = 32,
+                 lr: float = 0.01, steps: int = 300, seed: int = 0) -> Trainability:
+    """Train tanh MLPs of every depth and ``sigma_w^2`` with full-batch SGD (one ``fit_many`` per depth).
+
+    Schoenholz et al. (2017) found that random networks train only when ``depth`` is below
+    about ``6 xi_c``; at criticality ``xi_c`` diverges and any depth trains. Member ``i`` of a
+    depth's ``fit_many`` call is the network with ``sigma_w2[i]`` (its seed picks it).
+    """
+    from labkit.models import mlp
+    from labkit.train import fit_many
+
+    sw2 = [float(_checks.positive("sigma_w2", v)) for v in sigma_w2]
+    _checks.positive("sigma_b2", sigma_b2, allow_zero=True)
+    if not isinstance(activation, str):
+        raise TypeError("trainability needs an activation name (it builds labkit.models.mlp networks)")
+    k = len(sw2)
+    out = np.zeros((len(depths), k))
+    for i, depth in enumerate(depths):
+        _checks.positive("depth", depth, integer=True)
+
+        def make(s: int, depth: int = depth):
+            return mlp(data.inputs.shape[1], [width] * depth, data.num_classes, activation,
+                       weight_std=math.sqrt(sw2[s % k]), bias_std=math.sqrt(sigma_b2), seed=seed * k + s)
+
+        hs = fit_many(make, data, hparams={"seed": list(range(k))}, lr=lr, steps=steps, eval_every=steps,
+                      progress=False)
+        out[i] = [h.eval["accuracy"][-1] if not h.diverged else np.nan for h in hs]
+    _, xi_c = depth_scales(sw2, sigma_b2, activation)
+    return Trainability(list(depths), sw2, float(sigma_b2), out, np.asarray(xi_c))
