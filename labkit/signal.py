@@ -39,6 +39,7 @@ from labkit import _checks
 from labkit.models import ACTIVATIONS, branch_scale, init_weight
 
 __all__ = [
+    "LayerStats",
     "Propagation",
     "Theory",
     "Trainability",
@@ -51,6 +52,7 @@ __all__ = [
     "fixed_point",
     "iterate",
     "kurtosis_theory",
+    "layer_stats",
     "log_slope",
     "output_kurtosis",
     "propagate",
@@ -531,3 +533,72 @@ def trainability(data, depths, sigma_w2, *, sigma_b2: float = 0.05, activation: 
         out[i] = [h.eval["accuracy"][-1] if not h.diverged else np.nan for h in hs]
     _, xi_c = depth_scales(sw2, sigma_b2, activation)
     return Trainability(list(depths), sw2, float(sigma_b2), out, np.asarray(xi_c))
+
+
+# ---------------------------------------------------------------- any network, layer by layer
+
+
+@dataclass
+class LayerStats:
+    """Per-layer statistics of one batch through one network (see :func:`layer_stats`).
+
+    For each linear layer (in forward order): ``second_moment`` (mean of its output squared),
+    ``variance`` and ``mean_sq`` (the channel variance over the batch and the channel mean
+    squared, averaged over channels), ``grad_norm`` (Frobenius norm of the loss gradient with
+    respect to its weight). ``blocks`` holds ``variance`` and ``mean_sq`` of every residual
+    block's output: Brock et al.'s signal propagation plot.
+    """
+
+    names: list[str]
+    second_moment: np.ndarray
+    variance: np.ndarray
+    mean_sq: np.ndarray
+    grad_norm: np.ndarray
+    blocks: dict[str, np.ndarray]
+
+    def spp_figure(self, title: str = "signal propagation plot"):
+        """Brock et al.'s plot of the residual blocks (or of the linear layers without blocks)."""
+        from labkit.signal_figures import spp_figure
+
+        stats = self.blocks if len(self.blocks["variance"]) else {"variance": self.variance, "mean_sq": self.mean_sq}
+        return spp_figure(stats, title)
+
+
+def layer_stats(model: torch.nn.Module, x: torch.Tensor, *, seed: int = 0) -> LayerStats:
+    """Forward ``x`` through ``model`` as one batch and backpropagate ``L = <f(x), g> / n`` (``g ~ N(0, 1)``).
+
+    A random cotangent makes the gradient norms a property of the network at initialisation,
+    not of a task. Linear layers are :class:`labkit.models.Dense`, ``nn.Linear`` and
+    :class:`labkit.models.WeightNormDense` (its ``v``); residual blocks are
+    :class:`labkit.models.Residual`.
+    """
+    from labkit.models import Dense, Residual, WeightNormDense
+
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise ValueError(f"x must be a (batch, features) tensor, got {type(x).__name__} {getattr(x, 'shape', '')}")
+    linear = [(n, m) for n, m in model.named_modules() if isinstance(m, (Dense, torch.nn.Linear, WeightNormDense))]
+    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, Residual)]
+    if not linear:
+        raise ValueError(f"{type(model).__name__} has no linear layer (Dense, nn.Linear or WeightNormDense)")
+    outs: dict[str, torch.Tensor] = {}
+    handles = [m.register_forward_hook(lambda mod, a, out, n=n: outs.__setitem__(n, out.detach()))
+               for n, m in linear + blocks]
+    try:
+        p = next(model.parameters())
+        f = model(x.to(p.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    g = torch.randn(f.shape, generator=torch.Generator().manual_seed(int(seed))).to(f.dtype)
+    weights = [m.v if isinstance(m, WeightNormDense) else m.weight for _, m in linear]
+    grads = torch.autograd.grad((f * g).sum() / f.shape[0], weights)
+
+    def moments(names):
+        hs = [outs[n] for n in names]
+        return (np.array([float(h.var(0, unbiased=False).mean()) for h in hs]),
+                np.array([float(h.mean(0).square().mean()) for h in hs]))
+
+    var, msq = moments([n for n, _ in linear])
+    bvar, bmsq = moments([n for n, _ in blocks]) if blocks else (np.zeros(0), np.zeros(0))
+    return LayerStats([n for n, _ in linear], np.array([float(outs[n].square().mean()) for n, _ in linear]),
+                      var, msq, np.array([float(t.norm()) for t in grads]), {"variance": bvar, "mean_sq": bmsq})
