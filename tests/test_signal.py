@@ -143,3 +143,43 @@ def test_log_slope_and_bad_input():
         signal.propagate(0, 8)
     with pytest.raises(ValueError, match="inputs"):
         signal.propagate(3, 8, inputs=torch.zeros(4))
+
+
+def test_layer_stats_against_a_manual_pass():
+    from labkit import models
+
+    net = models.mlp(4, [6, 5], 3, norm="batch", seed=0).double()
+    x = torch.randn(10, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    st = signal.layer_stats(net, x, seed=2)
+    h1 = net[0](x)
+    assert st.second_moment[0] == pytest.approx(float(h1.square().mean()))
+    assert st.variance[0] == pytest.approx(float(h1.var(0, unbiased=False).mean()))
+    assert st.mean_sq[0] == pytest.approx(float(h1.mean(0).square().mean()))
+    f = net(x)
+    g = torch.randn(f.shape, generator=torch.Generator().manual_seed(2)).double()
+    (gw,) = torch.autograd.grad((f * g).sum() / 10, net[-1].weight)
+    assert st.grad_norm[-1] == pytest.approx(float(gw.norm()))
+    assert len(st.names) == 3 and st.blocks["variance"].size == 0
+    res = signal.layer_stats(models.resmlp(4, 6, 3, 2, seed=0).double(), x)
+    assert res.blocks["variance"].shape == (3,)
+    with pytest.raises(ValueError, match="x must be"):
+        signal.layer_stats(net, torch.zeros(4))
+
+
+def test_norm_models_with_per_example_probes_fall_back_or_refuse():
+    from labkit import models, ntk
+
+    x = torch.randn(6, 3)
+    for norm in ("layer", "weight"):  # no structure: the generic torch.func path gives the NTK
+        net = models.mlp(3, [8], 2, norm=norm, seed=0)
+        assert ntk.empirical(net, x).shape == (6, 6)
+    with pytest.raises(ValueError, match="per-example probes"):  # batch norm has no per-example NTK
+        ntk.empirical(models.mlp(3, [8], 2, norm="batch", seed=0), x)
+
+
+def test_trainability_grid_shapes():
+    from labkit import data
+
+    blobs = data.gaussian_mixture(n=32, dim=4, classes=2, seed=0)
+    r = signal.trainability(blobs, depths=[2], sigma_w2=[0.5, 2.0], width=8, steps=5)
+    assert r.accuracy.shape == (1, 2) and r.xi_c.shape == (2,) and np.all(r.accuracy <= 1)
