@@ -386,10 +386,9 @@ def propagate(
             return root @ torch.randn(seeds, P, width, generator=g).double()  # float32 draws: 6x cheaper
         w = init_weight((seeds, width, fan_in), init, g, torch.float64) * w_std
         b = torch.randn(seeds, 1, width, generator=g, dtype=torch.float64) * b_std
-        w.requires_grad_(backward)
-        b.requires_grad_(backward)
-        weights.append(w)
-        biases.append(b)
+        if backward:  # keep them for the gradients (forward-only runs hold one layer at a time)
+            weights.append(w.requires_grad_())
+            biases.append(b.requires_grad_())
         return inp @ w.transpose(1, 2) + b
 
     with torch.set_grad_enabled(backward):
