@@ -73,7 +73,7 @@ def test_weight_norm_pythagoras_and_plain_control():
     def errors(net, weight, lr=0.5, steps=30):
         params = list(net.parameters())
         k = next(i for i, p in enumerate(params) if p is weight)
-        errs, norms = [], [float(weight.norm())]
+        errs, norms = [], [float(weight.detach().norm())]
         for _ in range(steps):
             grads = torch.autograd.grad(torch.nn.functional.cross_entropy(net(x), blobs.targets), params)
             with torch.no_grad():
