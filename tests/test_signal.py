@@ -183,3 +183,28 @@ def test_trainability_grid_shapes():
     blobs = data.gaussian_mixture(n=32, dim=4, classes=2, seed=0)
     r = signal.trainability(blobs, depths=[2], sigma_w2=[0.5, 2.0], width=8, steps=5)
     assert r.accuracy.shape == (1, 2) and r.xi_c.shape == (2,) and np.all(r.accuracy <= 1)
+
+
+def test_figures_hold_finite_data():
+    import plotly.graph_objects as go
+
+    from labkit import data, models
+    from labkit.signal_figures import phase_figure
+
+    run = signal.propagate(6, 32, activation="tanh", sigma_w2=1.5, sigma_b2=0.05, seeds=4, backward=False)
+    fig = run.figure()
+    assert isinstance(fig, go.Figure) and len(fig.data) == 6  # band + median per panel, theory per panel
+    sw2, sb2 = np.array([0.5, 1.5, 3.0]), np.array([0.0, 0.1])
+    fig = phase_figure(sw2, sb2, signal.chi(sw2[None], sb2[:, None]), signal.critical_sigma_w2(sb2))
+    assert np.all(np.isfinite(np.asarray(fig.data[0].z, dtype=float)))
+    blobs = data.gaussian_mixture(n=16, dim=3, classes=2, seed=0)
+    assert isinstance(signal.trainability(blobs, [2], [1.0], width=4, steps=2).figure(), go.Figure)
+    st = signal.layer_stats(models.resmlp(3, 8, 4, 2, seed=0), torch.randn(16, 3))
+    assert len(st.spp_figure().data) == 2
+
+
+def test_trainability_needs_an_activation_name():
+    from labkit import data
+
+    with pytest.raises(TypeError, match="activation name"):
+        signal.trainability(data.gaussian_mixture(n=8, dim=2, seed=0), [1], [1.0], activation=torch.tanh)
