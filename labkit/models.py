@@ -32,12 +32,25 @@ Parameterization = Literal["standard", "ntk", "mean_field"]
 
 __all__ = [
     "ACTIVATIONS",
+    "BRANCH_SCALES",
+    "INITS",
+    "NORMS",
+    "PARAMETERIZATIONS",
+    "BatchNorm",
     "Dense",
+    "LayerNorm",
+    "LayerScale",
     "ParamSpec",
+    "Residual",
+    "WeightNormDense",
+    "branch_scale",
     "call",
     "cnn",
+    "init_weight",
     "mlp",
+    "orthogonal",
     "param_dict",
+    "resmlp",
 ]
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -105,6 +118,210 @@ def _generator(seed: int | None) -> torch.Generator | None:
     return None if seed is None else torch.Generator().manual_seed(int(seed))
 
 
+# ---------------------------------------------------------------- initialisation
+
+INITS = ("gaussian", "orthogonal")
+
+
+def orthogonal(shape: tuple[int, ...], generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Haar-random ``(..., out, in)`` matrices with the per-entry variance ``1 / in`` of a N(0, 1/in) matrix.
+
+    Orthonormal rows when ``out <= in``, orthonormal columns (times ``sqrt(out / in)``) when
+    ``out > in``: either way ``E|W x|^2 = (out / in) |x|^2``, as for Gaussian weights, so
+    swapping the init changes the spectrum and nothing else. (``nn.init.orthogonal_`` leaves
+    a tall matrix with orthonormal columns, i.e. entry variance ``1 / out``.) Leading
+    dimensions give a batch of independent matrices. QR of a Gaussian matrix with the signs
+    of ``R``'s diagonal moved into ``Q`` is Haar-distributed (Mezzadri 2007).
+    """
+    *batch, out, inp = shape
+    a = torch.randn(*batch, max(out, inp), min(out, inp), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)                                       # q: (..., max, min), orthonormal columns
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    if out < inp:
+        q = q.transpose(-2, -1)                                     # orthonormal rows, entries of variance 1/in
+    else:
+        q = q * math.sqrt(out / inp)                                # entries of variance 1/out -> 1/in
+    return q.to(dtype)
+
+
+def init_weight(shape: tuple[int, ...], init: str = "gaussian", generator: torch.Generator | None = None,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Weights ``(..., out, in)`` of per-entry variance ``1 / in`` (multiply by ``sigma_w``): Gaussian or orthogonal."""
+    _checks.choice("init", init, INITS)
+    fan_in = shape[-1]
+    if init == "gaussian":
+        return torch.randn(*shape, generator=generator, dtype=dtype) / math.sqrt(fan_in)
+    return orthogonal(shape, generator, dtype)
+
+
+# ---------------------------------------------------------------- parameterisations
+
+
+@dataclass(frozen=True)
+class LayerScale:
+    """How one layer is scaled: forward multipliers and the std of its N(0, std^2) parameters."""
+
+    weight_mult: float
+    bias_mult: float
+    weight_std: float  # the std of one weight entry (e.g. sigma_w / sqrt(fan_in))
+    bias_std: float
+
+
+def _standard(fan_in: int, fan_out: int, readout: bool, sw: float, sb: float) -> LayerScale:
+    return LayerScale(1.0, 1.0, sw / math.sqrt(fan_in), sb)
+
+
+def _ntk(fan_in: int, fan_out: int, readout: bool, sw: float, sb: float) -> LayerScale:
+    return LayerScale(sw / math.sqrt(fan_in), sb, 1.0, 1.0)
+
+
+def _mean_field(fan_in: int, fan_out: int, readout: bool, sw: float, sb: float) -> LayerScale:
+    return LayerScale(1.0 / (fan_in if readout else math.sqrt(fan_in)), 1.0, 1.0, 1.0)
+
+
+#: parameterisation name -> ``f(fan_in, fan_out, readout, sigma_w, sigma_b) -> LayerScale``.
+#: A new parameterisation (e.g. muP) is one more entry here.
+PARAMETERIZATIONS: dict[str, Callable[[int, int, bool, float, float], LayerScale]] = {
+    "standard": _standard,
+    "ntk": _ntk,
+    "mean_field": _mean_field,
+}
+
+
+# ---------------------------------------------------------------- normalisation layers
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation over the batch dimension with the statistics of the batch it is given.
+
+    ``y = gamma (x - mean_B) / sqrt(var_B + eps) + beta`` (Ioffe & Szegedy 2015), biased
+    variance as in torch's training mode. No running averages: the layer is a pure function
+    of its input batch (what matters at initialisation and during training, and what
+    ``train.fit_many``'s functional calls need). ``virtual_batch`` splits the batch into
+    ghost batches of that size, each normalised on its own (Hoffer et al. 2017).
+    It couples the examples of a batch, so per-example probes cannot run through it.
+    """
+
+    couples_batch = True  # examples interact: per-example gradients / NTKs are undefined
+
+    def __init__(self, features: int, eps: float = 1e-5, affine: bool = True, virtual_batch: int | None = None):
+        super().__init__()
+        _checks.positive("features", features, integer=True)
+        if virtual_batch is not None:
+            _checks.in_range("virtual_batch", virtual_batch, 2, 2**31)
+        self.features, self.eps, self.virtual_batch = features, float(eps), virtual_batch
+        self.weight = nn.Parameter(torch.ones(features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(features)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        v = self.virtual_batch or n
+        if n % v or v < 2:
+            raise ValueError(
+                f"BatchNorm needs a batch of >= 2 examples divisible by virtual_batch={self.virtual_batch}, "
+                f"got a batch of {n}; per-example probes (vmap over single examples, labkit.structure) cannot run "
+                "through batch norm: use norm='layer' or measure on whole batches")
+        g = x.reshape(n // v, v, *x.shape[1:])
+        mean = g.mean(1, keepdim=True)
+        var = g.var(1, unbiased=False, keepdim=True)
+        y = ((g - mean) / torch.sqrt(var + self.eps)).reshape(x.shape)
+        return y if self.weight is None else y * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return (f"{self.features}, eps={self.eps:g}, affine={self.weight is not None}, "
+                f"virtual_batch={self.virtual_batch}")
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation over the features of each example (Ba et al. 2016): no batch dependence."""
+
+    def __init__(self, features: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        _checks.positive("features", features, integer=True)
+        self.features, self.eps = features, float(eps)
+        self.weight = nn.Parameter(torch.ones(features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(features)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(-1, keepdim=True)
+        var = x.var(-1, unbiased=False, keepdim=True)
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        return y if self.weight is None else y * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.features}, eps={self.eps:g}, affine={self.weight is not None}"
+
+
+class WeightNormDense(nn.Module):
+    """``y = x W^T + b`` with ``W = g v / |v|`` row by row (Salimans & Kingma 2016).
+
+    The output is invariant to ``v -> c v`` (c > 0), so the gradient with respect to ``v``
+    is orthogonal to ``v``. Parameters ``v``, ``g``, ``bias`` (not :class:`Dense`'s
+    ``weight``: structured probes treat the layer as unsupported and fall back).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.v = nn.Parameter(torch.empty(out_features, in_features))
+        self.g = nn.Parameter(torch.ones(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The effective weight ``g v / |v|``."""
+        return self.g.unsqueeze(1) * self.v / self.v.norm(dim=1, keepdim=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, bias={self.bias is not None}"
+
+
+NORMS = (None, "batch", "layer", "weight")
+
+
+def _check_norm(norm: str | None, virtual_batch: int | None) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r} is not supported; choose one of {list(NORMS)}")
+    if virtual_batch is not None and norm != "batch":
+        raise ValueError(f"virtual_batch={virtual_batch} needs norm='batch' (ghost batch norm), got norm={norm!r}")
+
+
+def _norm_layer(norm: str | None, features: int, virtual_batch: int | None) -> nn.Module | None:
+    if norm == "batch":
+        return BatchNorm(features, virtual_batch=virtual_batch)
+    if norm == "layer":
+        return LayerNorm(features)
+    return None
+
+
+def _linear(fan_in: int, fan_out: int, bias: bool, scale: LayerScale, init: str, norm: str | None,
+            g: torch.Generator | None) -> nn.Module:
+    """One initialised linear layer (a :class:`Dense`, or a :class:`WeightNormDense` for ``norm="weight"``)."""
+    if init == "gaussian":  # randn * std, the historical draw (bit-identical models for a seed)
+        w = torch.randn(fan_out, fan_in, generator=g) * scale.weight_std
+    else:
+        w = orthogonal((fan_out, fan_in), g) * (scale.weight_std * math.sqrt(fan_in))
+    b = torch.randn(fan_out, generator=g) * scale.bias_std if bias else None
+    if norm == "weight":
+        layer = WeightNormDense(fan_in, fan_out, bias)
+        with torch.no_grad():
+            layer.v.copy_(w * scale.weight_mult)
+            layer.g.copy_(layer.v.norm(dim=1))   # the same function as the plain layer at init
+            if bias:
+                layer.bias.copy_(b * scale.bias_mult)
+        return layer
+    layer = Dense(fan_in, fan_out, bias, scale.weight_mult, scale.bias_mult)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+        if bias:
+            layer.bias.copy_(b)
+    return layer
+
+
 def mlp(
     in_dim: int,
     widths: Iterable[int],
@@ -115,12 +332,15 @@ def mlp(
     *,
     weight_std: float | None = None,
     bias_std: float = 0.1,
+    init: str = "gaussian",
+    norm: str | None = None,
+    virtual_batch: int | None = None,
     seed: int | None = None,
 ) -> nn.Sequential:
     """A fully connected network ``in_dim -> widths... -> out_dim`` of :class:`Dense` layers.
 
     Parameterisations (``fan_in`` is a layer's input size, sigma_w = ``weight_std``,
-    sigma_b = ``bias_std``):
+    sigma_b = ``bias_std``; the table is :data:`PARAMETERIZATIONS`):
 
     - ``"standard"``: W ~ N(0, sigma_w^2 / fan_in), b ~ N(0, sigma_b^2); plain ``x W^T + b``.
     - ``"ntk"``: W, b ~ N(0, 1); layer computes ``sigma_w / sqrt(fan_in) x W^T + sigma_b b``
@@ -128,8 +348,13 @@ def mlp(
     - ``"mean_field"``: W, b ~ N(0, 1); hidden layers ``x W^T / sqrt(fan_in)``, the readout
       ``x W^T / fan_in`` (the fractal paper's setup; ``weight_std`` is ignored).
 
-    ``weight_std`` defaults to sqrt(2) for ReLU and 1 otherwise. ``seed`` makes
-    the initialisation reproducible without touching the global RNG.
+    ``weight_std`` defaults to sqrt(2) for ReLU and 1 otherwise. ``init="orthogonal"``
+    draws Haar-orthogonal weights with the same per-entry variance (:func:`orthogonal`).
+    ``norm`` adds a normalisation after every hidden linear layer, before its activation:
+    ``"batch"`` (:class:`BatchNorm`, ghost batches of ``virtual_batch``), ``"layer"``
+    (:class:`LayerNorm`); ``"weight"`` reparameterises every linear layer
+    (:class:`WeightNormDense`). ``seed`` makes the initialisation reproducible without
+    touching the global RNG.
     """
     widths = list(widths)
     _checks.positive("in_dim", in_dim, integer=True)
@@ -137,29 +362,94 @@ def mlp(
     for i, w in enumerate(widths):
         _checks.positive(f"widths[{i}]", w, integer=True)
     _checks.choice("activation", activation, ACTIVATIONS)
-    _checks.choice("parameterization", parameterization, ["standard", "ntk", "mean_field"])
+    _checks.choice("parameterization", parameterization, PARAMETERIZATIONS)
+    _checks.choice("init", init, INITS)
+    _check_norm(norm, virtual_batch)
     sw = float(weight_std) if weight_std is not None else (math.sqrt(2.0) if activation == "relu" else 1.0)
     g = _generator(seed)
     sizes = [in_dim, *widths, out_dim]
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         readout = i == len(sizes) - 2
-        if parameterization == "standard":
-            layer = Dense(fan_in, fan_out, bias)
-            w_std, b_std = sw / math.sqrt(fan_in), bias_std
-        elif parameterization == "ntk":
-            layer = Dense(fan_in, fan_out, bias, sw / math.sqrt(fan_in), bias_std)
-            w_std, b_std = 1.0, 1.0
-        else:
-            layer = Dense(fan_in, fan_out, bias, 1.0 / (fan_in if readout else math.sqrt(fan_in)), 1.0)
-            w_std, b_std = 1.0, 1.0
-        with torch.no_grad():
-            layer.weight.copy_(torch.randn(fan_out, fan_in, generator=g) * w_std)
-            if layer.bias is not None:
-                layer.bias.copy_(torch.randn(fan_out, generator=g) * b_std)
-        layers.append(layer)
+        scale = PARAMETERIZATIONS[parameterization](fan_in, fan_out, readout, sw, float(bias_std))
+        layers.append(_linear(fan_in, fan_out, bias, scale, init, norm, g))
         if not readout:
+            norm_layer = _norm_layer(norm, fan_out, virtual_batch)
+            if norm_layer is not None:
+                layers.append(norm_layer)
             layers.append(Activation(activation))
+    return nn.Sequential(*layers)
+
+
+# ---------------------------------------------------------------- residual networks
+
+BRANCH_SCALES = ("1", "1/sqrt(depth)", "1/depth")
+
+
+def branch_scale(scale: str | float, depth: int) -> float:
+    """The residual branch multiplier: ``"1"``, ``"1/sqrt(depth)"``, ``"1/depth"`` or a positive number."""
+    _checks.positive("depth", depth, integer=True)
+    if isinstance(scale, str):
+        _checks.choice("branch", scale, BRANCH_SCALES)
+        return {"1": 1.0, "1/sqrt(depth)": 1 / math.sqrt(depth), "1/depth": 1 / depth}[scale]
+    return float(_checks.positive("branch", scale))
+
+
+class Residual(nn.Module):
+    """``x + scale * branch(x)``."""
+
+    def __init__(self, branch: nn.Module, scale: float):
+        super().__init__()
+        self.branch, self.scale = branch, float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.scale * self.branch(x)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.4g}"
+
+
+def resmlp(
+    in_dim: int,
+    width: int,
+    depth: int,
+    out_dim: int,
+    activation: str = "relu",
+    *,
+    branch: str | float = "1/sqrt(depth)",
+    weight_std: float | None = None,
+    bias_std: float = 0.0,
+    init: str = "gaussian",
+    norm: str | None = None,
+    virtual_batch: int | None = None,
+    seed: int | None = None,
+) -> nn.Sequential:
+    """A residual MLP: ``x_0 = W_in x``, ``x_{l+1} = x_l + a * (W_l phi(N(x_l)) + b_l)``, output ``W_out x_L``.
+
+    ``depth`` residual blocks of width ``width``; ``a = branch_scale(branch, depth)``
+    (1/sqrt(depth) is the scaling of Hayou 2023 and Hayou & Yang 2023, under which the
+    infinite-depth and infinite-width limits exist and commute); ``N`` is the pre-norm
+    ``norm`` (None, ``"batch"``, ``"layer"``; ``"weight"`` reparameterises the branch
+    layers). Standard parameterisation; ``weight_std`` defaults to sqrt(2) for ReLU, else 1;
+    the embedding and readout are ``N(0, 1/fan_in)``.
+    """
+    _checks.positive("in_dim", in_dim, integer=True)
+    _checks.positive("width", width, integer=True)
+    _checks.positive("out_dim", out_dim, integer=True)
+    _checks.choice("activation", activation, ACTIVATIONS)
+    _checks.choice("init", init, INITS)
+    _check_norm(norm, virtual_batch)
+    a = branch_scale(branch, depth)
+    sw = float(weight_std) if weight_std is not None else (math.sqrt(2.0) if activation == "relu" else 1.0)
+    g = _generator(seed)
+    layers: list[nn.Module] = [_linear(in_dim, width, True, LayerScale(1.0, 1.0, in_dim**-0.5, 0.0), init, None, g)]
+    for _ in range(depth):
+        parts = [m for m in (_norm_layer(norm, width, virtual_batch),) if m is not None]
+        parts += [Activation(activation),
+                  _linear(width, width, True, LayerScale(1.0, 1.0, sw / math.sqrt(width), float(bias_std)), init,
+                          norm, g)]
+        layers.append(Residual(nn.Sequential(*parts), a))
+    layers.append(_linear(width, out_dim, True, LayerScale(1.0, 1.0, width**-0.5, 0.0), init, None, g))
     return nn.Sequential(*layers)
 
 
