@@ -70,7 +70,7 @@ def doctor() -> int:
         if (major, minor) < (7, 1) and major >= 7:
             problems.append(f"ipykernel {kernel} drops output from threads; pip install 'ipykernel>=7.1'")
     if _version("jupyterlab") == "not installed":
-        problems.append("JupyterLab is not installed: pip install 'labkit[lab]'")
+        problems.append("JupyterLab is not installed: pip install 'labkit-dynamics[lab]'")
     print()
     if problems:
         print("live widgets: NOT ready")
@@ -95,7 +95,7 @@ def lab_command(port: int | None, directory: str | None, extra: list[str], *, is
     """The ``jupyter lab`` command line and the folder it serves (created from the bundled notebooks if needed)."""
     exe = shutil.which("jupyter")
     if exe is None:
-        raise FileNotFoundError("JupyterLab is not installed; run: pip install 'labkit[lab]'")
+        raise FileNotFoundError("JupyterLab is not installed; run: pip install 'labkit-dynamics[lab]'")
     if directory is not None:
         root = Path(directory)
         if not root.is_dir():

@@ -333,7 +333,7 @@ def data_dir() -> Path:
         if (candidate / "digits.csv.gz").exists():
             return candidate
     raise FileNotFoundError(
-        "labkit's bundled data folder was not found; reinstall labkit (pip install labkit) "
+        "labkit's bundled data folder was not found; reinstall labkit (pip install labkit-dynamics) "
         "or run from a checkout of the repository"
     )
 

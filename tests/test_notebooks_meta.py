@@ -20,7 +20,7 @@ SETUP = '''# Setup: on Colab install labkit (keeping Colab's own torch) and enab
 elsewhere nothing.
 import sys
 if "google.colab" in sys.modules:
-    %pip install -q "labkit @ git+https://github.com/labkit-dev/labkit"
+    %pip install -q "labkit-dynamics @ git+https://github.com/labkit-dev/labkit"
     from google.colab import output
     output.enable_custom_widget_manager()
 import labkit
