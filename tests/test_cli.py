@@ -43,7 +43,7 @@ def test_no_command_prints_help(capsys):
 def test_lab_without_jupyter_explains(monkeypatch, capsys):
     monkeypatch.setattr(cli.shutil, "which", lambda name: None)
     assert cli.main(["lab"]) == 1
-    assert "pip install 'labkit[lab]'" in capsys.readouterr().err
+    assert "pip install 'labkit-dynamics[lab]'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- labkit notebooks: never overwrite edits
