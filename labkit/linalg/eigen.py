@@ -62,6 +62,27 @@ def _floors(dtype: torch.dtype) -> tuple[float, float]:
     return 100 * eps, 1000 * eps
 
 
+class _Upcast(LinearOperator):
+    """A float16/bfloat16 operator seen in float32: products in the operator's own dtype, the algebra
+    (QR, SVD, eigh, which have no half-precision CPU kernels) in float32; ``precision`` keeps the tolerances
+    honest about the products' rounding."""
+
+    def __init__(self, op: LinearOperator):
+        super().__init__(op.size, torch.float32, op.device)
+        self.op, self.precision = op, op.dtype
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.op.matmat(V.to(self.precision)).to(torch.float32)
+
+
+def _working(op: LinearOperator) -> LinearOperator:
+    return _Upcast(op) if op.dtype in (torch.float16, torch.bfloat16) else op
+
+
+def _precision(op: LinearOperator) -> torch.dtype:
+    return getattr(op, "precision", op.dtype)
+
+
 # ---------------------------------------------------------------- single-vector Lanczos (teaching, SLQ-style)
 
 
@@ -250,10 +271,10 @@ def _krylov_eigs(
     If its extreme Ritz value would enter the wanted set, verify again; otherwise stop.
     """
     n, dt, dev = op.size, op.dtype, op.device
-    drop, floor = _floors(dt)
+    drop, floor = _floors(_precision(op))
     tol = max(tol, floor)
     tol_v = max(math.sqrt(tol), floor)  # a Ritz value's error is ~ residual^2 / gap: enough to compare values
-    sym_tol = math.sqrt(torch.finfo(dt).eps)
+    sym_tol = math.sqrt(torch.finfo(_precision(op)).eps)
     start = min(cap, max(4 * b, 32))
     st = _Block(torch.empty(n, start, dtype=dt, device=dev), torch.empty(n, start, dtype=dt, device=dev),
                 torch.zeros(start, start, dtype=torch.float64))
@@ -339,7 +360,7 @@ def _finish(vals: torch.Tensor, vecs: torch.Tensor, res: torch.Tensor, used: int
                      "raise max_matvecs or tol")
         warnings.warn("top_eigenvalues: " + notes[-1], RuntimeWarning, stacklevel=3)
     zero = int((vals.abs() <= 10 * drop * max(scale, 1e-300)).sum())
-    if zero:
+    if zero and drop < 1e-4:  # in half precision (drop ~ 0.1) "zero" would mean "small": say nothing
         notes.append(f"{zero} of the {k} values are zero to working precision: the operator has a null space "
                      "among the wanted values (e.g. its rank is below k, as for a Gauss-Newton matrix of few examples)")
     return EigResult(vals, vecs, res, used, bool(ok.all()), ok, "; ".join(notes))
@@ -372,7 +393,8 @@ def top_eigenvalues(
     uses the dense matrix and ``eigh`` when ``n <= 256`` (``n_matvec = n``); ``False`` forces
     Lanczos. Memory: two ``(n, max_matvecs)`` blocks.
     """
-    op = as_operator(op)
+    user = as_operator(op)
+    op = _working(user)
     n = op.size
     _checks.positive("k", k, integer=True)
     if k > n:
@@ -389,16 +411,20 @@ def top_eigenvalues(
         D = to_dense(op)
         if not torch.isfinite(D).all():
             return _nan_result(op, k, n, "the operator returned NaN or inf (a diverged model?)")
-        D = check_symmetric("op", D)
+        D = check_symmetric("op", D, precision=_precision(op))
         evals, evecs = torch.linalg.eigh(D)
         idx = _select(evals.cpu(), k, which).to(evals.device)
         vals, vecs = evals[idx], evecs[:, idx]
         res = (D @ vecs - vecs * vals).norm(dim=0)
-        drop, floor = _floors(op.dtype)
+        drop, floor = _floors(_precision(op))
         scale = float(evals.abs().max())
         thr = max(tol, floor, 10 * n * torch.finfo(op.dtype).eps) * scale  # eigh's backward error grows with n
-        return _finish(vals, vecs, res, n, thr, k, scale, drop)
-    return _krylov_eigs(op, k, which, tol, min(max_matvecs, n), min(b, n), v0, seed)
+        out = _finish(vals, vecs, res, n, thr, k, scale, drop)
+    else:
+        out = _krylov_eigs(op, k, which, tol, min(max_matvecs, n), min(b, n), v0, seed)
+    if op is not user:  # report in the operator's own dtype
+        out.values, out.vectors, out.residuals = (t.to(user.dtype) for t in (out.values, out.vectors, out.residuals))
+    return out
 
 
 def power_iteration(
