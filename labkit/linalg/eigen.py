@@ -166,23 +166,38 @@ def _select(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
     return torch.cat([torch.arange(m - 1, m - 1 - hi, -1), torch.arange(k - hi)])
 
 
-def _extend(Q: torch.Tensor, Y: torch.Tensor, tiny: float) -> torch.Tensor:
-    """Orthonormal columns spanning the part of ``Y`` outside ``span(Q)``; directions shorter than ``tiny`` dropped.
+def _project(Q: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """``(I - Q^T Q) Y`` for a basis stored as rows ``Q (m, n)`` (contiguous rows: twice as fast as columns)."""
+    return Y - Q.T @ (Q @ Y)
 
-    Two projections (twice is enough, Kahan-Parlett), an SVD that reveals the rank, one more projection: a
-    normalised near-null direction is mostly rounding noise from ``span(Q)`` and must be cleaned again.
+
+def _extend(Q: torch.Tensor, Y: torch.Tensor, tiny: float, ref: float, passes: int) -> torch.Tensor:
+    """Orthonormal columns spanning the part of ``Y`` outside the row space of ``Q``; directions shorter than
+    ``tiny`` dropped (the rank is revealed by an SVD, or a norm for one column).
+
+    ``passes`` projections first (twice is enough, Kahan-Parlett); after a large cancellation (a kept length
+    below 1e-3 of ``ref``, the length before projection) the normalised direction carries rounding noise from
+    ``span(Q)`` magnified by ``ref / length``, so it is projected once more.
     """
-    for _ in range(2):
-        Y = Y - Q @ (Q.T @ Y)
-    U, s, _ = torch.linalg.svd(Y, full_matrices=False)
-    U = U[:, s > tiny]
-    U = U - Q @ (Q.T @ U)
-    return torch.linalg.qr(U)[0]
+    for _ in range(passes):
+        Y = _project(Q, Y)
+    if Y.shape[1] == 1:
+        s = Y.norm(dim=0)
+        U = Y / s if float(s) > tiny else Y[:, :0]
+    else:
+        U, s, _ = torch.linalg.svd(Y, full_matrices=False)
+        U = U[:, s > tiny]
+    s = s[s > tiny]
+    if U.shape[1] and float(s.min()) < 1e-3 * ref:
+        U = _project(Q, U)
+        U = torch.linalg.qr(U)[0] if U.shape[1] > 1 else U / U.norm()
+    return U
 
 
 @dataclass
 class _Block:
-    """State of a block Lanczos run: basis ``Q``, products ``W = A Q`` and ``H = Q^T A Q`` (first ``m`` columns)."""
+    """State of a block Lanczos run, vectors stored as rows: basis ``Q (m, n)``, products ``W = (A Q^T)^T`` and
+    ``H = Q A Q^T``."""
 
     Q: torch.Tensor
     W: torch.Tensor
@@ -191,35 +206,35 @@ class _Block:
     scale: float = 0.0  # largest |A x| seen: an estimate of |A|
     last: slice = field(default_factory=lambda: slice(0, 0))
 
-    def reserve(self, cols: int) -> None:
-        """Grow the storage (doubling) to hold ``cols`` columns; a run that converges early stays small."""
-        have = self.Q.shape[1]
-        if cols <= have:
+    def reserve(self, rows: int) -> None:
+        """Grow the storage (doubling) to hold ``rows`` vectors; a run that converges early stays small."""
+        have = self.Q.shape[0]
+        if rows <= have:
             return
-        new = max(cols, 2 * have)
-        grow = (self.Q.shape[0], new - have)
-        self.Q = torch.cat([self.Q, self.Q.new_empty(grow)], 1)
-        self.W = torch.cat([self.W, self.W.new_empty(grow)], 1)
+        new = max(rows, 2 * have)
+        grow = (new - have, self.Q.shape[1])
+        self.Q = torch.cat([self.Q, self.Q.new_empty(grow)])
+        self.W = torch.cat([self.W, self.W.new_empty(grow)])
         H = self.H.new_zeros(new, new)
         H[:have, :have] = self.H
         self.H = H
 
 
 def _block_step(op: LinearOperator, st: _Block, X: torch.Tensor, sym_tol: float) -> torch.Tensor:
-    """Append the orthonormal block ``X``; return the residual ``(I - QQ^T) A X`` that seeds the next block."""
+    """Append the orthonormal block ``X (n, p)``; return the residual ``(I - Q^T Q) A X`` that seeds the next."""
     m, p = st.m, X.shape[1]
     st.reserve(m + p)
     AX = op.matmat(X)
     if tuple(AX.shape) != tuple(X.shape):
         raise ValueError(f"op.matmat returned shape {tuple(AX.shape)} for input of shape {tuple(X.shape)}")
-    st.Q[:, m : m + p], st.W[:, m : m + p] = X, AX
-    Qm = st.Q[:, : m + p]
-    C = Qm.T @ AX  # (m + p, p): Q^T A X, a new column block of H
+    st.Q[m : m + p], st.W[m : m + p] = X.T, AX.T
+    Qm = st.Q[: m + p]
+    C = Qm @ AX  # (m + p, p): Q A X, a new column block of H
     st.scale = max(st.scale, float(AX.norm(dim=0).max()))
-    # symmetry for free: X^T (A X_prev) must equal (X_prev^T A X)^T, and X^T A X must be symmetric
+    # symmetry for free: (A x_prev).x must equal x_prev.(A x), and X^T A X must be symmetric
     asym = (C[m:] - C[m:].T).abs().max()
     if st.last.stop > st.last.start:
-        asym = torch.maximum(asym, (X.T @ st.W[:, st.last] - C[st.last].T).abs().max())
+        asym = torch.maximum(asym, (st.W[st.last] @ X - C[st.last]).abs().max())
     if float(asym) > sym_tol * max(st.scale, 1e-300):
         raise ValueError(
             f"op is not symmetric: u.Av - v.Au = {float(asym):.3g} on Lanczos vectors (relative "
@@ -231,8 +246,7 @@ def _block_step(op: LinearOperator, st: _Block, X: torch.Tensor, sym_tol: float)
     st.H[m : m + p, :m] = Cd[:m].T
     st.H[m : m + p, m : m + p] = (Cd[m:] + Cd[m:].T) / 2
     st.m, st.last = m + p, slice(m, m + p)
-    R = AX - Qm @ C
-    return R - Qm @ (Qm.T @ R)
+    return _project(Qm, AX - Qm.T @ C)  # classical Gram-Schmidt, twice
 
 
 def _ends(theta: torch.Tensor, which: str) -> torch.Tensor:
@@ -255,8 +269,9 @@ def _beats(new: torch.Tensor, wanted: torch.Tensor, which: str, thr: float) -> b
 
 
 def _random_block(Q: torch.Tensor, cols: int, g: torch.Generator) -> torch.Tensor:
-    Z = torch.randn(Q.shape[0], cols, generator=g, dtype=torch.float64).to(device=Q.device, dtype=Q.dtype)
-    return _extend(Q, Z / Z.norm(dim=0), math.sqrt(torch.finfo(Q.dtype).eps))
+    """``cols`` random orthonormal directions orthogonal to the rows of ``Q``."""
+    Z = torch.randn(Q.shape[1], cols, generator=g, dtype=torch.float64).to(device=Q.device, dtype=Q.dtype)
+    return _extend(Q, Z / Z.norm(dim=0), math.sqrt(torch.finfo(Q.dtype).eps), 1.0, 2)
 
 
 def _krylov_eigs(
@@ -276,7 +291,7 @@ def _krylov_eigs(
     tol_v = max(math.sqrt(tol), floor)  # a Ritz value's error is ~ residual^2 / gap: enough to compare values
     sym_tol = math.sqrt(torch.finfo(_precision(op)).eps)
     start = min(cap, max(4 * b, 32))
-    st = _Block(torch.empty(n, start, dtype=dt, device=dev), torch.empty(n, start, dtype=dt, device=dev),
+    st = _Block(torch.empty(start, n, dtype=dt, device=dev), torch.empty(start, n, dtype=dt, device=dev),
                 torch.zeros(start, start, dtype=torch.float64))
     g = torch.Generator().manual_seed(int(seed) + 1)
     X = torch.linalg.qr(_start_block(n, b, v0, seed, dt, dev))[0]
@@ -296,7 +311,7 @@ def _krylov_eigs(
             Sw = S[:, idx].to(device=dev, dtype=dt)
             est = R @ Sw[st.last] + sum((Rc @ Sw[sl] for sl, Rc in closed), torch.zeros_like(R[:, :1]))
             ok = bool((est.norm(dim=0) <= thr).all())  # an upper bound on |A y - theta y| for each wanted pair
-        Xn = _extend(st.Q[:, :m], R, drop * st.scale)
+        Xn = _extend(st.Q[:m], R, drop * st.scale, st.scale, 0)
         exhausted = Xn.shape[1] == 0
         restart = exhausted
         if ok and not unverified:
@@ -319,11 +334,11 @@ def _krylov_eigs(
         if restart:
             if not exhausted:
                 closed.append((st.last, R))
-            X, seq = _random_block(st.Q[:, :m], min(b, room), g), m
+            X, seq = _random_block(st.Q[:m], min(b, room), g), m
         else:
             X = Xn[:, :room]
             if X.shape[1] < min(b, room):  # part of the block closed: continue it from random directions
-                X = torch.cat([X, _random_block(torch.cat([st.Q[:, :m], X], 1), min(b, room) - X.shape[1], g)], 1)
+                X = torch.cat([X, _random_block(torch.cat([st.Q[:m], X.T]), min(b, room) - X.shape[1], g)], 1)
         if X.shape[1] == 0:
             unverified = False  # the basis spans the whole space: H is A itself
             break
@@ -332,8 +347,8 @@ def _krylov_eigs(
     idx = _select(theta, k, which)
     Sw = S[:, idx].to(device=dev, dtype=dt)
     vals = theta[idx].to(device=dev, dtype=dt)
-    vecs = st.Q[:, :m] @ Sw
-    res = (st.W[:, :m] @ Sw - vecs * vals).norm(dim=0)  # true residuals |A v - lambda v|, no extra products
+    vecs = st.Q[:m].T @ Sw
+    res = (st.W[:m].T @ Sw - vecs * vals).norm(dim=0)  # true residuals |A v - lambda v|, no extra products
     out = _finish(vals, vecs, res, m, tol * float(theta.abs().max()), k, st.scale, drop)
     if unverified and m < n:
         note = (f"max_matvecs={cap} ran out before a restart could check for repeated eigenvalues the first "
