@@ -277,7 +277,7 @@ def _random_block(Q: torch.Tensor, cols: int, g: torch.Generator) -> torch.Tenso
 def _krylov_eigs(
     op: LinearOperator, k: int, which: str, tol: float, cap: int, b: int, v0: Any, seed: int
 ) -> EigResult:
-    """Lanczos sequences (blocks of ``b``) on one growing basis, Rayleigh-Ritz with ``H = Q^T A Q`` over all of it.
+    """Lanczos sequences (blocks of ``b``) on one growing basis; Rayleigh-Ritz with ``H = Q A Q^T`` over all of it.
 
     A sequence ends when its Krylov space is exhausted (then a random one continues) or when the
     ``k`` wanted pairs converge. Then, unless ``b >= k``, a verification sequence starts from a random
@@ -392,21 +392,29 @@ def top_eigenvalues(
     dense: bool | None = None,
     block_size: int | None = None,
 ) -> EigResult:
-    """The ``k`` extreme eigenpairs of a symmetric operator by block Lanczos with full re-orthogonalisation.
+    """The ``k`` extreme eigenpairs of a symmetric operator by Lanczos with full re-orthogonalisation.
 
-    Lanczos from one vector sees one copy of a repeated eigenvalue; a block of ``block_size``
-    (default ``k``) start vectors sees up to ``block_size`` copies, so the ``k`` wanted values
-    come with their multiplicities. A direction whose residual vanishes (an invariant subspace,
-    e.g. the identity or a rank-limited Gauss-Newton matrix) is replaced by a fresh random one.
-    Stops when every wanted Ritz pair has residual ``|A v - theta v| <= tol * |theta|_max``
-    (``tol`` is raised to 1000 machine epsilons of the operator's dtype); the eigenvalue error
-    is then about ``residual^2 / gap``. ``pair_converged`` is judged on the true residual
-    (from the stored products ``A Q``, no extra products). A non-symmetric operator is refused
-    (checked for free on the Lanczos vectors). ``v0`` warm-starts from a previous estimate.
-    ``which``: ``"largest"`` (descending), ``"smallest"`` (ascending), ``"both_ends"``
+    Always ``k`` pairs, with their multiplicities. Lanczos from one vector sees one copy of a
+    repeated eigenvalue (on the identity its Krylov space closes after one step), so: a sequence
+    whose Krylov space closes continues from a fresh random vector, and once the wanted pairs
+    have converged (``k >= 2``) one more sequence from a random vector orthogonal to everything
+    found checks for values the first could not see (Lanczos on the deflated operator); a value
+    it finds among the wanted ones is added and the check repeats. ``block_size=b`` instead
+    starts from ``b`` vectors (products batched), which sees up to ``b`` copies directly (no check
+    when ``b >= k``). Stops when every wanted Ritz pair has residual ``|A v - theta v| <= tol *
+    |theta|_max`` (``tol`` is raised to 1000 machine epsilons of the operator's precision); the
+    eigenvalue error is then about ``residual^2 / gap``. ``residuals`` and ``pair_converged`` are
+    the true residuals (from the stored products ``A Q``, no extra products); ``message`` says
+    why a result is not what was asked (no convergence, values zero to working precision).
+    A non-symmetric operator is refused (checked for free on the Lanczos vectors); an operator
+    returning NaN gives NaN values and ``converged=False``. ``v0`` warm-starts from a previous
+    estimate. ``which``: ``"largest"`` (descending), ``"smallest"`` (ascending), ``"both_ends"``
     (``ceil(k/2)`` from the top, the rest from the bottom) or ``"magnitude"``. ``dense=None``
     uses the dense matrix and ``eigh`` when ``n <= 256`` (``n_matvec = n``); ``False`` forces
-    Lanczos. Memory: two ``(n, max_matvecs)`` blocks.
+    Lanczos. Memory: two ``(n, m)`` blocks for ``m`` products (at most ``max_matvecs``).
+
+    >>> [round(v, 12) for v in top_eigenvalues(torch.eye(300, dtype=torch.float64), k=3).values.tolist()]
+    [1.0, 1.0, 1.0]
     """
     user = as_operator(op)
     op = _working(user)
