@@ -343,6 +343,8 @@ def digits(flat: bool = True) -> Dataset:
 
     ``flat=True`` gives 64 features per image; ``flat=False`` gives ``(1, 8, 8)`` images.
     """
+    if not isinstance(flat, bool):
+        raise TypeError(f"flat must be True or False, got {flat!r}")
     with gzip.open(data_dir() / "digits.csv.gz", "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     x = torch.from_numpy(table[:, :64] / 16.0)

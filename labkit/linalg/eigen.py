@@ -62,6 +62,27 @@ def _floors(dtype: torch.dtype) -> tuple[float, float]:
     return 100 * eps, 1000 * eps
 
 
+class _Upcast(LinearOperator):
+    """A float16/bfloat16 operator seen in float32: products in the operator's own dtype, the algebra
+    (QR, SVD, eigh, which have no half-precision CPU kernels) in float32; ``precision`` keeps the tolerances
+    honest about the products' rounding."""
+
+    def __init__(self, op: LinearOperator):
+        super().__init__(op.size, torch.float32, op.device)
+        self.op, self.precision = op, op.dtype
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.op.matmat(V.to(self.precision)).to(torch.float32)
+
+
+def _working(op: LinearOperator) -> LinearOperator:
+    return _Upcast(op) if op.dtype in (torch.float16, torch.bfloat16) else op
+
+
+def _precision(op: LinearOperator) -> torch.dtype:
+    return getattr(op, "precision", op.dtype)
+
+
 # ---------------------------------------------------------------- single-vector Lanczos (teaching, SLQ-style)
 
 
@@ -145,23 +166,38 @@ def _select(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
     return torch.cat([torch.arange(m - 1, m - 1 - hi, -1), torch.arange(k - hi)])
 
 
-def _extend(Q: torch.Tensor, Y: torch.Tensor, tiny: float) -> torch.Tensor:
-    """Orthonormal columns spanning the part of ``Y`` outside ``span(Q)``; directions shorter than ``tiny`` dropped.
+def _project(Q: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """``(I - Q^T Q) Y`` for a basis stored as rows ``Q (m, n)`` (contiguous rows: twice as fast as columns)."""
+    return Y - Q.T @ (Q @ Y)
 
-    Two projections (twice is enough, Kahan-Parlett), an SVD that reveals the rank, one more projection: a
-    normalised near-null direction is mostly rounding noise from ``span(Q)`` and must be cleaned again.
+
+def _extend(Q: torch.Tensor, Y: torch.Tensor, tiny: float, ref: float, passes: int) -> torch.Tensor:
+    """Orthonormal columns spanning the part of ``Y`` outside the row space of ``Q``; directions shorter than
+    ``tiny`` dropped (the rank is revealed by an SVD, or a norm for one column).
+
+    ``passes`` projections first (twice is enough, Kahan-Parlett); after a large cancellation (a kept length
+    below 1e-3 of ``ref``, the length before projection) the normalised direction carries rounding noise from
+    ``span(Q)`` magnified by ``ref / length``, so it is projected once more.
     """
-    for _ in range(2):
-        Y = Y - Q @ (Q.T @ Y)
-    U, s, _ = torch.linalg.svd(Y, full_matrices=False)
-    U = U[:, s > tiny]
-    U = U - Q @ (Q.T @ U)
-    return torch.linalg.qr(U)[0]
+    for _ in range(passes):
+        Y = _project(Q, Y)
+    if Y.shape[1] == 1:
+        s = Y.norm(dim=0)
+        U = Y / s if float(s) > tiny else Y[:, :0]
+    else:
+        U, s, _ = torch.linalg.svd(Y, full_matrices=False)
+        U = U[:, s > tiny]
+    s = s[s > tiny]
+    if U.shape[1] and float(s.min()) < 1e-3 * ref:
+        U = _project(Q, U)
+        U = torch.linalg.qr(U)[0] if U.shape[1] > 1 else U / U.norm()
+    return U
 
 
 @dataclass
 class _Block:
-    """State of a block Lanczos run: basis ``Q``, products ``W = A Q`` and ``H = Q^T A Q`` (first ``m`` columns)."""
+    """State of a block Lanczos run, vectors stored as rows: basis ``Q (m, n)``, products ``W = (A Q^T)^T`` and
+    ``H = Q A Q^T``."""
 
     Q: torch.Tensor
     W: torch.Tensor
@@ -170,35 +206,35 @@ class _Block:
     scale: float = 0.0  # largest |A x| seen: an estimate of |A|
     last: slice = field(default_factory=lambda: slice(0, 0))
 
-    def reserve(self, cols: int) -> None:
-        """Grow the storage (doubling) to hold ``cols`` columns; a run that converges early stays small."""
-        have = self.Q.shape[1]
-        if cols <= have:
+    def reserve(self, rows: int) -> None:
+        """Grow the storage (doubling) to hold ``rows`` vectors; a run that converges early stays small."""
+        have = self.Q.shape[0]
+        if rows <= have:
             return
-        new = max(cols, 2 * have)
-        grow = (self.Q.shape[0], new - have)
-        self.Q = torch.cat([self.Q, self.Q.new_empty(grow)], 1)
-        self.W = torch.cat([self.W, self.W.new_empty(grow)], 1)
+        new = max(rows, 2 * have)
+        grow = (new - have, self.Q.shape[1])
+        self.Q = torch.cat([self.Q, self.Q.new_empty(grow)])
+        self.W = torch.cat([self.W, self.W.new_empty(grow)])
         H = self.H.new_zeros(new, new)
         H[:have, :have] = self.H
         self.H = H
 
 
 def _block_step(op: LinearOperator, st: _Block, X: torch.Tensor, sym_tol: float) -> torch.Tensor:
-    """Append the orthonormal block ``X``; return the residual ``(I - QQ^T) A X`` that seeds the next block."""
+    """Append the orthonormal block ``X (n, p)``; return the residual ``(I - Q^T Q) A X`` that seeds the next."""
     m, p = st.m, X.shape[1]
     st.reserve(m + p)
     AX = op.matmat(X)
     if tuple(AX.shape) != tuple(X.shape):
         raise ValueError(f"op.matmat returned shape {tuple(AX.shape)} for input of shape {tuple(X.shape)}")
-    st.Q[:, m : m + p], st.W[:, m : m + p] = X, AX
-    Qm = st.Q[:, : m + p]
-    C = Qm.T @ AX  # (m + p, p): Q^T A X, a new column block of H
+    st.Q[m : m + p], st.W[m : m + p] = X.T, AX.T
+    Qm = st.Q[: m + p]
+    C = Qm @ AX  # (m + p, p): Q A X, a new column block of H
     st.scale = max(st.scale, float(AX.norm(dim=0).max()))
-    # symmetry for free: X^T (A X_prev) must equal (X_prev^T A X)^T, and X^T A X must be symmetric
+    # symmetry for free: (A x_prev).x must equal x_prev.(A x), and X^T A X must be symmetric
     asym = (C[m:] - C[m:].T).abs().max()
     if st.last.stop > st.last.start:
-        asym = torch.maximum(asym, (X.T @ st.W[:, st.last] - C[st.last].T).abs().max())
+        asym = torch.maximum(asym, (st.W[st.last] @ X - C[st.last]).abs().max())
     if float(asym) > sym_tol * max(st.scale, 1e-300):
         raise ValueError(
             f"op is not symmetric: u.Av - v.Au = {float(asym):.3g} on Lanczos vectors (relative "
@@ -210,8 +246,7 @@ def _block_step(op: LinearOperator, st: _Block, X: torch.Tensor, sym_tol: float)
     st.H[m : m + p, :m] = Cd[:m].T
     st.H[m : m + p, m : m + p] = (Cd[m:] + Cd[m:].T) / 2
     st.m, st.last = m + p, slice(m, m + p)
-    R = AX - Qm @ C
-    return R - Qm @ (Qm.T @ R)
+    return _project(Qm, AX - Qm.T @ C)  # classical Gram-Schmidt, twice
 
 
 def _ends(theta: torch.Tensor, which: str) -> torch.Tensor:
@@ -234,14 +269,15 @@ def _beats(new: torch.Tensor, wanted: torch.Tensor, which: str, thr: float) -> b
 
 
 def _random_block(Q: torch.Tensor, cols: int, g: torch.Generator) -> torch.Tensor:
-    Z = torch.randn(Q.shape[0], cols, generator=g, dtype=torch.float64).to(device=Q.device, dtype=Q.dtype)
-    return _extend(Q, Z / Z.norm(dim=0), math.sqrt(torch.finfo(Q.dtype).eps))
+    """``cols`` random orthonormal directions orthogonal to the rows of ``Q``."""
+    Z = torch.randn(Q.shape[1], cols, generator=g, dtype=torch.float64).to(device=Q.device, dtype=Q.dtype)
+    return _extend(Q, Z / Z.norm(dim=0), math.sqrt(torch.finfo(Q.dtype).eps), 1.0, 2)
 
 
 def _krylov_eigs(
     op: LinearOperator, k: int, which: str, tol: float, cap: int, b: int, v0: Any, seed: int
 ) -> EigResult:
-    """Lanczos sequences (blocks of ``b``) on one growing basis, Rayleigh-Ritz with ``H = Q^T A Q`` over all of it.
+    """Lanczos sequences (blocks of ``b``) on one growing basis; Rayleigh-Ritz with ``H = Q A Q^T`` over all of it.
 
     A sequence ends when its Krylov space is exhausted (then a random one continues) or when the
     ``k`` wanted pairs converge. Then, unless ``b >= k``, a verification sequence starts from a random
@@ -250,12 +286,12 @@ def _krylov_eigs(
     If its extreme Ritz value would enter the wanted set, verify again; otherwise stop.
     """
     n, dt, dev = op.size, op.dtype, op.device
-    drop, floor = _floors(dt)
+    drop, floor = _floors(_precision(op))
     tol = max(tol, floor)
     tol_v = max(math.sqrt(tol), floor)  # a Ritz value's error is ~ residual^2 / gap: enough to compare values
-    sym_tol = math.sqrt(torch.finfo(dt).eps)
+    sym_tol = math.sqrt(torch.finfo(_precision(op)).eps)
     start = min(cap, max(4 * b, 32))
-    st = _Block(torch.empty(n, start, dtype=dt, device=dev), torch.empty(n, start, dtype=dt, device=dev),
+    st = _Block(torch.empty(start, n, dtype=dt, device=dev), torch.empty(start, n, dtype=dt, device=dev),
                 torch.zeros(start, start, dtype=torch.float64))
     g = torch.Generator().manual_seed(int(seed) + 1)
     X = torch.linalg.qr(_start_block(n, b, v0, seed, dt, dev))[0]
@@ -265,7 +301,7 @@ def _krylov_eigs(
     while True:
         R = _block_step(op, st, X, sym_tol)
         m = st.m
-        if not torch.isfinite(st.H[:m, :m]).all() or not torch.isfinite(R).all():
+        if not torch.isfinite(R).all():  # R = (I - Q^T Q) A X carries any NaN/inf of the products
             return _nan_result(op, k, m, "the operator returned NaN or inf (a diverged model?)")
         theta, S = torch.linalg.eigh(st.H[:m, :m])
         thr = tol * float(theta.abs().max())
@@ -275,7 +311,7 @@ def _krylov_eigs(
             Sw = S[:, idx].to(device=dev, dtype=dt)
             est = R @ Sw[st.last] + sum((Rc @ Sw[sl] for sl, Rc in closed), torch.zeros_like(R[:, :1]))
             ok = bool((est.norm(dim=0) <= thr).all())  # an upper bound on |A y - theta y| for each wanted pair
-        Xn = _extend(st.Q[:, :m], R, drop * st.scale)
+        Xn = _extend(st.Q[:m], R, drop * st.scale, st.scale, 0)
         exhausted = Xn.shape[1] == 0
         restart = exhausted
         if ok and not unverified:
@@ -298,11 +334,11 @@ def _krylov_eigs(
         if restart:
             if not exhausted:
                 closed.append((st.last, R))
-            X, seq = _random_block(st.Q[:, :m], min(b, room), g), m
+            X, seq = _random_block(st.Q[:m], min(b, room), g), m
         else:
             X = Xn[:, :room]
             if X.shape[1] < min(b, room):  # part of the block closed: continue it from random directions
-                X = torch.cat([X, _random_block(torch.cat([st.Q[:, :m], X], 1), min(b, room) - X.shape[1], g)], 1)
+                X = torch.cat([X, _random_block(torch.cat([st.Q[:m], X.T]), min(b, room) - X.shape[1], g)], 1)
         if X.shape[1] == 0:
             unverified = False  # the basis spans the whole space: H is A itself
             break
@@ -311,8 +347,8 @@ def _krylov_eigs(
     idx = _select(theta, k, which)
     Sw = S[:, idx].to(device=dev, dtype=dt)
     vals = theta[idx].to(device=dev, dtype=dt)
-    vecs = st.Q[:, :m] @ Sw
-    res = (st.W[:, :m] @ Sw - vecs * vals).norm(dim=0)  # true residuals |A v - lambda v|, no extra products
+    vecs = st.Q[:m].T @ Sw
+    res = (st.W[:m].T @ Sw - vecs * vals).norm(dim=0)  # true residuals |A v - lambda v|, no extra products
     out = _finish(vals, vecs, res, m, tol * float(theta.abs().max()), k, st.scale, drop)
     if unverified and m < n:
         note = (f"max_matvecs={cap} ran out before a restart could check for repeated eigenvalues the first "
@@ -339,7 +375,7 @@ def _finish(vals: torch.Tensor, vecs: torch.Tensor, res: torch.Tensor, used: int
                      "raise max_matvecs or tol")
         warnings.warn("top_eigenvalues: " + notes[-1], RuntimeWarning, stacklevel=3)
     zero = int((vals.abs() <= 10 * drop * max(scale, 1e-300)).sum())
-    if zero:
+    if zero and drop < 1e-4:  # in half precision (drop ~ 0.1) "zero" would mean "small": say nothing
         notes.append(f"{zero} of the {k} values are zero to working precision: the operator has a null space "
                      "among the wanted values (e.g. its rank is below k, as for a Gauss-Newton matrix of few examples)")
     return EigResult(vals, vecs, res, used, bool(ok.all()), ok, "; ".join(notes))
@@ -356,23 +392,32 @@ def top_eigenvalues(
     dense: bool | None = None,
     block_size: int | None = None,
 ) -> EigResult:
-    """The ``k`` extreme eigenpairs of a symmetric operator by block Lanczos with full re-orthogonalisation.
+    """The ``k`` extreme eigenpairs of a symmetric operator by Lanczos with full re-orthogonalisation.
 
-    Lanczos from one vector sees one copy of a repeated eigenvalue; a block of ``block_size``
-    (default ``k``) start vectors sees up to ``block_size`` copies, so the ``k`` wanted values
-    come with their multiplicities. A direction whose residual vanishes (an invariant subspace,
-    e.g. the identity or a rank-limited Gauss-Newton matrix) is replaced by a fresh random one.
-    Stops when every wanted Ritz pair has residual ``|A v - theta v| <= tol * |theta|_max``
-    (``tol`` is raised to 1000 machine epsilons of the operator's dtype); the eigenvalue error
-    is then about ``residual^2 / gap``. ``pair_converged`` is judged on the true residual
-    (from the stored products ``A Q``, no extra products). A non-symmetric operator is refused
-    (checked for free on the Lanczos vectors). ``v0`` warm-starts from a previous estimate.
-    ``which``: ``"largest"`` (descending), ``"smallest"`` (ascending), ``"both_ends"``
+    Always ``k`` pairs, with their multiplicities. Lanczos from one vector sees one copy of a
+    repeated eigenvalue (on the identity its Krylov space closes after one step), so: a sequence
+    whose Krylov space closes continues from a fresh random vector, and once the wanted pairs
+    have converged (``k >= 2``) one more sequence from a random vector orthogonal to everything
+    found checks for values the first could not see (Lanczos on the deflated operator); a value
+    it finds among the wanted ones is added and the check repeats. ``block_size=b`` instead
+    starts from ``b`` vectors (products batched), which sees up to ``b`` copies directly (no check
+    when ``b >= k``). Stops when every wanted Ritz pair has residual ``|A v - theta v| <= tol *
+    |theta|_max`` (``tol`` is raised to 1000 machine epsilons of the operator's precision); the
+    eigenvalue error is then about ``residual^2 / gap``. ``residuals`` and ``pair_converged`` are
+    the true residuals (from the stored products ``A Q``, no extra products); ``message`` says
+    why a result is not what was asked (no convergence, values zero to working precision).
+    A non-symmetric operator is refused (checked for free on the Lanczos vectors); an operator
+    returning NaN gives NaN values and ``converged=False``. ``v0`` warm-starts from a previous
+    estimate. ``which``: ``"largest"`` (descending), ``"smallest"`` (ascending), ``"both_ends"``
     (``ceil(k/2)`` from the top, the rest from the bottom) or ``"magnitude"``. ``dense=None``
     uses the dense matrix and ``eigh`` when ``n <= 256`` (``n_matvec = n``); ``False`` forces
-    Lanczos. Memory: two ``(n, max_matvecs)`` blocks.
+    Lanczos. Memory: two ``(n, m)`` blocks for ``m`` products (at most ``max_matvecs``).
+
+    >>> [round(v, 12) for v in top_eigenvalues(torch.eye(300, dtype=torch.float64), k=3).values.tolist()]
+    [1.0, 1.0, 1.0]
     """
-    op = as_operator(op)
+    user = as_operator(op)
+    op = _working(user)
     n = op.size
     _checks.positive("k", k, integer=True)
     if k > n:
@@ -389,16 +434,20 @@ def top_eigenvalues(
         D = to_dense(op)
         if not torch.isfinite(D).all():
             return _nan_result(op, k, n, "the operator returned NaN or inf (a diverged model?)")
-        D = check_symmetric("op", D)
+        D = check_symmetric("op", D, precision=_precision(op))
         evals, evecs = torch.linalg.eigh(D)
         idx = _select(evals.cpu(), k, which).to(evals.device)
         vals, vecs = evals[idx], evecs[:, idx]
         res = (D @ vecs - vecs * vals).norm(dim=0)
-        drop, floor = _floors(op.dtype)
+        drop, floor = _floors(_precision(op))
         scale = float(evals.abs().max())
         thr = max(tol, floor, 10 * n * torch.finfo(op.dtype).eps) * scale  # eigh's backward error grows with n
-        return _finish(vals, vecs, res, n, thr, k, scale, drop)
-    return _krylov_eigs(op, k, which, tol, min(max_matvecs, n), min(b, n), v0, seed)
+        out = _finish(vals, vecs, res, n, thr, k, scale, drop)
+    else:
+        out = _krylov_eigs(op, k, which, tol, min(max_matvecs, n), min(b, n), v0, seed)
+    if op is not user:  # report in the operator's own dtype
+        out.values, out.vectors, out.residuals = (t.to(user.dtype) for t in (out.values, out.vectors, out.residuals))
+    return out
 
 
 def power_iteration(

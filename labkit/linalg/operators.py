@@ -119,15 +119,16 @@ class _Combination(LinearOperator):
         return sum(c * op.matmat(V) for c, op in self.terms)
 
 
-def check_symmetric(name: str, matrix: torch.Tensor) -> torch.Tensor:
+def check_symmetric(name: str, matrix: torch.Tensor, precision: torch.dtype | None = None) -> torch.Tensor:
     """``(M + M^T) / 2`` if ``M`` is symmetric up to rounding (``sqrt(eps)`` of its largest entry), else raise.
 
     ``eigh`` reads one triangle only: on a non-symmetric matrix it returns the eigenvalues of a
-    different matrix without complaint, so the asymmetry is checked first.
+    different matrix without complaint, so the asymmetry is checked first. ``precision``: the dtype whose
+    rounding the entries carry, if not their own (a float16 operator densified in float32).
     """
     scale = float(matrix.abs().max()) if matrix.numel() else 0.0
     asym = float((matrix - matrix.T).abs().max()) if matrix.numel() else 0.0
-    tol = math.sqrt(torch.finfo(matrix.dtype).eps) if matrix.is_floating_point() else 0.0
+    tol = math.sqrt(torch.finfo(precision or matrix.dtype).eps) if matrix.is_floating_point() else 0.0
     if asym > tol * scale:
         i, j = divmod(int((matrix - matrix.T).abs().argmax()), matrix.shape[1])
         raise ValueError(

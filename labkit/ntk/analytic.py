@@ -33,12 +33,19 @@ ACTIVATIONS = ("relu", "erf")
 
 
 def _relu(k12: torch.Tensor, k11: torch.Tensor, k22: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """E[relu(u) relu(v)] and E[relu'(u) relu'(v)] (arc-cosine kernels of degree 1 and 0)."""
+    """E[relu(u) relu(v)] and E[relu'(u) relu'(v)] (arc-cosine kernels of degree 1 and 0).
+
+    A zero variance (a zero input with ``bias_std=0``) means ``u = 0`` almost surely: then
+    ``relu(u) = 0`` and ``relu'(0) = 0`` (autograd's convention), so both expectations are 0,
+    the exact value, where the angle formula would give 0/0.
+    """
     norm = torch.sqrt(k11 * k22)
-    cos = (k12 / norm).clamp(-1.0, 1.0)
+    live = norm > 0
+    cos = torch.where(live, k12 / torch.where(live, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+    cos = cos.clamp(-1.0, 1.0)
     theta = torch.arccos(cos)
     value = norm / (2 * math.pi) * (torch.sqrt(1 - cos**2) + (math.pi - theta) * cos)
-    return value, (math.pi - theta) / (2 * math.pi)
+    return value, torch.where(live, (math.pi - theta) / (2 * math.pi), torch.zeros_like(theta))
 
 
 def _erf(k12: torch.Tensor, k11: torch.Tensor, k22: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +81,9 @@ def analytic(
     """
     _checks.choice("activation", activation, ACTIVATIONS)
     _checks.choice("parameterization", parameterization, ["ntk"])
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise TypeError(f"depth must be an int >= 0 (number of hidden layers), got {depth!r}")
+    if depth < 0:
         raise ValueError(f"depth must be an int >= 0 (number of hidden layers), got {depth!r}")
     sw = (math.sqrt(2.0) if activation == "relu" else 1.0) if weight_std is None else weight_std
     _checks.positive("weight_std", sw)
@@ -83,6 +92,9 @@ def analytic(
         if x is not None and (not isinstance(x, torch.Tensor) or x.ndim != 2):
             raise ValueError(f"{name} must be a 2-D tensor (n, features), got "
                              f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None:
+            _checks.finite(name, x)
     if x2 is not None and x2.shape[1] != x1.shape[1]:
         raise ValueError(f"x2 has {x2.shape[1]} features but x1 has {x1.shape[1]}; they must match")
     if not x1.is_floating_point():
