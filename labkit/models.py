@@ -356,7 +356,10 @@ def mlp(
     (:class:`WeightNormDense`). ``seed`` makes the initialisation reproducible without
     touching the global RNG.
     """
+    if isinstance(widths, (int, float, str)) or not hasattr(widths, "__iter__"):
+        raise TypeError(f"widths must be a list of hidden-layer widths such as [64, 64], got {widths!r}")
     widths = list(widths)
+    _checks.positive("bias_std", bias_std, allow_zero=True)
     _checks.positive("in_dim", in_dim, integer=True)
     _checks.positive("out_dim", out_dim, integer=True)
     for i, w in enumerate(widths):

@@ -87,10 +87,17 @@ def _load_all() -> None:
     _LOADED = True
 
 
+class UnknownExercise(ValueError, KeyError):
+    """An exercise id that is not registered (a ValueError, and a KeyError for older callers)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 def _get(id: str) -> Exercise:
     _load_all()
     if id not in _REGISTRY:
-        raise KeyError(f"unknown exercise {id!r}; known exercises: {sorted(_REGISTRY)}")
+        raise UnknownExercise(f"unknown exercise {id!r}; known exercises: {sorted(_REGISTRY)}")
     return _REGISTRY[id]
 
 

@@ -112,7 +112,7 @@ def box_counting_dimension(
     The least-squares slope of ``-log N(s)`` against ``log s`` over the valid sizes, with its
     standard error and R^2. Undefined (``value`` NaN, ``reason`` set) when the set is empty
     or fewer than ``min_scales`` box sizes fit between ``min_size`` and ``max_size`` (default
-    a quarter of the shorter side). With 3 scales a straight line on a 24-32 px image already
+    a quarter of the shorter side, rounded up). With 3 scales a straight line on a 24-32 px image already
     measures 0.95-1.1, and sparse boundaries measure 0.8: a slope over less than a factor of 8 in
     box size (4 powers of 2) is not a dimension. ``dim, sizes, counts = ...`` still works.
     """
@@ -131,7 +131,9 @@ def box_counting_dimension(
         raise ValueError(f"max_size must be an int >= min_size={min_size}, got {max_size!r}")
     if isinstance(min_scales, bool) or not isinstance(min_scales, numbers.Integral) or min_scales < 3:
         raise ValueError(f"min_scales must be an int >= 3 (a slope and its error need 3 points), got {min_scales!r}")
-    hi = min(mask.shape) // 4 if max_size is None else int(max_size)
+    # The largest box leaves at least 4 boxes per side, the last possibly partial: a 63-px boundary mask (from a
+    # 64-px scan) still fits 16-px boxes, so 64-px scans get the 4 sizes 2-16.
+    hi = -(-min(mask.shape) // 4) if max_size is None else int(max_size)
     sizes = _sizes(int(min_size), hi, mask.shape)
     counts = np.array([box_count(mask, int(s)) for s in sizes], dtype=np.int64)
     if not mask.any():

@@ -25,6 +25,8 @@ def _stops() -> tuple[np.ndarray, np.ndarray]:
 
 def colorize(image: np.ndarray, zmin: float = -1.0, zmax: float = 1.0) -> np.ndarray:
     """``(..., 3)`` uint8 colours of ``image`` on labkit's diverging scale (NaN -> light grey)."""
+    if not zmin < zmax:
+        raise ValueError(f"zmin must be below zmax, got zmin={zmin!r}, zmax={zmax!r}")
     pos, rgb = _stops()
     t = np.clip((np.asarray(image, dtype=float) - zmin) / (zmax - zmin), 0.0, 1.0)
     out = np.stack([np.interp(t, pos, rgb[:, k]) for k in range(3)], axis=-1)

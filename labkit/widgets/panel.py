@@ -31,6 +31,7 @@ import ipywidgets as widgets
 from torch import nn
 
 import labkit
+from labkit import _checks
 from labkit import data as lkdata
 from labkit.data import Dataset
 from labkit.models import mlp
@@ -73,6 +74,12 @@ class TrainPanel:
         title: str = "",
         device: Any = None,
     ):
+        # the panel's own argument names in errors (the control builders only know "value")
+        _checks.choice("dataset", dataset, list(datasets) if datasets else list(ctl.DATASETS))
+        _checks.positive("lr", lr)
+        if not 1e-4 <= lr <= 10.0:
+            raise ValueError(f"lr must lie in the slider's range [0.0001, 10], got {lr}")
+        _checks.choice("optimizer", optimizer, list(ctl.OPTIMIZERS))
         self.n, self.seed = n, seed
         self.device = device  # None: labkit.device() (cuda when present, e.g. on Colab)
         self._reseeds = 0  # Run presses after the first run: each one trains from a new seed
