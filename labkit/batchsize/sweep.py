@@ -210,9 +210,15 @@ def _check_batch_sizes(batch_sizes: Any, n: int) -> list[int]:
     return out
 
 
-def _run_batch_size(make_model: Callable, ds: Any, hp: dict, batch_size: int, options: dict) -> list:
-    """One batch size of a sweep: every (lr, seed) member in one vectorised ``fit_many`` (a task for a worker)."""
-    return fit_many(make_model, ds, hparams=hp, batch_size=batch_size, **options)
+def _run_batch_size(make_model: Callable, ds: Any, hp: dict, batch_size: int, options: dict,
+                    stop: tuple[float, str] | None) -> list:
+    """One batch size of a sweep: every (lr, seed) member in one vectorised ``fit_many`` (a task for a worker).
+
+    ``stop = (target, metric)`` stops the run once every member reached the target or diverged (a fresh
+    callback per batch size: it keeps state).
+    """
+    callbacks = [_StopWhenDone(*stop)] if stop is not None else []
+    return fit_many(make_model, ds, hparams=hp, batch_size=batch_size, callbacks=callbacks, **options)
 
 
 def steps_to_target(
@@ -274,12 +280,12 @@ def steps_to_target(
 
     plans = [(b, grid(lr=[scale_lr(lr, bs[0], b, lr_rule) for lr in lrs], seed=seeds)) for b in bs]
     options = dict(optimizer=optimizer, loss=loss, steps=max_steps, eval_data=eval_data, eval_every=eval_every,
-                   lr_schedule=lr_schedule, callbacks=[_StopWhenDone(target, metric)] if stop_early else [],
-                   progress=progress and executor is None)
+                   lr_schedule=lr_schedule, progress=progress and executor is None)
+    stop = (target, metric) if stop_early else None
     client = parallel.client(executor)
     shared = ds if client is None else client.scatter(ds, broadcast=True)
     runs: dict[int, list] = {}
-    args = [(make_model, shared, hp, b, options) for b, hp in plans]
+    args = [(make_model, shared, hp, b, options, stop) for b, hp in plans]
     for i, hists in parallel.submit(_run_batch_size, args, name="steps-to-target", executor=client):
         runs[i] = hists
     rows, histories = [], []
