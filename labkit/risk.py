@@ -260,7 +260,8 @@ class Risk(Function):
             _checks.positive("chunk_size", chunk_size, integer=True)
         p = self.as_params(theta)
         per_example = vmap(grad(self.example_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)
-        return torch.cat([self.spec.flatten(per_example(p, x, y)) for x, y in self.batches])
+        rows = [self.spec.flatten(per_example(p, x, y)) for x, y in self.batches]
+        return rows[0] if len(rows) == 1 else torch.cat(rows)
 
     def per_example_sq_norms(self, theta: torch.Tensor | Params | None = None, *,
                              chunk_size: int | None = None) -> torch.Tensor:
@@ -275,7 +276,7 @@ class Risk(Function):
                     break
                 out.append(sq)
             else:
-                return torch.cat(out)
+                return out[0] if len(out) == 1 else torch.cat(out)
         return self.per_example_gradients(p, chunk_size=chunk_size).square().sum(1)
 
     def __repr__(self) -> str:
