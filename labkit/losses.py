@@ -53,6 +53,11 @@ def resolve(loss: str | Loss | Callable, task: str | None = None) -> Loss:
     ``"auto"`` is cross-entropy for classification and MSE for regression. A
     plain callable ``f(pred, target)`` may return per-example losses ``(n,)`` or
     their mean (a scalar); per-example probes need the former.
+
+    >>> resolve("auto", "classification").name, resolve("auto", "regression").name
+    ('cross_entropy', 'mse')
+    >>> resolve("mse").per_example(torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.0]]))  # summed over outputs
+    tensor([5.])
     """
     if isinstance(loss, Loss):
         return loss

@@ -36,6 +36,7 @@ tensor([[2., 0., 0.],
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -78,7 +79,8 @@ def resolve_loss(loss: str | Loss | Callable, data: Dataset | None) -> Loss:
 
 
 def _is_pair(data: Any) -> bool:
-    return isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)
+    return isinstance(data, (tuple, list)) and len(data) == 2 and all(
+        isinstance(t, torch.Tensor) or hasattr(t, "__array__") for t in data)  # tensors or numpy arrays
 
 
 def _parts(data: Any) -> list[Dataset]:
@@ -186,13 +188,15 @@ class Risk(Function):
         x, y = self.batches[0]
         with torch.no_grad():
             try:
-                out = self.forward(self.params, x[:2])
+                out = self.model(x[:2])  # at construction the module holds the snapshot: a plain call is cheapest
             except RuntimeError as err:
                 raise ValueError(f"model does not accept the data: inputs have shape {tuple(x.shape[1:])} per "
                                  f"example; the model raised: {err}") from err
-            if self.loss.name == "cross_entropy" and (out.ndim != 2 or int(y.max()) >= out.shape[-1]):
+            if self.loss.name == "cross_entropy" and (out.ndim < 2 or int(y.max()) >= out.shape[1]):
                 raise ValueError(f"loss='cross_entropy' needs one output per class: the model gives outputs of shape "
                                  f"{tuple(out.shape[1:])} but the labels go up to {int(y.max())}")
+            if self.loss.name == "cross_entropy" and int(y.min()) < 0:
+                raise ValueError(f"class labels must be >= 0, got {int(y.min())}")
             if self.loss.name == "mse" and out[0].numel() != y[0].numel():
                 raise ValueError(f"loss='mse': model outputs have shape {tuple(out.shape[1:])} per example but the "
                                  f"targets have {tuple(y.shape[1:])}")
@@ -207,9 +211,25 @@ class Risk(Function):
 
     def at(self, model: nn.Module) -> Risk:
         """The same loss and batches at ``model``'s current parameters (a new snapshot)."""
-        new = object.__new__(Risk)
+        new = copy.copy(self)
         Function.__init__(new, model, list(self.params))
-        new.task, new.loss, new.batches, new.num_examples = self.task, self.loss, self.batches, self.num_examples
+        return new
+
+    def examples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All inputs and targets, concatenated over the batches."""
+        if len(self.batches) == 1:
+            return self.batches[0]
+        return torch.cat([x for x, _ in self.batches]), torch.cat([y for _, y in self.batches])
+
+    def subset(self, index: torch.Tensor) -> Risk:
+        """The same loss at the same snapshot on the examples ``index`` only (one batch)."""
+        x, y = self.examples()
+        index = torch.as_tensor(index, device=x.device)
+        new = copy.copy(self)
+        new.batches = [(x[index], y[index])]
+        new.num_examples = len(new.batches[0][0])
+        if new.num_examples == 0:
+            raise ValueError("index selects no examples")
         return new
 
     # ------------------------------------------------------------ values and gradients
@@ -240,7 +260,8 @@ class Risk(Function):
             _checks.positive("chunk_size", chunk_size, integer=True)
         p = self.as_params(theta)
         per_example = vmap(grad(self.example_loss), in_dims=(None, 0, 0), chunk_size=chunk_size)
-        return torch.cat([self.spec.flatten(per_example(p, x, y)) for x, y in self.batches])
+        rows = [self.spec.flatten(per_example(p, x, y)) for x, y in self.batches]
+        return rows[0] if len(rows) == 1 else torch.cat(rows)
 
     def per_example_sq_norms(self, theta: torch.Tensor | Params | None = None, *,
                              chunk_size: int | None = None) -> torch.Tensor:
@@ -255,7 +276,7 @@ class Risk(Function):
                     break
                 out.append(sq)
             else:
-                return torch.cat(out)
+                return out[0] if len(out) == 1 else torch.cat(out)
         return self.per_example_gradients(p, chunk_size=chunk_size).square().sum(1)
 
     def __repr__(self) -> str:

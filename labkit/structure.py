@@ -223,6 +223,11 @@ def per_example_sq_norms(traces: Sequence[LayerTrace]) -> torch.Tensor:
 
     Without positions the weight gradient is rank one, so its squared norm is
     ``weight_mult^2 |g|^2 |x|^2`` and nothing of size ``in * out`` is formed.
+
+    >>> lin = nn.Linear(2, 1, bias=False)
+    >>> x = torch.tensor([[3.0, 4.0]]); cot = torch.ones(1, 1, 1)      # d(sum f)/df = 1
+    >>> per_example_sq_norms(backprop_layers(lin, dict(lin.named_parameters()), x, cot))   # |x|^2
+    tensor([[25.]])
     """
     total = 0.0
     for t in traces:

@@ -49,10 +49,6 @@ def _risk(risk: Risk | nn.Module, loss: Any = "auto", data: Any = None, **kwargs
     return risk if isinstance(risk, Risk) else Risk(risk, loss, data, **kwargs)
 
 
-def _examples(risk: Risk) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.cat([x for x, _ in risk.batches]), torch.cat([y for _, y in risk.batches])
-
-
 def dense_hessian(risk: Risk | nn.Module, loss: Any = "auto", data: Any = None, **kwargs: Any) -> torch.Tensor:
     """``d^2 L / dtheta^2`` by ``torch.func.hessian`` of the flat loss (reverse-over-reverse), symmetrised."""
     risk = _risk(risk, loss, data, **kwargs)
@@ -77,7 +73,7 @@ def _output_matrices(risk: Risk, out: torch.Tensor, y: torch.Tensor, fn: Callabl
 
 def _sandwich(risk: Risk, lam: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``(1/N) sum_i J_i^T Lambda(f_i, y_i) J_i`` with explicit Jacobians."""
-    x, y = _examples(risk)
+    x, y = risk.examples()
     J = jacobian(risk, x)  # (n, O, P)
     with torch.no_grad():
         out = risk.forward(risk.params, x).reshape(x.shape[0], -1)
@@ -108,7 +104,7 @@ def dense_fisher(risk: Risk | nn.Module, loss: Any = "auto", data: Any = None, *
 def per_example_gradients(risk: Risk | nn.Module, loss: Any = "auto", data: Any = None, **kwargs: Any) -> torch.Tensor:
     """``(N, P)``: one ``torch.autograd.grad`` call per example (a Python loop: the slow, obvious way)."""
     risk = _risk(risk, loss, data, **kwargs)
-    x, y = _examples(risk)
+    x, y = risk.examples()
     rows = []
     for i in range(x.shape[0]):
         p = {k: v.detach().clone().requires_grad_(True) for k, v in risk.params.items()}

@@ -352,7 +352,8 @@ _VECTOR_HPARAMS = ("lr", "weight_decay", "seed", "batch_size")
 def grid(**axes: Sequence[Any]) -> dict[str, list[Any]]:
     """Cartesian product of hyperparameter axes, in the zipped form ``fit_many`` takes.
 
-    ``grid(lr=[0.1, 1], seed=[0, 1])`` gives ``{"lr": [0.1, 0.1, 1, 1], "seed": [0, 1, 0, 1]}``.
+    >>> grid(lr=[0.1, 1], seed=[0, 1])
+    {'lr': [0.1, 0.1, 1, 1], 'seed': [0, 1, 0, 1]}
     """
     import itertools
 

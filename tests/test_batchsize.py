@@ -101,17 +101,19 @@ def _linreg(n=48, d=4, seed=0):
 def test_per_example_noise_scale_exact():
     model, data, exact = _linreg()
     ns = noise_scale(model, "mse", data)
-    assert math.isclose(ns.trace_cov, exact["tr"], rel_tol=1e-8)
-    assert math.isclose(ns.grad_sq_norm, exact["g2"], rel_tol=1e-8)
-    assert math.isclose(ns.b_simple, exact["tr"] / exact["g2"], rel_tol=1e-8)
+    assert math.isclose(ns.trace_cov, exact["tr"], rel_tol=1e-10)  # float64 round-off only
+    assert math.isclose(ns.grad_sq_norm, exact["g2"], rel_tol=1e-10)
+    assert math.isclose(ns.b_simple, exact["tr"] / exact["g2"], rel_tol=1e-10)
     assert ns.b_simple_stderr == 0 and ns.method == "per_example" and ns.n == 48
 
 
 def test_b_noise_closed_form():
     model, data, exact = _linreg()
-    assert math.isclose(b_noise(model, "mse", data, chunk_size=20), exact["b_noise"], rel_tol=1e-6)
+    assert math.isclose(b_noise(model, "mse", data, chunk_size=20), exact["b_noise"], rel_tol=1e-10)
     # a subsample of examples is an estimate; with all examples it is exact again
-    assert math.isclose(b_noise(model, "mse", data, examples=48, seed=3), exact["b_noise"], rel_tol=1e-6)
+    assert math.isclose(b_noise(model, "mse", data, examples=48, seed=3), exact["b_noise"], rel_tol=1e-10)
+    # negative control: a subsample is not exact
+    assert not math.isclose(b_noise(model, "mse", data, examples=12, seed=3), exact["b_noise"], rel_tol=1e-3)
 
 
 @pytest.mark.parametrize("replacement", [False, True])

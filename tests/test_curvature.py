@@ -152,3 +152,19 @@ def test_risk_value_gradient_and_per_example_gradients_match_references():
     testing.assert_matches_dense(risk.per_example_gradients(), g, atol=TOL)
     testing.assert_matches_dense(risk.gradient()[None], g.mean(0)[None], atol=TOL)
     assert torch.allclose(risk.per_example_sq_norms(), g.square().sum(1), atol=TOL, rtol=0)
+
+
+def test_subset_and_examples_keep_the_snapshot():
+    risk = _problem("mlp", "cross_entropy")
+    x, y = risk.examples()
+    assert x.shape[0] == risk.num_examples == 12
+    idx = torch.tensor([0, 3, 7])
+    sub = risk.subset(idx)
+    fresh = Risk(risk.model, "cross_entropy", (x[idx], y[idx]))
+    assert sub.num_examples == 3 and abs(sub.value() - fresh.value()) < 1e-14
+    with torch.no_grad():
+        for p in risk.model.parameters():
+            p.mul_(2.0)
+    assert abs(risk.subset(idx).value() - sub.value()) < 1e-14  # still the snapshot, not the moved model
+    with pytest.raises(ValueError, match="class labels must be >= 0"):
+        Risk(risk.model, "cross_entropy", (x, -torch.ones(12, dtype=torch.long)))

@@ -60,7 +60,7 @@ def test_final_measurement_after_the_last_update():
 ])
 def test_every_tracker_refuses_fit_many_before_training(make):
     tracker = make()
-    with pytest.raises(TypeError, match="follows one network: use it with labkit.train.fit, not fit_many"):
+    with pytest.raises(TypeError, match=r"follows one network: use it with labkit\.train\.fit, not fit_many"):
         train.fit_many(lambda s: net(s), DS, hparams={"seed": [0, 1]}, steps=3, callbacks=[tracker], progress=False)
     assert tracker.steps == []
 

@@ -154,7 +154,7 @@ def noise_scale(
         tr, g2_exact = sigma.trace(), float(sigma.mean_gradient.square().sum())
         return NoiseScale(_ratio(tr, g2_exact), tr, g2_exact, method=method, n=n)
 
-    ds = Dataset(torch.cat([x for x, _ in risk.batches]), torch.cat([y for _, y in risk.batches]), risk.task)
+    ds = Dataset(*risk.examples(), risk.task)
     if batch_sizes is None:
         raise ValueError("method='two_batch' needs batch_sizes=(small, big), e.g. (8, 128)")
     small, big = _check_batch_sizes(batch_sizes, n, replacement)
@@ -214,10 +214,7 @@ def b_noise(
     else:
         _checks.in_range("examples", examples, 1, n)
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:examples]
-        x, y = (torch.cat(t)[idx.to(risk.device)] for t in zip(*risk.batches))
-        subset = Risk(risk.model, risk.loss, Dataset(x, y, risk.task, int(y.max()) + 1 if risk.task ==
-                                                     "classification" else None))
-        tr_h_sigma = trace_product(H, EmpiricalFisher(subset), chunk_size=chunk_size) - gHg
+        tr_h_sigma = trace_product(H, EmpiricalFisher(risk.subset(idx)), chunk_size=chunk_size) - gHg
     return _ratio(tr_h_sigma, gHg)
 
 

@@ -63,6 +63,12 @@ def predict(
     ``(n, O)``. ``f_train``/``f_test``: outputs at ``t = 0`` (default zero, the infinite-width mean).
     Returns ``(m, O)``, or ``(len(t), m, O)`` for a sequence of times. Eigenvalues below
     ``rcond * max`` count as zero (their directions never move).
+
+    One training point with kernel 2 and target 1: the output relaxes as ``1 - exp(-2 lr K t / n)``.
+
+    >>> k = torch.tensor([[2.0]], dtype=torch.float64); y = torch.tensor([[1.0]], dtype=torch.float64)
+    >>> predict(k, k, y, t=[0.0, 0.25, 1e9])[:, 0, 0]
+    tensor([0.0000, 0.6321, 1.0000], dtype=torch.float64)
     """
     _checks.choice("loss", loss, ["mse"])
     _checks.positive("lr", lr)

@@ -25,6 +25,7 @@ default ``trace_axes=(-1,)`` *averages* instead (divide by the output size to co
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Literal
 
@@ -210,6 +211,34 @@ def _forward_cost(model: nn.Module, x: torch.Tensor) -> tuple[float, int]:
     return float(max(fc.get_total_flops(), 1)), max(acts[0], 1)
 
 
+class _Problem:
+    """A cost-estimate request, hashed by its value (architecture and sizes), never by object identity."""
+
+    __slots__ = ("args", "key")
+
+    def __init__(self, model: nn.Module, params: Params, n1: int, n2: int, o: int, full: bool, x: torch.Tensor):
+        shapes = tuple((k, tuple(v.shape)) for k, v in params.items())
+        self.key = (repr(model), shapes, tuple(x.shape[1:]), x.dtype, n1, n2, o, full)
+        self.args: tuple | None = (model, params, n1, n2, o, full, x[:1])
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Problem) and self.key == other.key
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_estimate(problem: _Problem) -> dict:
+    args, problem.args = problem.args, None  # keep only the key and the answer, not the user's model
+    return _estimate(*args)
+
+
+def _costs(model: nn.Module, params: Params, n1: int, n2: int, o: int, full: bool, x: torch.Tensor) -> dict:
+    """:func:`_estimate`, remembered per architecture (the module's repr) and problem size; thread-safe."""
+    return dict(_cached_estimate(_Problem(model, params, n1, n2, o, full, x)))
+
+
 #: Forming explicit per-example gradients of layers with positions (convolutions) runs ~1.6x slower per flop
 #: than the Jacobian path's batched products (bench_ntk.py, CNN on 256 inputs: structured 0.11 s vs jacobian
 #: 0.07 s traced, at a lower flop count); without this factor "auto" chose structured there.
@@ -243,7 +272,7 @@ def choose_method(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     fn = Function(model)
     x1, x2 = _prepare(fn, x1, x2)
     o = _out_dim(model, x1)
-    costs = _estimate(model, fn.params, x1.shape[0], (x1 if x2 is None else x2).shape[0], o, output == "full", x1)
+    costs = _costs(model, fn.params, x1.shape[0], (x1 if x2 is None else x2).shape[0], o, output == "full", x1)
     return min(costs, key=costs.get)
 
 
@@ -282,7 +311,7 @@ def empirical(
     full = output == "full"
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     if method == "auto":
-        costs = _estimate(model, params, n1, n2, o, full, x1)
+        costs = _costs(model, params, n1, n2, o, full, x1)
         method = min(costs, key=costs.get)
     if chunk_size is None:
         n_params = sum(v.numel() for v in params.values())

@@ -32,7 +32,12 @@ def _check_pair(k1: Any, k2: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def kernel_distance(k1: torch.Tensor, k2: torch.Tensor) -> float:
-    """``1 - <k1, k2>_F / (|k1|_F |k2|_F)``: 0 for kernels equal up to scale (Fort et al. 2020)."""
+    """``1 - <k1, k2>_F / (|k1|_F |k2|_F)``: 0 for kernels equal up to scale (Fort et al. 2020).
+
+    >>> k = torch.eye(2, dtype=torch.float64)
+    >>> kernel_distance(k, 3 * k), kernel_distance(k, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    (0.0, 1.0)
+    """
     k1, k2 = _check_pair(k1, k2)
     denom = k1.norm() * k2.norm()
     if denom == 0:
