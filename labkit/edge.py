@@ -40,7 +40,17 @@ from labkit.optim import BETAS, EPS, MOMENTUM
 from labkit.tracking import Every
 from labkit.train import StepInfo
 
-__all__ = ["EdgeOfStability", "Preconditioned", "adam_preconditioner", "monitor", "threshold"]
+__all__ = [
+    "EdgeOfStability",
+    "Preconditioned",
+    "adam_preconditioner",
+    "at_edge",
+    "demo_data",
+    "demo_run",
+    "edge_ratio",
+    "monitor",
+    "threshold",
+]
 
 ADAPTIVE = ("adam", "adamw", "rmsprop")
 
@@ -257,3 +267,51 @@ def monitor(optimizer: str = "sgd", title: str | None = None, **kwargs: Any) -> 
     return LivePlot({"loss": ["loss"], "sharpness": curv},
                     title=title or f"{optimizer}: sharpness against its edge-of-stability threshold", **kwargs)
 
+
+
+# ---------------------------------------------------------------- the experiment notebook 09 and its tests run
+
+
+def demo_data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 3-class Gaussian mixture in 4 dimensions with one-hot MSE targets, float64 (lessons.md's EoS task)."""
+    from labkit.data import gaussian_mixture
+
+    ds = gaussian_mixture(n, dim=4, classes=3, separation=2.0, seed=seed).to(dtype=torch.float64)
+    return ds.inputs, torch.nn.functional.one_hot(ds.targets, 3).double()
+
+
+def demo_run(optimizer: str, lr: float, steps: int, every: int, *, data: Any = None, seed: int = 0,
+             live: Any = None, callbacks: Any = ()) -> tuple[EdgeOfStability, Any]:
+    """Full-batch training of a tanh MLP 4-32-32-3 (MSE) with an :class:`EdgeOfStability` tracker.
+
+    Returns ``(tracker, history)``; ``live`` (a :func:`monitor`) is fed the loss and the sharpness.
+    """
+    from labkit.models import mlp
+    from labkit.train import fit
+
+    net = mlp(4, [32, 32], 3, activation="tanh", seed=seed).double()
+    tracker = EdgeOfStability(every, live=live)
+    extra = [tracker] + ([live] if live is not None else []) + list(callbacks)
+    hist = fit(net, demo_data() if data is None else data, loss="mse", optimizer=optimizer, lr=lr, steps=steps,
+               callbacks=extra, progress=False)
+    return tracker, hist
+
+
+def at_edge(values: Any, thresholds: Any, *, start_below: float = 0.7, within: float = 0.1,
+            tail: float = 1 / 3) -> bool:
+    """The edge-of-stability claim as a check that can fail (lessons.md, pattern 1).
+
+    True iff the first value is below ``start_below`` x its threshold (the run starts away from the
+    edge) and the median of the last ``tail`` of the values is within ``within`` of the threshold.
+    """
+    v, thr = np.asarray(values, dtype=float), np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(values))
+    if len(v) < 3:
+        raise ValueError(f"need at least 3 measurements, got {len(v)}")
+    return bool(v[0] < start_below * thr[0] and abs(edge_ratio(v, thr, tail) - 1) <= within)
+
+
+def edge_ratio(values: Any, thresholds: Any, tail: float = 1 / 3) -> float:
+    """Median of ``value / threshold`` over the last ``tail`` of the measurements."""
+    v, thr = np.asarray(values, dtype=float), np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(values))
+    k = max(1, round(len(v) * tail))
+    return float(np.median(v[-k:] / thr[-k:]))
