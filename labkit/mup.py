@@ -38,7 +38,7 @@ from torch import nn
 from labkit import _checks
 from labkit.models import ACTIVATIONS, Activation, Dense
 
-__all__ = ["coord_check", "mlp", "multipliers", "slopes"]
+__all__ = ["coord_check", "lr_sweep", "mlp", "multipliers", "slopes"]
 
 
 def multipliers(n_layers: int, width_ratio: float, optimizer: str = "sgd") -> list[dict[str, float]]:
@@ -146,3 +146,25 @@ def slopes(widths: Any, values: Any) -> np.ndarray:
     y = np.log(np.asarray(values, dtype=float))
     x = x - x.mean()
     return (x[:, None] * (y - y.mean(0))).sum(0) / (x**2).sum()
+
+
+def lr_sweep(make_model: Callable[[int, int], nn.Module], widths: Sequence[int], lrs: Sequence[float], data: Any, *,
+             optimizer: str = "adam", steps: int = 100, seeds: Sequence[int] = (0,), batch_size: int | None = None,
+             loss: Any = "auto") -> dict[str, np.ndarray]:
+    """Final training loss per (width, lr), mean over ``seeds``: one :func:`labkit.train.fit_many` per width.
+
+    Diverged runs count as ``inf``. Returns ``{"widths", "lrs", "loss": (W, L), "best_lr": (W,)}``.
+    """
+    from labkit.train import fit_many, grid
+
+    lrs = [_checks.positive("lrs[]", lr) for lr in lrs]
+    out = []
+    for w in widths:
+        hs = fit_many(lambda seed, w=w: make_model(w, seed), data, hparams=grid(lr=lrs, seed=list(seeds)),
+                      optimizer=optimizer, steps=steps, batch_size=batch_size, loss=loss, progress=False)
+        final = np.array([math.inf if h.diverged or not h.eval.get("loss") else h.eval["loss"][-1] for h in hs])
+        final = np.where(np.isfinite(final), final, math.inf).reshape(len(lrs), len(seeds)).mean(1)
+        out.append(final)
+    loss_ = np.array(out)
+    return {"widths": np.array(widths, dtype=float), "lrs": np.array(lrs), "loss": loss_,
+            "best_lr": np.array(lrs)[np.argmin(loss_, 1)]}
