@@ -6,7 +6,9 @@ threshold and the median of the last third of the measurements is within 10% of 
 
 import numpy as np
 import pytest
+import torch
 
+import labkit
 from labkit import edge, trajectory
 from labkit.batchsize.nqm import NQM
 
@@ -65,7 +67,6 @@ def test_momentum_pays_only_when_gradient_noise_is_small():
 
 def test_distance_from_init_grows_like_log_t():
     """Hoffer et al. 2017: ||w_t - w_0|| ~ log t under SGD (digits, batch 32); control: a random walk is sqrt t."""
-    import labkit
 
     dist = trajectory.Distance(every=20)
     net = labkit.models.mlp(64, [64], 10, seed=0)
@@ -77,3 +78,21 @@ def test_distance_from_init_grows_like_log_t():
     steps = np.arange(1, 2001)[::20]
     control = trajectory.log_fit(steps, walk[steps - 1])
     assert not (control["r2_log"] > 0.99 and control["r2_log"] > control["r2_sqrt"])
+
+
+def test_large_batch_given_equal_updates_closes_the_gap():
+    """Hoffer et al. 2017's regime adaptation (digits): within 1 pp of batch 16 at equal updates, not equal epochs."""
+
+    ds = labkit.data.digits()
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))
+    train, held_out = ds[perm[:1000]], ds[perm[1000:]]
+
+    def acc(batch_size, steps):
+        hs = labkit.train.fit_many(lambda s: labkit.models.mlp(64, [64], 10, seed=s), train,
+                                   hparams={"seed": [0, 1, 2]}, lr=0.05, batch_size=batch_size, steps=steps,
+                                   eval_data=held_out, eval_every=steps, progress=False)
+        return float(np.mean([h.eval["accuracy"][-1] for h in hs]))
+
+    small = acc(16, 1000)
+    assert abs(acc(256, 1000) - small) < 0.01
+    assert not abs(acc(256, 62) - small) < 0.01  # control: equal epochs
