@@ -263,7 +263,10 @@ def monitor(optimizer: str = "sgd", title: str | None = None, **kwargs: Any) -> 
     """
     from labkit.viz import LivePlot
 
-    curv = ["sharpness", "threshold"] + (["preconditioned"] if optimizer in ADAPTIVE else [])
+    adaptive = optimizer in ADAPTIVE
+    curv = ["sharpness", "threshold"] + (["preconditioned"] if adaptive else [])
+    # Adam's preconditioned sharpness (~38/lr) and its raw one (~2/lr or less) differ by orders of magnitude
+    kwargs.setdefault("log_y", ["loss", "sharpness"] if adaptive else None)
     return LivePlot({"loss": ["loss"], "sharpness": curv},
                     title=title or f"{optimizer}: sharpness against its edge-of-stability threshold", **kwargs)
 
