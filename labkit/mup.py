@@ -1,0 +1,170 @@
+"""The maximal-update parameterisation (muP) for MLPs, and the coordinate check.
+
+Yang et al. 2021 ("Tensor Programs V: Tuning Large Neural Networks via Zero-Shot Hyperparameter
+Transfer", arXiv:2203.03466), Table 3, with ``m = width / base_width`` (so muP *is* the standard
+parameterisation at ``base_width``), ``d`` the input and ``n`` the hidden width:
+
+==========================  ===================  ================  ================
+layer                       init variance        SGD lr            Adam lr
+==========================  ===================  ================  ================
+input weights, all biases   ``sigma^2 / d``       ``lr m``          ``lr``
+hidden weights              ``sigma^2 / n``       ``lr``            ``lr / m``
+output weights              ``sigma^2 / (n m)``   ``lr / m``        ``lr / m``
+==========================  ===================  ================  ================
+
+(output biases are treated as "all biases" with fan_out the fixed output size: lr unchanged.)
+``fit`` has one learning rate, so a layer's lr multiplier ``l`` is put in the forward pass: the
+trained tensor is ``theta`` and the layer uses ``w = c theta`` (:class:`labkit.models.Dense`'s
+``weight_mult``/``bias_mult``), with ``c = sqrt(l)`` for SGD (a step on theta moves w by
+``c^2 lr``) and ``c = l`` for Adam (its step on theta has size ``lr`` whatever the gradient's
+scale), and ``theta`` initialised with ``std(w) / c``. The function is the same as the table's.
+
+:func:`coord_check` is the standard diagnostic: the typical size of each layer's pre-activations
+(and of their change since initialisation) after a few steps, across widths; under muP it does
+not depend on width, under the standard parameterisation it grows or vanishes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from labkit import _checks
+from labkit.models import ACTIVATIONS, Activation, Dense
+
+__all__ = ["coord_check", "lr_sweep", "mlp", "multipliers", "slopes"]
+
+
+def multipliers(n_layers: int, width_ratio: float, optimizer: str = "sgd") -> list[dict[str, float]]:
+    """Per layer ``{"init": variance factor, "lr": weight lr factor, "bias_lr": bias lr factor}`` of the table."""
+    _checks.choice("optimizer", optimizer, ("sgd", "momentum", "adam", "adamw"))
+    m = _checks.positive("width_ratio", width_ratio)
+    sgd = optimizer in ("sgd", "momentum")
+    out = []
+    for i in range(n_layers):
+        first, last = i == 0, i == n_layers - 1
+        if last:
+            row = {"init": 1 / m, "lr": 1 / m, "bias_lr": 1.0}
+        elif first:
+            row = {"init": 1.0, "lr": m if sgd else 1.0, "bias_lr": m if sgd else 1.0}
+        else:
+            row = {"init": 1.0, "lr": 1.0 if sgd else 1 / m, "bias_lr": m if sgd else 1.0}
+        out.append(row)
+    return out
+
+
+def mlp(in_dim: int, widths: Iterable[int], out_dim: int, activation: str = "relu", bias: bool = True, *,
+        optimizer: str = "sgd", base_width: int = 32, weight_std: float | None = None, bias_std: float = 0.1,
+        seed: int | None = None) -> nn.Sequential:
+    """An MLP of :class:`labkit.models.Dense` layers in muP for ``optimizer`` (table in the module docstring).
+
+    ``base_width``: the width at which it equals :func:`labkit.models.mlp`'s standard parameterisation
+    (the width ratio ``m`` is the last hidden width over it). Train it with one global ``lr``.
+    """
+    widths = list(widths)
+    _checks.positive("in_dim", in_dim, integer=True)
+    _checks.positive("out_dim", out_dim, integer=True)
+    if not widths:
+        raise ValueError("muP needs at least one hidden layer (widths=[] is a linear model)")
+    for i, w in enumerate(widths):
+        _checks.positive(f"widths[{i}]", w, integer=True)
+    _checks.positive("base_width", base_width, integer=True)
+    _checks.choice("activation", activation, ACTIVATIONS)
+    sgd = _checks.choice("optimizer", optimizer, ("sgd", "momentum", "adam", "adamw")) in ("sgd", "momentum")
+    sw = float(weight_std) if weight_std is not None else (math.sqrt(2.0) if activation == "relu" else 1.0)
+    sizes = [in_dim, *widths, out_dim]
+    rows = multipliers(len(sizes) - 1, widths[-1] / base_width, optimizer)
+    g = None if seed is None else torch.Generator().manual_seed(int(seed))
+    layers: list[nn.Module] = []
+    for (fan_in, fan_out), row in zip(itertools.pairwise(sizes), rows):
+        c_w = math.sqrt(row["lr"]) if sgd else row["lr"]
+        c_b = math.sqrt(row["bias_lr"]) if sgd else row["bias_lr"]
+        layer = Dense(fan_in, fan_out, bias, c_w, c_b)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(fan_out, fan_in, generator=g) * sw * math.sqrt(row["init"] / fan_in) / c_w)
+            if layer.bias is not None:
+                layer.bias.copy_(torch.randn(fan_out, generator=g) * bias_std / c_b)
+        layers.append(layer)
+        if len(layers) < 2 * len(rows) - 1:
+            layers.append(Activation(activation))
+    return nn.Sequential(*layers)
+
+
+def _preactivations(model: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    out, h = [], x
+    for layer in model:
+        h = layer(h)
+        if isinstance(layer, (Dense, nn.Linear)):
+            out.append(h)
+    return out
+
+
+def coord_check(make_model: Callable[[int, int], nn.Module], widths: Sequence[int], data: Any, *, lr: float,
+                steps: int = 3, optimizer: str = "sgd", seeds: Sequence[int] = (0, 1), loss: Any = "auto",
+                batch_size: int | None = None) -> dict[str, np.ndarray]:
+    """The coordinate check: per width and layer, the mean ``|h|`` and ``|h_t - h_0|`` after ``steps`` steps.
+
+    ``make_model(width, seed)`` builds a network; it is trained with :func:`labkit.train.fit` and the
+    pre-activations of each Dense layer on ``data``'s inputs are compared with those at init.
+    Returns ``{"widths": (W,), "size": (W, layers), "change": (W, layers)}``, averaged over ``seeds``.
+    """
+    from labkit.data import as_dataset
+    from labkit.train import fit
+
+    widths = [_checks.positive("widths[]", w, integer=True) for w in widths]
+    if len(widths) < 2:
+        raise ValueError(f"coord_check compares widths: pass at least 2, got {widths}")
+    ds = as_dataset(data)
+    size, change = [], []
+    for w in widths:
+        s_w, c_w = [], []
+        for seed in seeds:
+            net = make_model(w, seed)
+            x = ds.inputs.to(next(net.parameters()).dtype)
+            with torch.no_grad():
+                h0 = _preactivations(net, x)
+            fit(net, ds, loss=loss, optimizer=optimizer, lr=lr, steps=steps, batch_size=batch_size, seed=seed,
+                progress=False)
+            with torch.no_grad():
+                ht = _preactivations(net, x)
+            s_w.append([float(h.abs().mean()) for h in ht])
+            c_w.append([float((h - a).abs().mean()) for h, a in zip(ht, h0)])
+        size.append(np.mean(s_w, 0))
+        change.append(np.mean(c_w, 0))
+    return {"widths": np.array(widths, dtype=float), "size": np.array(size), "change": np.array(change)}
+
+
+def slopes(widths: Any, values: Any) -> np.ndarray:
+    """Per layer, the least-squares slope of ``log value`` against ``log width`` (0: width-independent)."""
+    x = np.log(np.asarray(widths, dtype=float))
+    y = np.log(np.asarray(values, dtype=float))
+    x = x - x.mean()
+    return (x[:, None] * (y - y.mean(0))).sum(0) / (x**2).sum()
+
+
+def lr_sweep(make_model: Callable[[int, int], nn.Module], widths: Sequence[int], lrs: Sequence[float], data: Any, *,
+             optimizer: str = "adam", steps: int = 100, seeds: Sequence[int] = (0,), batch_size: int | None = None,
+             loss: Any = "auto") -> dict[str, np.ndarray]:
+    """Final training loss per (width, lr), mean over ``seeds``: one :func:`labkit.train.fit_many` per width.
+
+    Diverged runs count as ``inf``. Returns ``{"widths", "lrs", "loss": (W, L), "best_lr": (W,)}``.
+    """
+    from labkit.train import fit_many, grid
+
+    lrs = [_checks.positive("lrs[]", lr) for lr in lrs]
+    out = []
+    for w in widths:
+        hs = fit_many(lambda seed, w=w: make_model(w, seed), data, hparams=grid(lr=lrs, seed=list(seeds)),
+                      optimizer=optimizer, steps=steps, batch_size=batch_size, loss=loss, progress=False)
+        final = np.array([math.inf if h.diverged or not h.eval.get("loss") else h.eval["loss"][-1] for h in hs])
+        final = np.where(np.isfinite(final), final, math.inf).reshape(len(lrs), len(seeds)).mean(1)
+        out.append(final)
+    loss_ = np.array(out)
+    return {"widths": np.array(widths, dtype=float), "lrs": np.array(lrs), "loss": loss_,
+            "best_lr": np.array(lrs)[np.argmin(loss_, 1)]}
