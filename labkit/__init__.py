@@ -18,25 +18,36 @@ from typing import TYPE_CHECKING, Any
 
 from labkit._lazy import lazy_exports
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "__version__",
     "batchsize",
+    "curvature",
     "data",
     "device",
+    "edge",
     "exercises",
     "fast_mode",
     "fractal",
+    "grokking",
     "hessian",
     "linalg",
     "models",
+    "mup",
     "notebook",
     "ntk",
+    "parallel",
     "pick",
+    "risk",
+    "scaling",
     "seed",
+    "signal",
     "structure",
+    "testing",
+    "tracking",
     "train",
+    "trajectory",
     "viz",
     "widgets",
 ]
@@ -44,10 +55,9 @@ __all__ = [
 # Every top-level module, imported on first access (labkit.train, ...). A name whose file is not in this
 # installation is an AttributeError when accessed, so modules that are still being written can be listed.
 _SUBMODULES = {
-    "batchsize", "data", "exercises", "fractal", "hessian", "linalg", "losses", "models", "notebook", "ntk", "optim",
-    "structure", "train", "viz", "widgets",
-    # new modules (issues 14, 16-19): listed before they land; absent ones are an AttributeError on access
-    "curvature", "grokking", "parallel", "risk", "scaling", "signal", "testing", "tracking",
+    "batchsize", "curvature", "data", "edge", "exercises", "fractal", "grokking", "hessian", "linalg", "losses",
+    "models", "mup", "notebook", "ntk", "optim", "parallel", "risk", "scaling", "signal", "structure", "testing",
+    "tracking", "train", "trajectory", "viz", "widgets",
 }
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from labkit import _checks
 
-Parameterization = Literal["standard", "ntk", "mean_field"]
+Parameterization = Literal["standard", "ntk", "mean_field", "mup"]
 
 __all__ = [
     "ACTIVATIONS",
@@ -365,7 +365,14 @@ def mlp(
     for i, w in enumerate(widths):
         _checks.positive(f"widths[{i}]", w, integer=True)
     _checks.choice("activation", activation, ACTIVATIONS)
-    _checks.choice("parameterization", parameterization, PARAMETERIZATIONS)
+    _checks.choice("parameterization", parameterization, [*PARAMETERIZATIONS, "mup"])
+    if parameterization == "mup":  # muP's table lives in labkit.mup (SGD's table at base width 32)
+        if init != "gaussian" or norm is not None:
+            raise ValueError(f"parameterization='mup' supports init='gaussian' and norm=None, got init={init!r}, "
+                             f"norm={norm!r}")
+        from labkit import mup
+
+        return mup.mlp(in_dim, widths, out_dim, activation, bias, weight_std=weight_std, bias_std=bias_std, seed=seed)
     _checks.choice("init", init, INITS)
     _check_norm(norm, virtual_batch)
     sw = float(weight_std) if weight_std is not None else (math.sqrt(2.0) if activation == "relu" else 1.0)

@@ -62,6 +62,8 @@ class LayerTrace:
 
 
 def _layer_ok(module: nn.Module, prefix: str, params: Mapping[str, torch.Tensor] | None) -> bool:
+    if getattr(module, "couples_batch", False):  # batch norm mixes examples: no per-example structure at all
+        return False
     own = [n for n, _ in module.named_parameters(recurse=False)]
     if isinstance(module, nn.Conv2d) and own:
         if module.groups != 1 or module.padding_mode != "zeros":

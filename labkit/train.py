@@ -285,7 +285,7 @@ def fit(
     _check_common(ds, loss_fn, optimizer, steps, batch_size, [lr], [weight_decay])
     _check_model_fits(model, ds, loss_fn)
     eval_ds = ds if eval_data is None else as_dataset(eval_data).to(ds.inputs.device, ds.inputs.dtype)
-    eval_every = eval_every or max(1, steps // 50)
+    eval_every = max(1, steps // 50) if eval_every is None else eval_every
     _checks.positive("eval_every", eval_every, integer=True)
     cbs = _callbacks(callbacks)
 
@@ -448,7 +448,7 @@ def _fit_group(
         raise TypeError("fit_many takes optimizer names only (a callable builds one torch optimiser per model)")
     _check_model_fits(models[0], ds, loss_fn)
     eval_ds = ds if eval_data is None else as_dataset(eval_data).to(ds.inputs.device, ds.inputs.dtype)
-    eval_every = eval_every or max(1, steps // 50)
+    eval_every = max(1, steps // 50) if eval_every is None else eval_every
     cbs = _callbacks(callbacks)
 
     M = len(members)
