@@ -17,7 +17,8 @@
 >>> norm = Every(5, lambda info: float(torch.cat([p.flatten() for p in info.model.parameters()]).norm()),
 ...              name="weight_norm")
 >>> hist = labkit.train.fit(model, ds, steps=12, callbacks=[norm], progress=False)
->>> norm.steps, hist.tracked["weight_norm"]["steps"]
+>>> recorded = hist.tracked["weight_norm"]
+>>> norm.steps, recorded["steps"]
 ([0, 5, 10], [0, 5, 10])
 """
 
