@@ -24,7 +24,7 @@ unit-variance Gaussian it is ``G / 2``.
 batch ``(x, y)`` to ``A v`` for one parameter-shaped tangent ``v`` (weight the batch by
 ``len(x) / N``). :meth:`CurvatureOperator.matmat` sums batches and vectorises over the columns of
 ``V`` with ``vmap``. All operators are evaluated at the risk's snapshot (see :mod:`labkit.risk`).
-``A @ B`` of two operators is their product (:class:`Product`), e.g. ``trace(H @ Sigma)``.
+``A @ B`` of two operators is their product (:class:`labkit.linalg.Product`), e.g. ``trace(H @ Sigma)``.
 
 >>> import torch, labkit
 >>> model = labkit.models.mlp(3, [], 1, bias=False, seed=0).double()    # f = w.x
@@ -49,7 +49,7 @@ from torch import nn
 from torch.func import grad, jvp, vjp, vmap
 
 from labkit import _checks, linalg
-from labkit.linalg import LinearOperator
+from labkit.linalg import LinearOperator, Product
 from labkit.losses import Loss
 from labkit.risk import Params, Risk
 
@@ -132,27 +132,6 @@ class CurvatureOperator(LinearOperator):
                             randomness="same")(tangents, x, y)
                 out += self.spec.flatten(prod)
         return out.T
-
-    def __matmul__(self, other: Any) -> Any:
-        if isinstance(other, LinearOperator):
-            return Product(self, other)
-        return super().__matmul__(other)
-
-
-class Product(LinearOperator):
-    """``A B`` as an operator (``A @ B`` for curvature operators). Not symmetric in general: use it for traces."""
-
-    def __init__(self, a: LinearOperator, b: LinearOperator):
-        for name, op in (("a", a), ("b", b)):
-            if not isinstance(op, LinearOperator):
-                raise TypeError(f"{name} must be a LinearOperator, got {type(op).__name__}")
-        if a.shape != b.shape:
-            raise ValueError(f"cannot multiply operators of shapes {a.shape} and {b.shape}")
-        super().__init__(a.size, a.dtype, a.device)
-        self.a, self.b = a, b
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        return self.a.matmat(self.b.matmat(V))
 
 
 # ---------------------------------------------------------------- Hessian and Gauss-Newton

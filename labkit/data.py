@@ -217,6 +217,10 @@ def as_dataset(data: Dataset | tuple[torch.Tensor, torch.Tensor], name: str = "d
     if y.ndim != 1:
         raise TypeError(f"integer targets must be 1-D class labels, got shape {tuple(y.shape)}")
     y = y.long()
+    if len(y) and int(y.min()) < 0:
+        row = int(torch.nonzero(y < 0)[0, 0])
+        raise ValueError(f"targets has label {int(y[row])} at row {row}; class labels must be >= 0 "
+                         "(0, 1, ..., num_classes - 1)")
     return Dataset(x, y, "classification", int(y.max()) + 1, name)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from labkit.linalg.eigen import WHICH, EigResult, Lanczos, Which, lanczos, power_iteration, top_eigenvalues
 from labkit.linalg.operators import (
     LinearOperator,
+    Product,
     as_operator,
     check_symmetric,
     from_dense,
@@ -38,6 +39,7 @@ __all__ = [
     "Estimate",
     "Lanczos",
     "LinearOperator",
+    "Product",
     "Which",
     "as_operator",
     "check_symmetric",

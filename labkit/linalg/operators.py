@@ -11,7 +11,10 @@ import torch
 
 from labkit import _checks
 
-__all__ = ["LinearOperator", "as_operator", "check_symmetric", "from_dense", "from_function", "to_dense", "to_scipy"]
+__all__ = [
+    "LinearOperator", "Product", "as_operator", "check_symmetric", "from_dense", "from_function", "to_dense",
+    "to_scipy",
+]
 
 
 class LinearOperator:
@@ -60,7 +63,10 @@ class LinearOperator:
             raise ValueError(f"operator of shape {self.shape} cannot multiply a tensor of shape {tuple(x.shape)}")
         return x.to(device=self._device, dtype=self._dtype)
 
-    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+    def __matmul__(self, x: Any) -> Any:
+        """``A @ x`` for a vector or ``(n, k)`` block; ``A @ B`` of two operators is their :class:`Product`."""
+        if isinstance(x, LinearOperator):
+            return Product(self, x)
         x = self._check_input(x)
         return self.matvec(x) if x.ndim == 1 else self.matmat(x)
 
@@ -137,6 +143,23 @@ def check_symmetric(name: str, matrix: torch.Tensor, precision: torch.dtype | No
             "labkit's eigen-solvers need a symmetric matrix: pass (M + M.T) / 2 if that is what you mean"
         )
     return (matrix + matrix.T) / 2
+
+
+class Product(LinearOperator):
+    """``A B`` as an operator (``A @ B``), e.g. ``trace(H @ Sigma)``. Not symmetric in general: use it for
+    traces and products, not for the symmetric eigensolvers (which refuse it)."""
+
+    def __init__(self, a: LinearOperator, b: LinearOperator):
+        for name, op in (("a", a), ("b", b)):
+            if not isinstance(op, LinearOperator):
+                raise TypeError(f"{name} must be a LinearOperator, got {type(op).__name__}")
+        if a.shape != b.shape:
+            raise ValueError(f"cannot multiply operators of shapes {a.shape} and {b.shape}")
+        super().__init__(a.size, a.dtype, a.device)
+        self.a, self.b = a, b
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.a.matmat(self.b.matmat(V))
 
 
 def from_dense(matrix: torch.Tensor) -> LinearOperator:
