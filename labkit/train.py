@@ -376,6 +376,71 @@ def _members(hparams: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[di
     return [{**defaults, **{k: cols[k][i] for k in cols}} for i in range(n)]
 
 
+_OPTIMISER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2, "adamw": 2}  # state tensors per parameter
+
+
+def _fit_many_memory(model: nn.Module, x: torch.Tensor, n: int, members: list[dict[str, Any]],
+                     optimizer: str) -> dict[str, int]:
+    """Bytes :func:`fit_many` holds at once, from one member's ``model`` run on one example ``x``.
+
+    Groups of equal batch size run one after another, so the estimate is the largest group's
+    ``members x (parameters x (value, gradient, optimiser slots) + batch x (input + 2 x activations))``
+    (activations are counted by forward hooks on leaf modules; the backward pass holds as many again).
+    Returns ``{"bytes", "members", "batch_size", "per_member"}`` for that group.
+    """
+    acts = [0]
+
+    def count(module: nn.Module, args: tuple, out: Any) -> None:
+        if isinstance(out, torch.Tensor) and not list(module.children()):
+            acts[0] += out.numel()
+
+    handle = nn.modules.module.register_module_forward_hook(count)
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    item = x.element_size()
+    state = sum(q.numel() for q in model.parameters()) * (2 + _OPTIMISER_SLOTS.get(optimizer, 2))
+    sizes: dict[int, int] = {}
+    for m in members:
+        bs = min(m["batch_size"] or n, n)
+        sizes[bs] = sizes.get(bs, 0) + 1
+    plans = [{"members": k, "batch_size": bs, "per_member": item * (state + bs * (x.numel() + 2 * acts[0]))}
+             for bs, k in sizes.items()]
+    for q in plans:
+        q["bytes"] = q["members"] * q["per_member"]
+    return max(plans, key=lambda q: q["bytes"])
+
+
+def _check_fit_many_memory(make_model: Callable[[int], nn.Module], data: DataLike, members: list[dict[str, Any]],
+                           optimizer: Any, max_memory: int) -> None:
+    """Refuse a sweep whose estimated state (:func:`_fit_many_memory`) exceeds ``max_memory``, before training.
+
+    Builds one member's model (global RNG state restored) and runs it on one example; nothing sweep-sized is
+    allocated. Inputs that fail here are left to the usual, clearer checks of :func:`_fit_group`.
+    """
+    _checks.positive("max_memory", max_memory, integer=True)
+    try:
+        with torch.random.fork_rng(devices=[]):  # a make_model that draws from the global RNG sees it unchanged
+            model = make_model(members[0]["seed"])
+        ds = as_dataset(data)
+        dtype = next(model.parameters()).dtype
+        need = _fit_many_memory(model, ds.inputs[:1].to(dtype), len(ds), members,
+                                optimizer if isinstance(optimizer, str) else "adam")
+    except Exception:  # a bad model or data is refused with its own, clearer message by _fit_group
+        return
+    if need["bytes"] > max_memory:
+        gib = 2**30
+        raise ValueError(
+            f"fit_many would hold about {need['bytes'] / gib:.3g} GiB ({need['members']} members x "
+            f"{need['per_member'] / gib:.3g} GiB of parameters, gradients, optimiser state and activations of a "
+            f"batch of {need['batch_size']}), more than max_memory={max_memory / gib:.3g} GiB; use fewer members "
+            f"(about {max_memory // need['per_member']} fit), a smaller batch_size, or split the sweep with "
+            "labkit.parallel.fit_many(groups=...), or raise max_memory (bytes)"
+        )
+
+
 def fit_many(
     make_model: Callable[[int], nn.Module],
     data: DataLike,
@@ -394,6 +459,7 @@ def fit_many(
     eval_every: int | None = None,
     callbacks: Iterable[Callback | Callable] = (),
     progress: bool = True,
+    max_memory: int = 1 << 30,
 ) -> list[History]:
     """Train many networks at once, one vectorised computation per batch size.
 
@@ -404,10 +470,12 @@ def fit_many(
     other settings are shared. Parameters are stacked with
     ``torch.func.stack_module_state`` and every step is one ``vmap(grad)`` call.
     Diverged members are masked (frozen at zero, their NaNs never reach the
-    others). Returns one :class:`History` per member, in order.
+    others). Returns one :class:`History` per member, in order. ``max_memory`` (bytes, default 1 GiB)
+    bounds the stacked training state (:func:`_fit_many_memory`): a larger sweep is refused before training.
     """
     defaults = {"lr": lr, "weight_decay": weight_decay, "seed": seed, "batch_size": batch_size}
     members = _members(hparams, defaults)
+    _check_fit_many_memory(make_model, data, members, optimizer, max_memory)
     groups: dict[Any, list[int]] = {}
     for i, m in enumerate(members):
         groups.setdefault(m["batch_size"], []).append(i)

@@ -9,9 +9,12 @@ from typing import Any
 import torch
 
 from labkit import _checks
-from labkit.linalg.operators import LinearOperator, as_operator, to_dense
+from labkit.linalg.operators import LinearOperator, as_operator
 
 __all__ = ["Density", "Estimate", "spectral_density", "trace"]
+
+MAX_MEMORY = 1 << 30  # bytes, the default ``max_memory`` (like ``fractal.scan``)
+DIAGONAL_CHUNK = 256  # columns of the identity per product when the trace is computed exactly
 
 
 @dataclass
@@ -57,21 +60,57 @@ def _rademacher(n: int, m: int, seed: int, dtype: torch.dtype, device: Any) -> t
     return (torch.randint(0, 2, (n, m), generator=g) * 2 - 1).to(device=device, dtype=dtype)
 
 
-def trace(op: LinearOperator, n_matvec: int = 100, method: str = "hutchpp", seed: int = 0) -> Estimate:
+def _refuse(what: str, need: int, max_memory: int, how: str) -> None:
+    if need > max_memory:
+        gib = 2**30
+        raise ValueError(f"{what} needs about {need / gib:.3g} GiB, more than max_memory={max_memory / gib:.3g} "
+                         f"GiB; {how}, or raise max_memory (bytes)")
+
+
+def _trace_memory(n: int, n_matvec: int, method: str, itemsize: int) -> int:
+    """Bytes :func:`trace` holds at once (probe blocks and their products; the operator's own work not counted)."""
+    if n_matvec >= n:  # exact: a block of identity columns and its product
+        return 2 * n * min(n, DIAGONAL_CHUNK) * itemsize
+    if method == "hutchinson":  # Z, A Z, Z * A Z
+        return 3 * n * n_matvec * itemsize
+    s = n_matvec // 3
+    m = n_matvec - 2 * s  # the probes [S G], A S, Q, A Q; G deflated, A G, G * A G
+    return n * (s + m + 3 * s + 3 * m) * itemsize
+
+
+def _diagonal_sum(op: LinearOperator) -> float:
+    """``tr(A)`` from ``n`` products with identity columns, ``DIAGONAL_CHUNK`` at a time (never the dense matrix)."""
+    n, total = op.size, 0.0
+    for i in range(0, n, DIAGONAL_CHUNK):
+        c = min(DIAGONAL_CHUNK, n - i)
+        E = torch.zeros(n, c, dtype=op.dtype, device=op.device)
+        E[i : i + c].fill_diagonal_(1)
+        total += float(torch.diagonal(op.matmat(E)[i : i + c]).sum())
+    return total
+
+
+def trace(op: LinearOperator, n_matvec: int = 100, method: str = "hutchpp", seed: int = 0, *,
+          max_memory: int = MAX_MEMORY) -> Estimate:
     """Unbiased estimate of ``tr(A)`` from ``n_matvec`` products with random sign vectors.
 
     ``"hutchinson"``: ``mean_i z_i^T A z_i`` (Hutchinson 1989); stderr = sample std / sqrt(m).
     ``"hutchpp"`` (Meyer et al. 2021): a third of the products find a range ``Q`` of
     ``A S``, whose part ``tr(Q^T A Q)`` is exact; Hutchinson on the deflated rest
     ``(I - QQ^T) A (I - QQ^T)`` with another third, whose sample std gives the stderr.
-    When ``n_matvec >= n`` the exact trace is returned with stderr 0.
+    When ``n_matvec >= n`` the exact trace is returned with stderr 0. The ``(n, n_matvec)`` probe blocks
+    must fit ``max_memory`` (bytes, default 1 GiB; the operator's own work is not counted): a larger request
+    is refused before any probe is drawn.
     """
     op = as_operator(op)
     _checks.choice("method", method, ["hutchpp", "hutchinson"])
     _checks.positive("n_matvec", n_matvec, integer=True)
+    _checks.positive("max_memory", max_memory, integer=True)
     n = op.size
+    need = _trace_memory(n, n_matvec, method, op.dtype.itemsize)
+    _refuse(f"trace with n_matvec={n_matvec} {method} probes of size n={n}", need, max_memory,
+            f"lower n_matvec (about {max(1, n_matvec * max_memory // max(need, 1))} fits)")
     if n_matvec >= n:
-        return Estimate(float(torch.diagonal(to_dense(op)).sum()), 0.0, n)
+        return Estimate(_diagonal_sum(op), 0.0, n)
     if method == "hutchinson":
         if n_matvec < 2:
             raise ValueError(f"n_matvec must be >= 2 to report a standard error, got {n_matvec}")
@@ -102,6 +141,8 @@ def spectral_density(
     grid: torch.Tensor | int | None = None,
     sigma: float | None = None,
     seed: int = 0,
+    *,
+    max_memory: int = MAX_MEMORY,
 ) -> Density:
     """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani, Krishnan & Xiao 2019).
 
@@ -112,11 +153,25 @@ def spectral_density(
     eigenvectors. Averaging ``n_probes`` quadratures and convolving with N(0, sigma^2)
     gives the density. Default ``sigma`` is 1% of the spectral width; ``grid`` is a
     tensor of points or a number of points (default 512) covering the nodes +/- 5 sigma.
+
+    Each probe keeps its Lanczos basis (``steps x n``): probes run together in blocks that fit
+    ``max_memory`` (bytes, default 1 GiB; the operator's own work is not counted), and a request whose
+    single probe, or whose quadrature and density arrays, do not fit is refused before any work.
     """
     op = as_operator(op)
     _checks.positive("n_probes", n_probes, integer=True)
     _checks.positive("lanczos_steps", lanczos_steps, integer=True)
-    alpha, beta = _lanczos_probes(op, min(lanczos_steps, op.size), n_probes, seed)
+    _checks.positive("max_memory", max_memory, integer=True)
+    steps = min(lanczos_steps, op.size)
+    need = _slq_memory(op.size, n_probes, steps, _grid_points(grid), op.dtype.itemsize)
+    what = f"SLQ with n_probes={n_probes}, lanczos_steps={steps} on n={op.size}"
+    _refuse(what, need["fixed"] + need["per_probe"], max_memory,
+            "lower lanczos_steps or n_probes (or the grid points)")
+    block = max(1, (max_memory - need["fixed"]) // need["per_probe"])  # probes advanced together
+    g = torch.Generator().manual_seed(int(seed))
+    q0 = torch.randn(n_probes, op.size, generator=g, dtype=torch.float64)  # the same probes for any block size
+    runs = [_lanczos_probes(op, steps, q0[i : i + block]) for i in range(0, n_probes, block)]
+    alpha, beta = (torch.cat(r) for r in zip(*runs))
     T = torch.diag_embed(alpha) + torch.diag_embed(beta[:, :-1], 1) + torch.diag_embed(beta[:, :-1], -1)
     nodes_t, S = torch.linalg.eigh(T)  # Gauss quadrature of each probe: nodes and first components
     weights_t = S[:, 0, :] ** 2 / n_probes
@@ -137,12 +192,25 @@ def spectral_density(
     return Density(grid, density, nodes_t, weights_t, float(sigma), used)
 
 
-def _lanczos_probes(op: LinearOperator, steps: int, n_probes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Independent Lanczos runs (full re-orthogonalisation) from ``n_probes`` random unit vectors, advanced
-    together: one ``matmat`` with ``n_probes`` columns per step. Returns T's ``alpha, beta``, each ``(p, steps)``."""
-    n = op.size
-    g = torch.Generator().manual_seed(int(seed))
-    q = torch.randn(n_probes, n, generator=g, dtype=torch.float64).to(device=op.device, dtype=op.dtype)
+def _grid_points(grid: Any) -> int:
+    if grid is None:
+        return 512
+    return grid if isinstance(grid, int) else int(torch.as_tensor(grid).numel())
+
+
+def _slq_memory(n: int, n_probes: int, steps: int, points: int, itemsize: int) -> dict[str, int]:
+    """Bytes of :func:`spectral_density`: ``fixed`` (start vectors, the ``(p, steps, steps)`` tridiagonals and
+    eigenvectors, the ``(points, p * steps)`` density terms, all float64) and ``per_probe`` in a Lanczos block
+    (its basis ``steps x n`` and about 4 vectors of size ``n``)."""
+    fixed = 8 * (n_probes * n + 4 * n_probes * steps * steps + 3 * points * n_probes * steps)
+    return {"fixed": fixed, "per_probe": itemsize * n * (steps + 4)}
+
+
+def _lanczos_probes(op: LinearOperator, steps: int, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent Lanczos runs (full re-orthogonalisation) from the rows of ``q`` (``(p, n)`` start vectors),
+    advanced together: one ``matmat`` with ``p`` columns per step. Returns T's ``alpha, beta``, each ``(p, steps)``."""
+    n_probes, n = q.shape
+    q = q.to(device=op.device, dtype=op.dtype)
     q = q / q.norm(dim=1, keepdim=True)  # (p, n)
     Q = torch.zeros(n_probes, steps, n, dtype=op.dtype, device=op.device)
     alpha = torch.zeros(n_probes, steps, dtype=torch.float64)
