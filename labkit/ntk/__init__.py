@@ -9,7 +9,7 @@
 
 from labkit.ntk.analytic import analytic
 from labkit.ntk.dynamics import Linearized, linearize, predict
-from labkit.ntk.empirical import METHODS, NTKOperator, choose_method, empirical
+from labkit.ntk.empirical import METHODS, NTKOperator, choose_method, empirical, estimate_memory
 from labkit.ntk.tracking import KernelTracker, kernel_distance, relative_change
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "analytic",
     "choose_method",
     "empirical",
+    "estimate_memory",
     "kernel_distance",
     "linearize",
     "predict",
