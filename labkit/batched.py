@@ -39,13 +39,13 @@ __all__ = ["fit_group", "fit_many", "supports"]
 aten = torch.ops.aten
 # d act / d z applied to an output cotangent g, from the saved tensor named in the second field:
 # the kernels autograd itself calls, so gradients agree with the module path to rounding.
-_BACKWARD: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], str]] = {
-    "relu": (lambda g, h: aten.threshold_backward(g, h, 0), "h"),
-    "tanh": (lambda g, h: aten.tanh_backward(g, h), "h"),
-    "sigmoid": (lambda g, h: aten.sigmoid_backward(g, h), "h"),
-    "gelu": (lambda g, z: aten.gelu_backward(g, z), "z"),
-    "softplus": (lambda g, z: aten.softplus_backward(g, z, 1.0, 20.0), "z"),
-    "erf": (lambda g, z: g * (2.0 / math.sqrt(math.pi)) * torch.exp(-z * z), "z"),
+_BACKWARD: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], Any], str]] = {
+    "relu": (lambda g, h: aten.threshold_backward.grad_input(g, h, 0, grad_input=g), "h"),
+    "tanh": (lambda g, h: aten.tanh_backward.grad_input(g, h, grad_input=g), "h"),
+    "sigmoid": (lambda g, h: aten.sigmoid_backward.grad_input(g, h, grad_input=g), "h"),
+    "gelu": (lambda g, z: aten.gelu_backward.grad_input(g, z, grad_input=g), "z"),
+    "softplus": (lambda g, z: aten.softplus_backward.grad_input(g, z, 1.0, 20.0, grad_input=g), "z"),
+    "erf": (lambda g, z: g.mul_(torch.exp(-z * z).mul_(2.0 / math.sqrt(math.pi))), "z"),
     "identity": (lambda g, h: g, "h"),
 }
 # members x rows x width x itemsize of one activation array per chunk: a few such arrays stay in L2
@@ -146,67 +146,74 @@ class _Population:
             self._cache[key] = [(next(it), next(it) if la.names[1] else None) for la in self.layers]
         return self._cache[key]
 
-    def forward(self, lo: int, hi: int, x: torch.Tensor, keep: bool = False):
-        """Outputs ``(m, n, out)`` of members ``lo:hi`` on ``x`` (``(n, d)`` shared or ``(m, n, d)``);
-        with ``keep`` also the per-layer saved tensors for :meth:`backward`."""
-        m = hi - lo
+    def _workspace(self, m: int, rows: int, dtype: torch.dtype) -> list[dict[str, torch.Tensor]]:
+        """Per-layer scratch arrays, allocated once per shape and reused by every chunk and step: the same
+        few arrays stay in cache and no step pays for fresh (page-faulting) allocations."""
+        key = ("ws", m, rows, dtype)
+        if key not in self._cache:
+            dev = self.flat.device
+            self._cache[key] = [{"z": torch.empty(m, rows, la.out_features, dtype=dtype, device=dev),
+                                 "g": torch.empty(m, rows, la.in_features, dtype=dtype, device=dev),
+                                 "w": torch.empty(m, la.out_features, la.in_features, dtype=dtype, device=dev)}
+                                for la in self.layers]
+        return self._cache[key]
+
+    def forward(self, lo: int, hi: int, x: torch.Tensor):
+        """Outputs ``(m, n, out)`` of members ``lo:hi`` on ``x`` (``(n, d)`` shared or ``(m, n, d)``) and the
+        per-layer ``(input, saved)`` pairs :meth:`backward` needs (views of the workspace: use before the next call)."""
+        m, rows = hi - lo, x.shape[-2]
+        ws = self._workspace(m, rows, x.dtype)
         h = x if x.ndim == 3 else x.expand(m, *x.shape)
         saved = []
-        for la, (w, b) in zip(self.layers, self._chunk(self.flat, lo, hi)):
-            z = torch.bmm(h, w.transpose(1, 2))  # (m, n, out); bmm + add_ beats baddbmm's broadcast bias
+        for la, (w, b), buf in zip(self.layers, self._chunk(self.flat, lo, hi), ws):
+            z = torch.bmm(h, w.transpose(1, 2), out=buf["z"])  # (m, n, out): h W^T, then the bias in place
             if la.weight_mult != 1.0:
                 z.mul_(la.weight_mult)
             if b is not None:
                 z.add_(b.unsqueeze(1), alpha=la.bias_mult)
-            saved.append(h)
-            if la.activation is None:
+            inp, act = h, la.activation
+            if act is None or act == "identity":
                 h = z
-            else:
-                hz = _ACTIVATE[la.activation](z)
-                if keep and _BACKWARD[la.activation][1] == "z":
-                    saved.append(z)
-                h = hz
-            if keep and la.activation is not None and _BACKWARD[la.activation][1] == "h":
-                saved.append(h)
+            elif _BACKWARD[act][1] == "h":  # relu, tanh, sigmoid: activate in place, backward reads the output
+                h = _ACTIVATE_[act](z)
+            else:  # gelu, softplus, erf: backward needs the pre-activation z
+                h = _ACTIVATE[act](z)
+            saved.append((inp, h if act is None or _BACKWARD[act][1] == "h" else z))
         return h, saved
 
-    def backward(self, lo: int, hi: int, g: torch.Tensor, saved: list[torch.Tensor]) -> None:
+    def backward(self, lo: int, hi: int, g: torch.Tensor, saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Write d(sum of member losses)/d(params) of members ``lo:hi`` into :attr:`grad`; ``g = dL/d out``."""
         grads, weights = self._chunk(self.grad, lo, hi), self._chunk(self.flat, lo, hi)
-        # saved holds, per layer: its input h_{l-1}, then (for hidden layers) the tensor its backward needs
-        per_layer = []
-        it = iter(saved)
-        for la in self.layers:
-            inp = next(it)
-            per_layer.append((inp, next(it) if la.activation is not None else None))
+        ws = self._workspace(hi - lo, g.shape[1], g.dtype)
         for li in range(len(self.layers) - 1, -1, -1):
-            la = self.layers[li]
-            inp = per_layer[li][0]
-            gw, gb = grads[li]
-            gw.copy_(g.transpose(1, 2) @ inp)  # sum_i g_i h_i^T per member (a view of the flat buffer)
+            la, inp, (gw, gb) = self.layers[li], saved[li][0], grads[li]
+            # dW = wm sum_i g_i h_i^T, db = bm sum_i g_i (per member), into the flat gradient buffer
+            gw.copy_(torch.bmm(g.transpose(1, 2), inp, out=ws[li]["w"]))
             if la.weight_mult != 1.0:
                 gw.mul_(la.weight_mult)
             if gb is not None:
-                gb.copy_(g.sum(1))
+                torch.sum(g, 1, out=gb) if gb.is_contiguous() else gb.copy_(g.sum(1))
                 if la.bias_mult != 1.0:
                     gb.mul_(la.bias_mult)
             if li == 0:
                 break
-            g = torch.bmm(g, weights[li][0])  # (m, n, in): cotangent of the previous layer's output
+            g = torch.bmm(g, weights[li][0], out=ws[li]["g"])  # (m, n, in): d loss / d(previous layer's output)
             if la.weight_mult != 1.0:
-                g = g.mul_(la.weight_mult)
-            prev = self.layers[li - 1]
-            g = _BACKWARD[prev.activation][0](g, per_layer[li - 1][1])
+                g.mul_(la.weight_mult)
+            act = self.layers[li - 1].activation
+            if act != "identity":
+                _BACKWARD[act][0](g, saved[li - 1][1])  # in place: g <- g * act'(z)
 
 
 _ACTIVATE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": torch.relu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
     "gelu": nn.functional.gelu,
     "softplus": nn.functional.softplus,
     "erf": torch.erf,
-    "identity": lambda z: z,
+}
+_ACTIVATE_: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {  # in place
+    "relu": torch.relu_,
+    "tanh": torch.tanh_,
+    "sigmoid": torch.sigmoid_,
 }
 
 
@@ -342,7 +349,7 @@ def fit_group(
                 for lo in range(0, M, chunk):
                     hi = min(M, lo + chunk)
                     xc, yc = (x, y) if x.ndim == ds.inputs.ndim else (x[lo:hi], y[lo:hi])
-                    out, saved = pop.forward(lo, hi, xc, keep=True)
+                    out, saved = pop.forward(lo, hi, xc)
                     if reuse_eval and classify and t % eval_every == 0:
                         acc[lo:hi] = _accuracy(out, yc)
                     value[lo:hi], g = _loss_and_cotangent(name, out, yc)
