@@ -4,17 +4,20 @@
 experiments use (``labkit.models.mlp``: :class:`~labkit.models.Dense` layers and named
 activations) this module does the same training with the layout that makes the fractal
 scan fast: the members' weights of layer ``l`` are one ``(members, out, in)`` tensor, the
-forward pass is one ``baddbmm`` per layer, the backward pass is written out (the same
-aten backward kernels autograd would call), and all parameters, gradients and optimiser
-state live in one flat ``(members, P)`` buffer each, so an optimiser step is a few
-in-place operations however many layers there are. No per-member Python anywhere.
+forward pass is one ``bmm`` per layer, the backward pass is written out (the same
+aten backward kernels autograd would call, in place), all parameters, gradients and optimiser
+state live in one flat ``(members, P)`` buffer each, so an optimiser step is a few in-place
+operations however many layers there are, and members go through in chunks whose activations
+stay in cache (reusing the same scratch arrays every step). No per-member Python anywhere.
 
 It is exactly ``fit_many``'s semantics (the same mini-batch index streams, the same update
 rules as ``torch.optim``, diverged members frozen at zero, the same :class:`History`);
-``tests/test_batched.py`` compares it with separate :func:`labkit.train.fit` runs::
+``tests/test_batched.py`` compares it with separate :func:`labkit.train.fit` runs. :func:`fit_many`
+here is a drop-in for ``train.fit_many`` (falling back to its vmap path); inside ``train._fit_group``::
 
     if batched.supports(models, ds, loss_fn, optimizer):
-        return batched.fit_group(models, ds, members, ...)
+        return batched.fit_group(models, ds, members, batch_size, loss_fn, optimizer, steps,
+                                 schedule(lr_schedule, steps), eval_ds, eval_every, cbs, progress)
 """
 
 from __future__ import annotations
