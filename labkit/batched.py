@@ -157,7 +157,8 @@ class _Population:
             dev = self.flat.device
             self._cache[key] = [{"z": torch.empty(m, rows, la.out_features, dtype=dtype, device=dev),
                                  "g": torch.empty(m, rows, la.in_features, dtype=dtype, device=dev),
-                                 "w": torch.empty(m, la.out_features, la.in_features, dtype=dtype, device=dev)}
+                                 "w": torch.empty(m, la.out_features, la.in_features, dtype=dtype, device=dev),
+                                 "wT": torch.empty(m, la.in_features, la.out_features, dtype=dtype, device=dev)}
                                 for la in self.layers]
         return self._cache[key]
 
@@ -169,7 +170,10 @@ class _Population:
         h = x if x.ndim == 3 else x.expand(m, *x.shape)
         saved = []
         for la, (w, b), buf in zip(self.layers, self._chunk(self.flat, lo, hi), ws):
-            z = torch.bmm(h, w.transpose(1, 2), out=buf["z"])  # (m, n, out): h W^T, then the bias in place
+            if la.out_features == 1:  # a readout: w h^T as (m, 1, n) is faster than h w^T as (m, n, 1)
+                z = torch.bmm(w, h.transpose(1, 2), out=buf["z"].view(m, 1, rows)).view(m, rows, 1)
+            else:
+                z = torch.bmm(h, w.transpose(1, 2), out=buf["z"])  # (m, n, out): h W^T, then the bias in place
             if la.weight_mult != 1.0:
                 z.mul_(la.weight_mult)
             if b is not None:
@@ -191,7 +195,10 @@ class _Population:
         for li in range(len(self.layers) - 1, -1, -1):
             la, inp, (gw, gb) = self.layers[li], saved[li][0], grads[li]
             # dW = wm sum_i g_i h_i^T, db = bm sum_i g_i (per member), into the flat gradient buffer
-            gw.copy_(torch.bmm(g.transpose(1, 2), inp, out=ws[li]["w"]))
+            if la.in_features < la.out_features:  # the wide orientation is the fast one (the first layer)
+                gw.copy_(torch.bmm(inp.transpose(1, 2), g, out=ws[li]["wT"]).transpose(1, 2))
+            else:
+                gw.copy_(torch.bmm(g.transpose(1, 2), inp, out=ws[li]["w"]))
             if la.weight_mult != 1.0:
                 gw.mul_(la.weight_mult)
             if gb is not None:
@@ -225,7 +232,7 @@ def _loss_and_cotangent(name: str, out: torch.Tensor, y: torch.Tensor) -> tuple[
     n = out.shape[1]
     if name == "mse":
         r = out - y.reshape(out.shape[-2:]) if y.ndim < 3 else out - y.reshape(out.shape)
-        value = r.pow(2).sum(-1).mean(-1)
+        value = (r * r).sum(-1).mean(-1)  # pow(2) is x*x too, but pays a scalar-to-tensor conversion
         return value, r.mul_(2.0 / n)
     logp = torch.log_softmax(out, -1)
     idx = (y if y.ndim == 2 else y.expand(out.shape[0], n)).unsqueeze(-1)
