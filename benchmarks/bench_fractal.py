@@ -1,12 +1,14 @@
 """Speed of the trainability-fractal scan against a per-network loop and the dense-matmul ceiling.
 
-    python benchmarks/bench_fractal.py [--threads 1] [--full]
+    python benchmarks/bench_fractal.py [--threads 1] [--full] [--baseline fab24f5]
 
 Prints, for the paper preset (width 16, 272 points) and "quick" (width 16, 16 points),
 network-steps per second of (a) a plain per-network torch loop with autograd (what one
 would write first), (b) ``labkit.fractal.scan``, and (c) the matmul FLOP rate of the scan
 as a fraction of this machine's dense-matmul rate in the same dtype, all measured in the
 same run. One network-step costs ``4 n d h + 4 n h`` matmul FLOPs (forward and backward).
+``--baseline REV`` also times the scanner of git revision REV in the same run, interleaved
+(default fab24f5: before issue 19's fused kernel), so old and new figures sit side by side.
 ``--full`` adds the issue's target run: paper preset, 64^2 cells x 100 steps, float64.
 """
 
@@ -14,11 +16,25 @@ from __future__ import annotations
 
 import argparse
 import math
+import subprocess
 import time
+import types
 
 import torch
 
 from labkit.fractal import Experiment, scan
+
+
+def scanner_at(rev: str) -> types.ModuleType | None:
+    """``labkit/fractal/scanner.py`` as it was at git revision ``rev`` (None outside a git checkout)."""
+    try:
+        src = subprocess.run(["git", "show", f"{rev}:labkit/fractal/scanner.py"], capture_output=True, text=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    mod = types.ModuleType(f"scanner_{rev}")
+    exec(compile(src, f"{rev}:labkit/fractal/scanner.py", "exec"), mod.__dict__)
+    return mod
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
@@ -56,8 +72,8 @@ def loop_rate(exp: Experiment, networks: int, steps: int) -> float:
     return networks * steps / (time.perf_counter() - t0)
 
 
-def scan_rate(exp: Experiment, resolution: int) -> tuple[float, float]:
-    res = scan(exp, (1e-3, 1e6), (1e-3, 1e6), resolution, progress=False)
+def scan_rate(exp: Experiment, resolution: int, scan_fn=scan) -> tuple[float, float]:
+    res = scan_fn(exp, (1e-3, 1e6), (1e-3, 1e6), resolution, progress=False)
     return resolution**2 * exp.steps / res.wall_time, res.wall_time
 
 
@@ -65,7 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--full", action="store_true", help="also run paper 64^2 x 100 steps float64 (target < 15 s)")
+    parser.add_argument("--baseline", default="fab24f5", help="git revision whose scanner is timed alongside")
     args = parser.parse_args()
+    old = scanner_at(args.baseline) if args.baseline else None
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
@@ -74,16 +92,21 @@ def main() -> None:
         exp = Experiment.preset(name, steps=100, dtype=dtype)
         ceiling = matmul_ceiling(exp.torch_dtype)
         loop = max(loop_rate(exp, networks=8, steps=50) for _ in range(2))  # best of 2: the machine may be shared
-        rate = max(scan_rate(exp, 32)[0] for _ in range(2))
+        rate, base = 0.0, 0.0
+        for _ in range(3):  # interleaved, best of 3: the machine may be shared
+            rate = max(rate, scan_rate(exp, 32)[0])
+            base = max(base, scan_rate(exp, 32, old.scan)[0]) if old else math.nan
         ceiling = max(ceiling, matmul_ceiling(exp.torch_dtype))  # best of before/after: the machine is shared
-        gflops = rate * flops_per_step(exp) / 1e9
-        rows.append((f"{name} {dtype}", loop, rate, rate / loop, gflops, ceiling / 1e9, gflops / (ceiling / 1e9)))
-    header = ("setup (32^2 x 100)", "loop net-steps/s", "scan net-steps/s", "speed-up", "scan GFLOP/s",
-              "matmul GFLOP/s", "of ceiling")
+        gflops, base_gflops = rate * flops_per_step(exp) / 1e9, base * flops_per_step(exp) / 1e9
+        rows.append((f"{name} {dtype}", loop, base, rate, rate / loop, gflops, ceiling / 1e9,
+                     base_gflops / (ceiling / 1e9), gflops / (ceiling / 1e9)))
+    header = ("setup (32^2 x 100)", "loop net-steps/s", f"scan {args.baseline} net-steps/s", "scan net-steps/s",
+              "speed-up vs loop", "scan GFLOP/s", "matmul GFLOP/s", f"of ceiling ({args.baseline})", "of ceiling")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]:,.0f} | {r[2]:,.0f} | {r[3]:.0f}x | {r[4]:.2f} | {r[5]:.1f} | {r[6]:.0%} |")
+        print(f"| {r[0]} | {r[1]:,.0f} | {r[2]:,.0f} | {r[3]:,.0f} | {r[4]:.0f}x | {r[5]:.2f} | {r[6]:.1f} | "
+              f"{r[7]:.0%} | {r[8]:.0%} |")
     if args.full:
         exp = Experiment.preset("paper", steps=100)
         rate, wall = scan_rate(exp, 64)

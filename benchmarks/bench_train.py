@@ -1,8 +1,13 @@
-"""fit_many vs one fit after another: 256 MLPs 2-32-32-1, 256 points, 200 full-batch steps.
+"""fit_many vs one fit after another: populations of MLPs 2-32-32-1, 256 points, 200 full-batch SGD steps.
 
-Both columns are measured in the same run on the same machine. Target: fit_many >= 20x.
+Both populations of issue 19 (256 ReLU members, 64 tanh members), each timed three ways in the same run
+on the same machine: sequential ``train.fit`` calls (the baseline), ``fit_many``'s vmap path (the old
+figure) and the hand-batched trainer ``labkit.batched`` (the new one). Target: batched >= 25x sequential.
+Fast paths are timed best of ``--repeats``; the sequential loop is timed on ``--sequential`` members and
+extrapolated. On a shared machine use ``--threads 1`` (the default) so other users' load does not stall
+OpenMP barriers.
 
-    python benchmarks/bench_train.py [--models 256] [--steps 200] [--dtype float32]
+    python benchmarks/bench_train.py [--steps 200] [--dtype float32] [--sequential 16] [--threads 1]
 """
 
 from __future__ import annotations
@@ -12,59 +17,76 @@ import time
 
 import torch
 
-from labkit import data, models, train
+from labkit import batched, data, models, train
+
+
+def _best(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def case(members: int, activation: str, args: argparse.Namespace, dtype: torch.dtype) -> None:
+    ds = data.teacher_student(n=256, dim=2, teacher_width=16, noise=0.05, seed=0).to(dtype=dtype)
+    lrs = torch.logspace(-2, -0.5, members).tolist()  # a learning-rate sweep below the edge of stability
+
+    def make(seed: int) -> torch.nn.Module:
+        return models.mlp(2, [32, 32], 1, activation=activation, seed=seed).to(dtype)
+
+    kw = dict(steps=args.steps, progress=False, eval_every=args.steps)
+    hp = {"lr": lrs, "seed": list(range(members))}
+    for f in (train.fit_many, batched.fit_many):  # warm-up
+        f(make, ds, hparams={"lr": lrs[:4], "seed": [0, 1, 2, 3]}, steps=5, progress=False)
+
+    t_vmap = _best(lambda: train.fit_many(make, ds, hparams=hp, **kw), args.repeats)
+    t_batched = _best(lambda: batched.fit_many(make, ds, hparams=hp, **kw), args.repeats)
+    n_seq = min(args.sequential or members, members)
+    t0 = time.perf_counter()
+    for i in range(n_seq):
+        train.fit(make(i), ds, lr=lrs[i], seed=i, **kw)
+    t_seq = (time.perf_counter() - t0) * members / n_seq
+
+    steps_total = members * args.steps
+    flops = 3 * 2 * len(ds) * (2 * 32 + 32 * 32 + 32)  # forward 2 n (2*32 + 32*32 + 32), backward twice that
+    rows = [
+        ("fit, one after another" + (" (extrapolated)" if n_seq < members else ""), t_seq),
+        ("fit_many, vmap forward + autograd (old)", t_vmap),
+        ("fit_many, hand-batched (labkit.batched, new)", t_batched),
+    ]
+    print(f"\n{members} MLPs 2-32-32-1 ({activation}), 256 points, {args.steps} full-batch SGD steps, {args.dtype}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)\n")
+    print(f"| {'method':<46} | {'time (s)':>9} | {'network-steps/s':>15} | {'speed-up':>8} | {'GFLOP/s':>7} |")
+    print(f"|{'-' * 48}|{'-' * 11}|{'-' * 17}|{'-' * 10}|{'-' * 9}|")
+    for name, t in rows:
+        gflops = steps_total * flops / t / 1e9
+        print(f"| {name:<46} | {t:>9.2f} | {steps_total / t:>15,.0f} | {t_seq / t:>7.1f}x | {gflops:>7.1f} |")
+    print(f"\nbatched / vmap: {t_vmap / t_batched:.1f}x faster")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", type=int, default=256)
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--sequential", type=int, default=None, help="time this many sequential fits and extrapolate")
+    ap.add_argument("--sequential", type=int, default=16, help="time this many sequential fits and extrapolate")
+    ap.add_argument("--repeats", type=int, default=2, help="best of this many runs for the fit_many rows")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--activation", default="relu", help="labkit.models.ACTIVATIONS name (relu: the mlp default)")
+    ap.add_argument("--cases", default="256:relu,64:tanh", help="members:activation pairs")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    ds = data.teacher_student(n=256, dim=2, teacher_width=16, noise=0.05, seed=0).to(dtype=dtype)
-    lrs = torch.logspace(-2, -0.5, args.models).tolist()  # a learning-rate sweep below the edge of stability
-
-    def make(seed: int) -> torch.nn.Module:
-        return models.mlp(2, [32, 32], 1, activation=args.activation, seed=seed).to(dtype)
-
-    kw = dict(steps=args.steps, progress=False, eval_every=args.steps)
-    train.fit_many(make, ds, hparams={"lr": lrs[:4], "seed": [0, 1, 2, 3]}, steps=5, progress=False)  # warm-up
-
-    t0 = time.perf_counter()
-    many = train.fit_many(make, ds, hparams={"lr": lrs, "seed": list(range(args.models))}, **kw)
-    t_many = time.perf_counter() - t0
-
-    n_seq = args.sequential or args.models
-    t0 = time.perf_counter()
-    for i in range(n_seq):
-        train.fit(make(i), ds, lr=lrs[i], seed=i, **kw)
-    t_seq = (time.perf_counter() - t0) * args.models / n_seq
-
-    diverged = sum(h.diverged for h in many)
-    steps_total = args.models * args.steps
-    # matmul FLOPs of one network-step: forward 2 n (2*32 + 32*32 + 32), backward twice that
-    flops = 3 * 2 * len(ds) * (2 * 32 + 32 * 32 + 32)
+    for spec in args.cases.split(","):
+        members, activation = spec.split(":")
+        case(int(members), activation, args, dtype)
     a = torch.randn(1024, 1024, dtype=dtype)
     t0 = time.perf_counter()
     for _ in range(10):
         a @ a
     ceiling = 10 * 2 * 1024**3 / (time.perf_counter() - t0)
-    rows = [
-        ("fit, one after another" + (" (extrapolated)" if n_seq < args.models else ""), t_seq, 1.0),
-        ("fit_many (vmap forward + autograd)", t_many, t_seq / t_many),
-    ]
-    print(f"\n{args.models} MLPs 2-32-32-1 ({args.activation}), 256 points, {args.steps} full-batch SGD steps, "
-          f"{args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads; {diverged} members diverged\n")
-    print(f"| {'method':<46} | {'time (s)':>9} | {'network-steps/s':>15} | {'speed-up':>8} | {'GFLOP/s':>7} |")
-    print(f"|{'-' * 48}|{'-' * 11}|{'-' * 17}|{'-' * 10}|{'-' * 9}|")
-    for name, t, s in rows:
-        gflops = steps_total * flops / t / 1e9
-        print(f"| {name:<46} | {t:>9.2f} | {steps_total / t:>15,.0f} | {s:>7.1f}x | {gflops:>7.1f} |")
-    print(f"\ndense-matmul ceiling here ({args.dtype}, 1024^2): {ceiling / 1e9:.0f} GFLOP/s; "
-          "diverged members are charged in fit_many (they stay in the batch) but stop early in the sequential loop")
+    print(f"\ndense-matmul ceiling here ({args.dtype}, 1024^2): {ceiling / 1e9:.0f} GFLOP/s; diverged members are "
+          "charged in fit_many (they stay in the batch) but stop early in the sequential loop")
 
 
 if __name__ == "__main__":

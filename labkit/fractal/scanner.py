@@ -96,6 +96,7 @@ def _train_chunk(p: _Problem, lr_in: torch.Tensor, lr_out: torch.Tensor, offset:
     l0 = None
     out = torch.zeros(3, c, dtype=torch.float64, device=p.device)
     buf = torch.empty(c * h * n, dtype=dt, device=p.device)
+    qbuf = torch.empty(c * h * (n if p.idx is None else exp.batch_size), dtype=dt, device=p.device)
     act = {"tanh": torch.sigmoid_, "relu": torch.relu_, "identity": None}[exp.nonlinearity]
     for t in range(steps):
         live = v0.shape[0]
@@ -126,14 +127,15 @@ def _train_chunk(p: _Problem, lr_in: torch.Tensor, lr_out: torch.Tensor, offset:
             hb, rb, xbT = a.index_select(2, i), r.index_select(1, i), p.xT.index_select(1, i)
         else:
             hb, rb, xbT = a, r, p.xT
-        g1 = (hb * rb.unsqueeze(1)).sum(2)  # sum_n H r (readout gradient, unscaled)
+        g1 = torch.bmm(hb, rb.unsqueeze(2)).view(live, h)  # sum_n H r (readout gradient, unscaled), no (C, h, n) temp
         if p.sig:
             g1 = 2.0 * g1 - rb.sum(1, keepdim=True)
         rs = (rb * k0.unsqueeze(1)).unsqueeze(1).expand(live, h, rb.shape[1])
+        qb = qbuf[: live * h * rb.shape[1]].view(live, h, rb.shape[1])  # reused: no fresh (C, h, n) per step
         if p.sig:
-            q = torch.ops.aten.sigmoid_backward(rs, hb)  # r * s (1 - s), one pass
+            q = torch.ops.aten.sigmoid_backward.grad_input(rs, hb, grad_input=qb)  # r * s (1 - s), one pass
         elif exp.nonlinearity == "relu":
-            q = torch.ops.aten.threshold_backward(rs, hb, 0)  # r * 1[H > 0]
+            q = torch.ops.aten.threshold_backward.grad_input(rs, hb, 0, grad_input=qb)  # r * 1[H > 0]
         else:
             q = rs
         g0 = torch.mm(xbT, q.reshape(live * h, -1).T).T.view(live, h, d)  # (x^T Q^T)^T: the faster BLAS layout
