@@ -138,7 +138,14 @@ class CurvatureOperator(LinearOperator):
 
 
 class HessianOperator(CurvatureOperator):
-    """The Hessian of the mean loss, ``H v = d/dt grad L(theta + t v)`` (forward-over-reverse)."""
+    """The Hessian of the mean loss: ``H v = d/dt grad L(theta + t v)`` (forward-over-reverse) or
+    ``d(grad L . v)/dtheta`` (double backward), whichever :mod:`labkit.hvp` measures faster on this operator's
+    first product (the choice is kept on the instance)."""
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        from labkit import hvp
+
+        return hvp.matmat(self, V, super().matmat)
 
     def _product(self, v: Params, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         gradient = grad(self.risk.batch_loss)  # theta -> dL_b/dtheta

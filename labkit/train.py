@@ -518,6 +518,11 @@ def _fit_group(
     eval_ds = ds if eval_data is None else as_dataset(eval_data).to(ds.inputs.device, ds.inputs.dtype)
     eval_every = max(1, steps // 50) if eval_every is None else eval_every
     cbs = _callbacks(callbacks)
+    from labkit import batched  # the hand-batched fast path for Dense MLPs; vmap below is the general one
+
+    if batched.supports(models, ds, loss_fn, optimizer):
+        return batched.fit_group(models, ds, members, batch_size, loss_fn, optimizer, steps,
+                                 schedule(lr_schedule, steps), eval_ds, eval_every, cbs, progress)
 
     M = len(members)
     dev, dtype = ds.inputs.device, ds.inputs.dtype
