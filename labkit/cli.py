@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lab", help="start JupyterLab on the labkit notebooks (opens the tour)",
                        description="Start JupyterLab on the labkit notebooks, open on the tour. As root it adds "
                        "--allow-root. Arguments after -- go to jupyter lab: labkit lab -- --no-browser --ip 0.0.0.0")
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--port", type=int, default=None, help="port for JupyterLab (default: its own, 8888 or next free)")
     p.add_argument("--dir", default=None, help="folder to open (default: the checkout's notebooks/, or a copy of "
                    "the bundled ones in ./labkit-notebooks)")
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="after --: arguments for jupyter lab")

@@ -9,7 +9,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_api_tour_runs():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert len(blocks) >= 2
-    code = "\n".join(blocks).replace("steps=300", "steps=20").replace("resolution=128", "resolution=16")
+    code = "\n".join(blocks).replace("steps=300", "steps=20").replace("resolution=64", "resolution=16")
     exec(compile(code, str(README), "exec"), {})
 
 

@@ -39,6 +39,12 @@ class EigResult:
         if self.pair_converged is None:
             self.pair_converged = torch.full((len(self.values),), bool(self.converged))
 
+    def __repr__(self) -> str:
+        values = ", ".join(f"{v:.6g}" for v in self.values.tolist())
+        state = "converged" if self.converged else "NOT converged"
+        note = f"; {self.message}" if self.message else ""
+        return f"EigResult(values=[{values}], {state}, {self.n_matvec} products{note})"
+
     def figure(self, reference: Any = None) -> Any:
         """The eigenvalues as a stem plot, beside the top of a dense ``reference`` spectrum if given."""
         return _spectrum_figure(self.values, reference)
