@@ -398,31 +398,12 @@ def fit_group(
     stopped = taken < steps and bool(alive.any())
     if not evals or evals[-1][0] != taken:
         evaluate_all(taken)
-    out = _histories(members, optimizer, losses, died, taken, stopped, mult, evals, time.perf_counter() - start)
+    from labkit.train import _member_histories
+
+    out = _member_histories(members, optimizer, losses, died, taken, stopped, mult, evals,
+                            time.perf_counter() - start)
     for cb in callbacks:
         cb.on_end(out)
-    return out
-
-
-def _histories(members, optimizer, losses, died, taken, stopped, mult, evals, wall) -> list:
-    """One History per member from the stacked records, in one transfer (as ``train.fit_many`` builds them)."""
-    from labkit.train import History
-
-    losses_np = losses[:taken].cpu().double().numpy()
-    died_l = died.tolist()
-    lr_curve = [float(mult(t)) for t in range(taken)]
-    eval_np = [(s, a.cpu().tolist(), {k: v.cpu().double().tolist() for k, v in m.items()}) for s, a, m in evals]
-    out = []
-    for i, m in enumerate(members):
-        d = died_l[i]
-        n_steps = d + 1 if d >= 0 else taken
-        h = History(loss=[float(v) for v in losses_np[:n_steps, i]], lr=[m["lr"] * f for f in lr_curve[:n_steps]],
-                    wall_time=wall, diverged=d >= 0, diverged_at=d if d >= 0 else None,
-                    stopped_early=stopped and d < 0, hparams={**m, "optimizer": optimizer})
-        for s, alive_at, metr in eval_np:
-            if alive_at[i] and (s < n_steps or (d < 0 and s == taken)):
-                h.record_eval(s, {k: v[i] for k, v in metr.items()})
-        out.append(h)
     return out
 
 

@@ -488,6 +488,32 @@ def fit_many(
     return histories  # type: ignore[return-value]
 
 
+def _member_histories(members: list[dict[str, Any]], optimizer: str, losses: torch.Tensor, died: torch.Tensor,
+                      taken: int, stopped: bool, mult: Callable[[int], float], evals: list,
+                      wall: float) -> list[History]:
+    """One History per member from a population's stacked records, in one transfer (vmap and batched paths).
+
+    ``losses (steps, M)``; ``died (M,)`` the step a member's loss became non-finite (-1: never); ``evals``
+    ``(step, alive (M,), {metric: (M,)})`` tuples; ``mult(t)`` the schedule's learning-rate factor.
+    """
+    losses_np = losses[:taken].cpu().double().numpy()
+    died_l = died.tolist()
+    lr_curve = [float(mult(t)) for t in range(taken)]
+    eval_np = [(s, a.cpu().tolist(), {k: v.cpu().double().tolist() for k, v in m.items()}) for s, a, m in evals]
+    out = []
+    for i, m in enumerate(members):
+        d = died_l[i]
+        n_steps = d + 1 if d >= 0 else taken
+        h = History(loss=[float(v) for v in losses_np[:n_steps, i]], lr=[m["lr"] * f for f in lr_curve[:n_steps]],
+                    wall_time=wall, diverged=d >= 0, diverged_at=d if d >= 0 else None,
+                    stopped_early=stopped and d < 0, hparams={**m, "optimizer": optimizer})
+        for s, alive_at, metr in eval_np:
+            if alive_at[i] and (s < n_steps or (d < 0 and s == taken)):
+                h.record_eval(s, {k: v[i] for k, v in metr.items()})
+        out.append(h)
+    return out
+
+
 def _fit_group(
     make_model: Callable[[int], nn.Module],
     data: DataLike,
@@ -617,28 +643,7 @@ def _fit_group(
         evaluate_all(taken)
     wall = time.perf_counter() - start
 
-    # ---- one History per member, built from the stacked records in one transfer
-    losses_np = losses[:taken].cpu().double().numpy()
-    died_l = died.tolist()
-    lr_curve = [float(mult(t)) for t in range(taken)]
-    eval_np = [(s, a.cpu().tolist(), {k: v.cpu().double().tolist() for k, v in m.items()}) for s, a, m in evals]
-    out = []
-    for i, m in enumerate(members):
-        d = died_l[i]
-        n_steps = d + 1 if d >= 0 else taken
-        h = History(
-            loss=[float(v) for v in losses_np[:n_steps, i]],
-            lr=[m["lr"] * f for f in lr_curve[:n_steps]],
-            wall_time=wall,
-            diverged=d >= 0,
-            diverged_at=d if d >= 0 else None,
-            stopped_early=stopped and d < 0,
-            hparams={**m, "optimizer": optimizer},
-        )
-        for s, alive_at, metr in eval_np:
-            if alive_at[i] and (s < n_steps or (d < 0 and s == taken)):
-                h.record_eval(s, {k: v[i] for k, v in metr.items()})
-        out.append(h)
+    out = _member_histories(members, optimizer, losses, died, taken, stopped, mult, evals, wall)
     for cb in cbs:
         cb.on_end(out)
     return out
