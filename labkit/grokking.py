@@ -285,7 +285,8 @@ class GrokRun:
                            height=320)
         k = np.arange(1, self.spectrum.shape[-1] + 1)
         for i, name in enumerate(labels):
-            fig.add_bar(x=k, y=self.spectrum[i, record], name=name)
+            fig.add_bar(x=[str(v) for v in k], y=self.spectrum[i, record], name=name)
+        fig.update_xaxes(type="category")  # k is a whole number: one bar group per frequency, every k labelled
         return fig
 
 
@@ -423,11 +424,13 @@ def live_plot(p: int, member_labels: Sequence[str] | None = None, **kwargs: Any)
     """A :class:`labkit.viz.LivePlot` laid out for :func:`run`: accuracy, loss, weight norm, Fourier measures.
 
     Steps are drawn on a log axis (``step + 1``); the Fourier panel has the per-unit
-    sparsity's decision level (:attr:`GrokRun.sparsity_level`) as a dashed line.
+    sparsity's decision level (:attr:`GrokRun.sparsity_level`) as a dashed line. Line styles match
+    :meth:`GrokRun.figure`: test solid, train dotted (LivePlot dots a panel's second series).
     """
     from labkit.scaling import live_plot as loglog
 
-    live = loglog({"accuracy": ["train accuracy", "test accuracy"], "loss": ["train loss", "test loss"],
+    kwargs.setdefault("title", "solid: test, dotted: train (Fourier: solid per-unit sparsity, dotted top-k share)")
+    live = loglog({"accuracy": ["test accuracy", "train accuracy"], "loss": ["test loss", "train loss"],
                    "weight norm": ["weight norm"], "Fourier": [SPARSITY, TOP_K]}, "step + 1",
                   member_labels=member_labels, log_y={"loss"}, **kwargs)
     live.reference("Fourier", midpoint(null_sparsity(p)), "per-unit midpoint")
