@@ -246,9 +246,11 @@ class EdgeOfStability(Every):
         """Sharpness (and preconditioned sharpness) against step, with the threshold."""
         from labkit.viz import theme
 
-        fig = theme.figure(f"Edge of stability ({self._kind})", "step", "top eigenvalue")
+        adaptive = self._kind in ADAPTIVE  # the preconditioned sharpness is orders of magnitude above the raw one
+        fig = theme.figure(f"Edge of stability ({self._kind})", "step",
+                           "top eigenvalue (log scale)" if adaptive else "top eigenvalue", log_y=adaptive)
         fig.add_scatter(x=self.steps, y=self.array("sharpness"), mode="lines+markers", name="sharpness of H")
-        if self._kind in ADAPTIVE:
+        if adaptive:
             fig.add_scatter(x=self.steps, y=self.array("preconditioned"), mode="lines+markers",
                             name="sharpness of P^-1/2 H P^-1/2")
         fig.add_scatter(x=self.steps, y=self.array("threshold"), mode="lines", name="threshold",

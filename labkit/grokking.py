@@ -256,19 +256,20 @@ class GrokRun:
         from labkit.viz import theme
 
         labels = list(labels) if labels is not None else self.labels()
-        fig = make_subplots(rows=1, cols=4, subplot_titles=["accuracy (dotted: train)", "loss (dotted: train)",
+        fig = make_subplots(rows=1, cols=4, subplot_titles=["accuracy (dotted: test)", "loss (dotted: test)",
                                                             "weight norm", "Fourier (dotted: top-k of total)"])
         theme.apply(fig)
         x = self.steps + 1
         for i, name in enumerate(labels):
             c = theme.COLORS[i % len(theme.COLORS)]
-            series = [(x, self.train_acc[i], "dot", 1), (x, self.test_acc[i], "solid", 1),
-                      (x, self.train_loss[i], "dot", 2), (x, self.test_loss[i], "solid", 2),
+            # train solid, test dotted: the same styles as the live figure (live_plot)
+            series = [(x, self.train_acc[i], "solid", 1), (x, self.test_acc[i], "dot", 1),
+                      (x, self.train_loss[i], "solid", 2), (x, self.test_loss[i], "dot", 2),
                       (x, self.weight_norm[i], "solid", 3), (self.record_steps + 1, self.sparsity[i], "solid", 4),
                       (self.record_steps + 1, self.concentration[i], "dot", 4)]
             for j, (xs, ys, dash, col) in enumerate(series):
                 fig.add_scatter(x=xs, y=ys, mode="lines", line=dict(color=c, dash=dash), name=name,
-                                legendgroup=name, showlegend=j == 1, row=1, col=col)
+                                legendgroup=name, showlegend=j == 0, row=1, col=col)
         fig.add_hline(y=self.sparsity_level, line=dict(dash="dash", color=theme.REFERENCE), row=1, col=4)
         fig.update_xaxes(type="log", title_text="step + 1")
         fig.update_yaxes(type="log", row=1, col=2)
@@ -285,7 +286,8 @@ class GrokRun:
                            height=320)
         k = np.arange(1, self.spectrum.shape[-1] + 1)
         for i, name in enumerate(labels):
-            fig.add_bar(x=k, y=self.spectrum[i, record], name=name)
+            fig.add_bar(x=[str(v) for v in k], y=self.spectrum[i, record], name=name)
+        fig.update_xaxes(type="category")  # k is a whole number: one bar group per frequency, every k labelled
         return fig
 
 
@@ -423,10 +425,13 @@ def live_plot(p: int, member_labels: Sequence[str] | None = None, **kwargs: Any)
     """A :class:`labkit.viz.LivePlot` laid out for :func:`run`: accuracy, loss, weight norm, Fourier measures.
 
     Steps are drawn on a log axis (``step + 1``); the Fourier panel has the per-unit
-    sparsity's decision level (:attr:`GrokRun.sparsity_level`) as a dashed line.
+    sparsity's decision level (:attr:`GrokRun.sparsity_level`) as a dashed line. Line styles match
+    :meth:`GrokRun.figure`: train solid, test dotted (LivePlot dots the series :func:`run` reports second).
     """
     from labkit.scaling import live_plot as loglog
 
+    kwargs.setdefault("title", "solid: train, dotted: test (Fourier: solid per-unit sparsity, dotted top-k share)")
+    kwargs.setdefault("height", 400)  # per row of panels: room between row 1's axis titles and row 2's panel title
     live = loglog({"accuracy": ["train accuracy", "test accuracy"], "loss": ["train loss", "test loss"],
                    "weight norm": ["weight norm"], "Fourier": [SPARSITY, TOP_K]}, "step + 1",
                   member_labels=member_labels, log_y={"loss"}, **kwargs)

@@ -60,20 +60,30 @@ def phase_figure(sigma_w2: np.ndarray, sigma_b2: np.ndarray, chi1: np.ndarray, c
 
 
 def trainability_figure(result: Any) -> go.Figure:
-    """Final accuracy over (sigma_w^2, depth) and the curve depth = 6 xi_c."""
-    fig = theme.figure("final training accuracy", "σ_w²", "depth", height=380)
-    fig.add_trace(go.Heatmap(x=[f"{v:.2f}" for v in result.sigma_w2], y=[str(d) for d in result.depths],
-                             z=result.accuracy, zmin=0, zmax=1, colorscale="Viridis", colorbar=dict(title="accuracy")))
-    six = np.minimum(6 * result.xi_c, 10 * max(result.depths))
-    fig.add_trace(go.Scatter(x=[f"{v:.2f}" for v in result.sigma_w2], y=six, yaxis="y2", mode="lines+markers",
-                             name="6 ξ_c", line=dict(color="white", dash="dash")))
-    fig.update_layout(yaxis2=dict(overlaying="y", side="right", title="6 ξ_c", type="log"))
+    """Final accuracy over (sigma_w^2, depth), each column labelled with its depth scale 6 xi_c.
+
+    Both axes are categories (the grid is a handful of chosen values, not a continuum); a cell whose
+    depth exceeds 6 xi_c, where Schoenholz et al. found no training, says so.
+    """
+    six = 6 * np.asarray(result.xi_c, dtype=float)
+    cols = [f"σ_w² = {v:.2f}<br>6ξ_c = {'∞' if not np.isfinite(s) else f'{s:.0f}'}"
+            for v, s in zip(result.sigma_w2, six)]
+    rows = [str(d) for d in result.depths]
+    acc = np.asarray(result.accuracy, dtype=float)
+    text = [[f"{a:.2f}" + ("<br>(depth > 6ξ_c)" if d > s else "") for a, s in zip(row, six)]
+            for d, row in zip(result.depths, acc)]
+    fig = theme.figure("final training accuracy (cells deeper than 6 ξ_c are predicted not to train)",
+                       "initialisation (σ_w²) and its depth scale 6 ξ_c", "depth", height=380)
+    fig.add_trace(go.Heatmap(x=cols, y=rows, z=acc, zmin=0, zmax=1, colorscale="Viridis", text=text,
+                             texttemplate="%{text}", colorbar=dict(title="accuracy")))
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
     return fig
 
 
 def spp_figure(stats: dict[str, np.ndarray], title: str = "signal propagation plot") -> go.Figure:
     """Brock et al.'s signal propagation plot: per-block average channel mean² and channel variance."""
-    fig = theme.figure(title, "block", "value", log_y=True, height=340)
+    fig = theme.figure(title, "residual block", "average over channels (log scale)", log_y=True, height=340)
     blocks = np.arange(1, len(stats["mean_sq"]) + 1)
     fig.add_trace(go.Scatter(x=blocks, y=stats["mean_sq"], name="avg channel mean²"))
     fig.add_trace(go.Scatter(x=blocks, y=stats["variance"], name="avg channel variance"))
