@@ -354,7 +354,8 @@ function lkAxisValues(gd, t, letter) {
     const step = t['d' + letter] || 1;
     vals = other.map((_, i) => start + i * step);
   }
-  if (t.type === 'bar' || (t.fill && String(t.fill).includes('zero' + letter))) vals.push(0);
+  const valueAxis = t.orientation === 'h' ? 'x' : 'y';  // bars start at 0 along their value axis only
+  if ((t.type === 'bar' && letter === valueAxis) || (t.fill && String(t.fill).includes('zero' + letter))) vals.push(0);
   if (cd && t['error_' + letter] && t['error_' + letter].visible) {  // error bars are data the reader must see
     cd.forEach((pt) => [pt[letter + 'h'], pt[letter + 's']].forEach((v) => {
       if (typeof v === 'number' && Number.isFinite(v)) vals.push(v);
