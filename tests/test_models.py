@@ -82,7 +82,7 @@ def test_param_spec_roundtrip_and_call():
     "kwargs, match",
     [
         (dict(activation="swish"), "activation='swish' is not supported; choose one of"),
-        (dict(parameterization="mup"), "parameterization"),
+        (dict(parameterization="muq"), "parameterization"),
         (dict(widths=[8, 0]), r"widths\[1\]"),
         (dict(in_dim=0), "in_dim"),
     ],
