@@ -14,7 +14,7 @@
 >>> import labkit, torch
 >>> ds = labkit.data.teacher_student(32, dim=2, teacher_width=4, seed=0)
 >>> model = labkit.models.mlp(2, [8], 1, seed=0)
->>> norm = Every(5, lambda info: float(torch.cat([p.flatten() for p in info.model.parameters()]).norm()),
+>>> norm = Every(5, lambda info: float(torch.cat([p.detach().flatten() for p in info.model.parameters()]).norm()),
 ...              name="weight_norm")
 >>> hist = labkit.train.fit(model, ds, steps=12, callbacks=[norm], progress=False)
 >>> recorded = hist.tracked["weight_norm"]
