@@ -51,7 +51,7 @@ def main() -> None:
     for workers in (1, 2):
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                       dashboard_address=":0") as lc, distributed.Client(lc) as client:
-            run(exp.replace(steps=2), 16, client)  # warm the workers (imports) before timing
+            run(exp.replace(steps=20), 16, client)  # warm the workers (imports) before timing
             wall, first, tiles = run(exp, res, client)
             walls[workers] = (wall, tiles)
             name = f"LocalCluster {workers} worker(s)"
@@ -69,8 +69,8 @@ def main() -> None:
     big = 128 if args.quick else 512
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
             distributed.Client(lc) as client:
-        run(exp.replace(steps=2), 16, client)
-        cells_per_tile = max(64, big * big // 256)  # small tiles: the first one lands quickly
+        run(exp.replace(steps=20), 16, client)
+        cells_per_tile = 512  # about 1 s of work at 100 steps: the first tile lands quickly, overhead stays small
         _, first, _ = run(exp, big, client, tile=cells_per_tile, first_only=True)
     print(f"first tile of a {big}^2 scan on screen after {first:.2f} s (target < 2 s)")
     parallel.close_local()
