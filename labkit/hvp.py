@@ -96,12 +96,15 @@ def matmat(op, V: torch.Tensor, forward_over_reverse: Callable[[torch.Tensor], t
 
     ``forward_over_reverse(V)`` is the operator's own jvp-of-grad product. ``method`` forces one of
     :data:`METHODS`; otherwise the first call times both (each twice, best of two, so one-off
-    warm-up costs do not decide), stores the winner in ``op._hvp_method`` and returns its product.
+    warm-up costs do not decide), stores the winner in ``op._hvp_method`` and on the model
+    (``model._labkit_hvp_method``, so later operators of the same model, e.g. a sharpness tracker's, reuse
+    it), and returns its product.
     A method that raises (double backward through an op without a second derivative) loses.
     """
     impl = {"forward_over_reverse": forward_over_reverse, "double_backward": lambda W: double_backward(
         op.risk, W, _graph(op))}
-    method = method or getattr(op, "_hvp_method", None)
+    model = getattr(op.risk, "model", None)
+    method = method or getattr(op, "_hvp_method", None) or getattr(model, "_labkit_hvp_method", None)
     if method is not None:
         if method not in impl:
             raise ValueError(f"method={method!r} is not supported; choose one of {list(METHODS)}")
@@ -123,4 +126,6 @@ def matmat(op, V: torch.Tensor, forward_over_reverse: Callable[[torch.Tensor], t
         raise next(iter(errors.values()))
     op._hvp_method = min(best, key=best.get)
     op._hvp_timings = best
+    if model is not None:  # kept on the model (it dies with it): a tracker's next operator need not re-measure
+        model._labkit_hvp_method = op._hvp_method
     return results[op._hvp_method]
