@@ -118,7 +118,7 @@ def test_unequal_batches_give_the_same_operator():
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
-def test_top_eigenvalues_match_eigvalsh(loss, capsys):
+def test_top_eigenvalues_match_eigvalsh(loss):
     model, data = _problem(loss)
     evals, evecs = torch.linalg.eigh(_dense_reference(model, loss, data))
     k = 5
@@ -131,8 +131,6 @@ def test_top_eigenvalues_match_eigvalsh(loss, capsys):
     if gaps > 1e-3:
         cos = (lz.vectors * evecs.flip(1)[:, :k]).sum(0).abs()
         assert (cos >= 1 - 1e-6).all()
-    with capsys.disabled():
-        print(f"\n[{loss} Hessian at init, {lz.vectors.shape[0]} params] top-5 Lanczos matvecs: {lz.n_matvec}")
 
 
 def test_trace_and_density_of_the_hessian():
