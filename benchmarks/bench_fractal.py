@@ -23,6 +23,7 @@ import types
 import torch
 
 from labkit.fractal import Experiment, scan
+from labkit.machine import matmul_rate
 
 
 def scanner_at(rev: str) -> types.ModuleType | None:
@@ -35,18 +36,6 @@ def scanner_at(rev: str) -> types.ModuleType | None:
     mod = types.ModuleType(f"scanner_{rev}")
     exec(compile(src, f"{rev}:labkit/fractal/scanner.py", "exec"), mod.__dict__)
     return mod
-
-
-def matmul_ceiling(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
-    """FLOP/s of a dense n x n matmul (best of reps)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = math.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
 
 
 def flops_per_step(exp: Experiment) -> float:
@@ -90,13 +79,13 @@ def main() -> None:
     rows = []
     for name, dtype in (("paper", "float64"), ("paper", "float32"), ("quick", "float64")):
         exp = Experiment.preset(name, steps=100, dtype=dtype)
-        ceiling = matmul_ceiling(exp.torch_dtype)
+        ceiling = matmul_rate(exp.torch_dtype, "cpu", n=2048)
         loop = max(loop_rate(exp, networks=8, steps=50) for _ in range(2))  # best of 2: the machine may be shared
         rate, base = 0.0, 0.0
         for _ in range(3):  # interleaved, best of 3: the machine may be shared
             rate = max(rate, scan_rate(exp, 32)[0])
             base = max(base, scan_rate(exp, 32, old.scan)[0]) if old else math.nan
-        ceiling = max(ceiling, matmul_ceiling(exp.torch_dtype))  # best of before/after: the machine is shared
+        ceiling = max(ceiling, matmul_rate(exp.torch_dtype, "cpu", n=2048))  # best of before and after
         gflops, base_gflops = rate * flops_per_step(exp) / 1e9, base * flops_per_step(exp) / 1e9
         rows.append((f"{name} {dtype}", loop, base, rate, rate / loop, gflops, ceiling / 1e9,
                      base_gflops / (ceiling / 1e9), gflops / (ceiling / 1e9)))

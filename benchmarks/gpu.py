@@ -17,42 +17,13 @@ so the table's code runs in seconds (its numbers then mean nothing).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from labkit import batchsize, data, fractal, hessian, linalg, models, ntk, train
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued device work (timings on CUDA are otherwise only launch times)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device, reps: int = 1) -> float:
-    """Best wall time of ``reps`` calls of ``fn`` on ``device``, after one warm-up call."""
-    fn()
-    sync(device)
-    best = math.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def matmul_rate(device: torch.device, dtype: torch.dtype, n: int) -> float:
-    """Dense ``n x n`` matmul FLOP/s on ``device`` in ``dtype`` (best of 3)."""
-    a = torch.randn(n, n, dtype=dtype, device=device)
-    b = torch.randn(n, n, dtype=dtype, device=device)
-    return 2 * n**3 / timed(lambda: a @ b, device, reps=3)
-
+from labkit.machine import matmul_rate, timed
 
 # ---------------------------------------------------------------- part 1: correctness
 
@@ -219,8 +190,8 @@ def probe_rows(device: torch.device, tiny: bool) -> list[Row]:
 
 def speed(device: torch.device, tiny: bool) -> list[Row]:
     n = 256 if tiny else 4096
-    ceiling64 = matmul_rate(device, torch.float64, n)
-    ceiling32 = matmul_rate(device, torch.float32, n)
+    ceiling64 = matmul_rate(torch.float64, device, n)
+    ceiling32 = matmul_rate(torch.float32, device, n)
     rows = [Row(f"dense matmul float64 {n}^2", 0.0, f"{ceiling64 / 1e9:,.1f} GFLOP/s"),
             Row(f"dense matmul float32 {n}^2", 0.0, f"{ceiling32 / 1e9:,.1f} GFLOP/s")]
     rows += fractal_rows(device, tiny, ceiling64)

@@ -56,8 +56,8 @@ __all__ = [
 # installation is an AttributeError when accessed, so modules that are still being written can be listed.
 _SUBMODULES = {
     "batchsize", "curvature", "data", "edge", "exercises", "fractal", "grokking", "hessian", "linalg", "losses",
-    "models", "mup", "notebook", "ntk", "optim", "parallel", "risk", "scaling", "signal", "structure", "testing",
-    "tracking", "train", "trajectory", "viz", "widgets",
+    "machine", "models", "mup", "notebook", "ntk", "optim", "parallel", "risk", "scaling", "signal", "structure",
+    "testing", "tracking", "train", "trajectory", "viz", "widgets",
 }
 
 if TYPE_CHECKING:  # pragma: no cover

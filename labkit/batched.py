@@ -12,12 +12,9 @@ stay in cache (reusing the same scratch arrays every step). No per-member Python
 
 It is exactly ``fit_many``'s semantics (the same mini-batch index streams, the same update
 rules as ``torch.optim``, diverged members frozen at zero, the same :class:`History`);
-``tests/test_batched.py`` compares it with separate :func:`labkit.train.fit` runs. :func:`fit_many`
-here is a drop-in for ``train.fit_many`` (falling back to its vmap path); inside ``train._fit_group``::
-
-    if batched.supports(models, ds, loss_fn, optimizer):
-        return batched.fit_group(models, ds, members, batch_size, loss_fn, optimizer, steps,
-                                 schedule(lr_schedule, steps), eval_ds, eval_every, cbs, progress)
+``tests/test_batched.py`` compares it with separate :func:`labkit.train.fit` runs and with the vmap
+engine. Users reach it through :func:`labkit.train.fit_many` (``engine="auto"`` or ``"batched"``), whose
+``_fit_group`` calls :func:`fit_group` wherever :func:`supports` holds.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from labkit.data import Dataset, as_dataset, batch_indices
+from labkit.data import Dataset, batch_indices
 from labkit.losses import LOSSES, Loss
 from labkit.models import Activation, Dense
 from labkit.optim import BETAS, EPS, MOMENTUM, OPTIMIZERS
@@ -51,9 +48,21 @@ _BACKWARD: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], Any], str]] = 
     "erf": (lambda g, z: g.mul_(torch.exp(-z * z).mul_(2.0 / math.sqrt(math.pi))), "z"),
     "identity": (lambda g, h: g, "h"),
 }
-# members x rows x width x itemsize of one activation array per chunk: a few such arrays stay in L2
-# (measured: elementwise passes cost ~10x more per element at 1 MiB than at 256 KiB on the CI machine)
-_CHUNK_BYTES = 1 << 18
+# members x rows x width x itemsize of one activation array per chunk, per CPU thread: a few such arrays
+# stay in L2. Measured on the 2-core CI machine (2-32-32-1 MLPs, 256 rows, float32, us per member-step):
+# 1 thread: 60.6 / 41.7 / 35.5 / 36.4 / 37.8 at 64 / 128 / 256 / 512 / 1024 KiB (relu), tanh best at 512;
+# 2 threads: 70.9 / 46.9 / 28.8 / 23.9 / 22.4 at 64 / 128 / 256 / 512 / 1024 KiB: larger chunks split
+# across threads. So 512 KiB per thread. On a GPU the whole population is one chunk (fit_many has already
+# checked it fits in ``max_memory``).
+_CHUNK_BYTES_PER_THREAD = 1 << 19
+
+
+def _chunk_members(members: int, rows: int, width: int, itemsize: int, device: torch.device) -> int:
+    """Members per chunk: cache-sized on CPUs (scaled with torch's thread count), everyone elsewhere."""
+    if device.type != "cpu":
+        return members
+    per_member = max(1, rows * width * itemsize)
+    return max(1, min(members, _CHUNK_BYTES_PER_THREAD * torch.get_num_threads() // per_member))
 
 
 @dataclass(frozen=True)
@@ -207,7 +216,11 @@ class _Population:
                     gb.mul_(la.bias_mult)
             if li == 0:
                 break
-            g = torch.bmm(g, weights[li][0], out=ws[li]["g"])  # (m, n, in): d loss / d(previous layer's output)
+            w = weights[li][0]
+            if la.out_features == 1:  # an outer product: the broadcast multiply is faster than a K=1 bmm
+                g = torch.mul(g, w, out=ws[li]["g"])
+            else:
+                g = torch.bmm(g, w, out=ws[li]["g"])  # (m, n, in): d loss / d(previous layer's output)
             if la.weight_mult != 1.0:
                 g.mul_(la.weight_mult)
             act = self.layers[li - 1].activation
@@ -307,7 +320,7 @@ def fit_group(
         index = torch.stack(idx, 1).to(dev)  # (steps, M or 1, B)
     rows = len(ds) if batch_size is None else batch_size
     width = max(max(la.out_features, la.in_features) for la in layers)
-    chunk = max(1, min(M, _CHUNK_BYTES // max(1, rows * width * ds.inputs.element_size())))
+    chunk = _chunk_members(M, rows, width, ds.inputs.element_size(), ds.inputs.device)
 
     lr = torch.tensor([m["lr"] for m in members], dtype=dtype, device=dev).unsqueeze(1)
     wd = torch.tensor([m["weight_decay"] for m in members], dtype=dtype, device=dev).unsqueeze(1)
@@ -408,44 +421,10 @@ def fit_group(
 
 
 def fit_many(make_model: Callable[[int], nn.Module], data: Any, *, hparams: Any, **kwargs: Any) -> list:
-    """:func:`labkit.train.fit_many` with the hand-batched trainer wherever :func:`supports` holds
-    (the vmap path elsewhere); the same arguments and the same Histories."""
+    """Deprecated: :func:`labkit.train.fit_many` picks this trainer itself (``engine="auto"``, the default;
+    ``engine="batched"`` insists on it). Kept so 0.2.0 code runs; it warns and calls ``train.fit_many``."""
     from labkit import train
 
-    defaults = {"lr": kwargs.pop("lr", 0.1), "weight_decay": kwargs.pop("weight_decay", 0.0),
-                "seed": kwargs.pop("seed", 0), "batch_size": kwargs.pop("batch_size", None)}
-    members = train._members(hparams, defaults)
-    groups: dict[Any, list[int]] = {}
-    for i, m in enumerate(members):
-        groups.setdefault(m["batch_size"], []).append(i)
-    histories: list = [None] * len(members)
-    for bs, idx in groups.items():
-        group = [members[i] for i in idx]
-        for i, h in zip(idx, _group(make_model, data, group, bs, **kwargs)):
-            histories[i] = h
-    return histories
-
-
-def _group(make_model, data, members, batch_size, *, loss="auto", optimizer="sgd", steps=100, lr_schedule=None,
-           device=None, eval_data=None, eval_every=None, callbacks=(), progress=True):
-    from labkit import train
-    from labkit.optim import schedule
-    from labkit.risk import resolve_loss
-
-    models = [make_model(m["seed"]) for m in members]
-    if not all(isinstance(m, nn.Module) for m in models):
-        raise TypeError("make_model(seed) must return an nn.Module")
-    ds = train._prepare(data, models[0], device)
-    for m in models[1:]:
-        m.to(ds.inputs.device)
-    loss_fn = resolve_loss(loss, ds)
-    if not supports(models, ds, loss_fn, optimizer):
-        return train._fit_group(make_model, data, members, batch_size, loss, optimizer, steps, lr_schedule, device,
-                                eval_data, eval_every, callbacks, progress)
-    train._check_common(ds, loss_fn, optimizer, steps, batch_size, [m["lr"] for m in members],
-                        [m["weight_decay"] for m in members])
-    train._check_model_fits(models[0], ds, loss_fn)
-    eval_ds = ds if eval_data is None else as_dataset(eval_data).to(ds.inputs.device, ds.inputs.dtype)
-    eval_every = eval_every or max(1, steps // 50)
-    return fit_group(models, ds, members, batch_size, loss_fn, optimizer, steps, schedule(lr_schedule, steps),
-                     eval_ds, eval_every, train._callbacks(callbacks), progress)
+    warnings.warn("labkit.batched.fit_many is deprecated: labkit.train.fit_many uses the hand-batched trainer "
+                  "wherever it applies (engine='auto')", DeprecationWarning, stacklevel=2)
+    return train.fit_many(make_model, data, hparams=hparams, **kwargs)

@@ -42,18 +42,31 @@ def _version(dist: str) -> str:
 
 
 def doctor() -> int:
-    """Print versions and whether live widgets will work here; exit 1 if something essential is missing."""
+    """Print versions, the device with its memory and measured matmul rates, and whether live widgets will work
+    here; exit 1 if something essential is missing."""
     import torch
 
+    from labkit import machine
+
+    dev = labkit.device()
+    info = machine.describe(dev)
     rows = [
         ("labkit", labkit.__version__),
         ("python", platform.python_version()),
         ("platform", platform.platform()),
         ("torch", torch.__version__),
-        ("device", str(labkit.device())),
+        ("device", f"{info['device']} ({info['name']}, {info['memory']})"),
         ("cuda", torch.version.cuda or "none (CPU build)" if not torch.cuda.is_available() else torch.version.cuda),
-        ("torch threads", str(torch.get_num_threads())),
+        ("torch threads", info["threads"]),
     ]
+    # the dense-matmul rates labkit's benchmarks quote their figures against, measured now on this device
+    dtypes = [torch.float32, torch.float64] + ([torch.bfloat16] if dev.type == "cuda" else [])
+    for dt in dtypes:
+        try:
+            rate = f"{machine.matmul_rate(dt, dev) / 1e9:,.0f} GFLOP/s"
+        except (RuntimeError, TypeError) as e:  # a dtype the device does not do (float64 on mps)
+            rate = f"not available ({str(e).splitlines()[0][:60]})"
+        rows.append((f"matmul {str(dt).removeprefix('torch.')}", rate))
     for dist in ("numpy", "plotly", "ipywidgets", "anywidget", "jupyterlab", "ipykernel", "tqdm"):
         rows.append((dist, _version(dist)))
     width = max(len(k) for k, _ in rows)
@@ -173,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description="labkit: a lab bench for training dynamics")
     parser.add_argument("--version", action="version", version=f"labkit {labkit.__version__}")
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("doctor", help="check the environment (versions, device, live widgets)")
+    sub.add_parser("doctor", help="check the environment (versions, device and its matmul rates, live widgets)")
     p = sub.add_parser("lab", help="start JupyterLab on the labkit notebooks (opens the tour)",
                        description="Start JupyterLab on the labkit notebooks, open on the tour. As root it adds "
                        "--allow-root. Arguments after -- go to jupyter lab: labkit lab -- --no-browser --ip 0.0.0.0")

@@ -441,6 +441,10 @@ def _check_fit_many_memory(make_model: Callable[[int], nn.Module], data: DataLik
         )
 
 
+#: The implementations behind :func:`fit_many` (``engine=``).
+ENGINES = ("auto", "batched", "vmap")
+
+
 def fit_many(
     make_model: Callable[[int], nn.Module],
     data: DataLike,
@@ -460,6 +464,7 @@ def fit_many(
     callbacks: Iterable[Callback | Callable] = (),
     progress: bool = True,
     max_memory: int = 1 << 30,
+    engine: str = "auto",
 ) -> list[History]:
     """Train many networks at once, one vectorised computation per batch size.
 
@@ -467,12 +472,18 @@ def fit_many(
     ``fit(make_model(seed_i), data, lr=lr_i, weight_decay=wd_i, batch_size=bs_i, seed=seed_i, ...)``
     would train it; ``hparams`` maps any of ``lr``, ``weight_decay``, ``seed`` and
     ``batch_size`` to a sequence (one entry per member) or a scalar (shared); the
-    other settings are shared. Parameters are stacked with
-    ``torch.func.stack_module_state`` and every step is one ``vmap(grad)`` call.
-    Diverged members are masked (frozen at zero, their NaNs never reach the
+    other settings are shared. Diverged members are masked (frozen at zero, their NaNs never reach the
     others). Returns one :class:`History` per member, in order. ``max_memory`` (bytes, default 1 GiB)
     bounds the stacked training state (:func:`_fit_many_memory`): a larger sweep is refused before training.
+
+    ``engine`` picks one of two implementations of the same training, each tested against separate fits:
+    ``"vmap"`` stacks the parameters with ``torch.func.stack_module_state`` and makes every step one
+    ``vmap(grad)`` call (any module); ``"batched"`` is :mod:`labkit.batched`'s hand-batched trainer for
+    ``labkit.models.mlp`` networks (every layer one batched matmul, the backward pass written out; several
+    times faster); ``"auto"`` (the default) takes ``"batched"`` wherever it applies and ``"vmap"`` elsewhere.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     defaults = {"lr": lr, "weight_decay": weight_decay, "seed": seed, "batch_size": batch_size}
     members = _members(hparams, defaults)
     _check_fit_many_memory(make_model, data, members, optimizer, max_memory)
@@ -483,7 +494,7 @@ def fit_many(
     for bs, idx in groups.items():
         group = [members[i] for i in idx]
         for i, h in zip(idx, _fit_group(make_model, data, group, bs, loss, optimizer, steps, lr_schedule,
-                                         device, eval_data, eval_every, callbacks, progress)):
+                                         device, eval_data, eval_every, callbacks, progress, engine)):
             histories[i] = h
     return histories  # type: ignore[return-value]
 
@@ -528,6 +539,7 @@ def _fit_group(
     eval_every: int | None,
     callbacks: Iterable[Any],
     progress: bool,
+    engine: str = "auto",
 ) -> list[History]:
     models = [make_model(m["seed"]) for m in members]
     if not all(isinstance(m, nn.Module) for m in models):
@@ -546,7 +558,12 @@ def _fit_group(
     cbs = _callbacks(callbacks)
     from labkit import batched  # the hand-batched fast path for Dense MLPs; vmap below is the general one
 
-    if batched.supports(models, ds, loss_fn, optimizer):
+    fast = engine != "vmap" and batched.supports(models, ds, loss_fn, optimizer)
+    if engine == "batched" and not fast:
+        raise ValueError("engine='batched' needs every member to be the same labkit.models.mlp (Dense layers and "
+                         "named activations, all parameters trainable) on flat 2-d inputs, loss 'mse' or "
+                         "'cross_entropy' and a named optimiser; use engine='auto' or 'vmap' for other models")
+    if fast:
         return batched.fit_group(models, ds, members, batch_size, loss_fn, optimizer, steps,
                                  schedule(lr_schedule, steps), eval_ds, eval_every, cbs, progress)
 

@@ -1,4 +1,4 @@
-"""The hand-batched MLP trainer against separate ``train.fit`` runs (the reference) and ``train.fit_many``."""
+"""The hand-batched MLP trainer against separate ``train.fit`` runs (the reference) and fit_many's vmap engine."""
 
 import math
 
@@ -8,6 +8,11 @@ import torch
 
 from labkit import batched, data, models, train
 from labkit.losses import LOSSES, resolve
+
+
+def fit_batched(make, ds, **kw):
+    """``fit_many`` forced onto the hand-batched engine (an error if it does not apply)."""
+    return train.fit_many(make, ds, engine="batched", **kw)
 
 
 def regression(n=64, dtype=torch.float64):
@@ -62,7 +67,7 @@ def test_equals_separate_fits_with_weight_decay_and_divergence(optimizer):
     lrs = {"sgd": [0.01, 0.1, 0.05, 300.0, 3000.0], "momentum": [0.01, 0.05, 0.2, 300.0, 3000.0],
            "adam": [1e-3, 1e-2, 0.05, 1e3, 1e5], "adamw": [1e-3, 1e-2, 0.05, 1e3, 1e5]}[optimizer]
     hp = {"lr": lrs, "seed": [0, 1, 2, 3, 4], "weight_decay": [0.0, 0.01, 0.0, 0.0, 0.1]}
-    many = batched.fit_many(net, ds, hparams=hp, steps=60, optimizer=optimizer, progress=False)
+    many = fit_batched(net, ds, hparams=hp, steps=60, optimizer=optimizer, progress=False)
     diverged = 0
     for i, h in enumerate(many):
         compare(h, separate(net, ds, hp, i, steps=60, optimizer=optimizer), rtol=1e-11)
@@ -81,7 +86,7 @@ def test_minibatches_schedules_and_classification_follow_fit():
     hp = {"lr": [0.1, 0.3, 0.3, 1e200, 0.2], "seed": [0, 1, 2, 3, 4], "batch_size": [16, 16, 32, 16, 8]}
     diverged = []
     for schedule in ("cosine", "warmup", lambda t: 0.5 ** (t // 10)):
-        many = batched.fit_many(make, tr, hparams=hp, steps=40, eval_every=5, lr_schedule=schedule, eval_data=te,
+        many = fit_batched(make, tr, hparams=hp, steps=40, eval_every=5, lr_schedule=schedule, eval_data=te,
                                 optimizer="momentum", progress=False)
         for i, h in enumerate(many):
             compare(h, separate(make, tr, hp, i, steps=40, eval_every=5, lr_schedule=schedule, eval_data=te,
@@ -93,13 +98,13 @@ def test_minibatches_schedules_and_classification_follow_fit():
 
 def test_shared_seed_shares_batches_and_full_batch_classification():
     ds = regression()
-    many = batched.fit_many(net, ds, hparams={"lr": [0.01, 0.02]}, seed=3, batch_size=8, steps=10, progress=False)
+    many = fit_batched(net, ds, hparams={"lr": [0.01, 0.02]}, seed=3, batch_size=8, steps=10, progress=False)
     for h, lr in zip(many, [0.01, 0.02]):
         compare(h, train.fit(net(3), ds, lr=lr, batch_size=8, seed=3, steps=10, progress=False), rtol=1e-11)
     cls = data.gaussian_mixture(n=64, classes=3, seed=0).to(dtype=torch.float64)
     make = lambda s: models.mlp(2, [8], 3, activation="relu", seed=s).double()  # noqa: E731
     hp = {"lr": [0.1, 1.0, 1e4], "seed": [0, 1, 2]}
-    for i, h in enumerate(batched.fit_many(make, cls, hparams=hp, steps=30, eval_every=4, progress=False)):
+    for i, h in enumerate(fit_batched(make, cls, hparams=hp, steps=30, eval_every=4, progress=False)):
         compare(h, separate(make, cls, hp, i, steps=30, eval_every=4), rtol=1e-11)
 
 
@@ -115,7 +120,7 @@ def test_every_activation_and_parameterization(activation, parameterization):
     ds2 = data.Dataset(ds.inputs, ds.targets.repeat(1, 2), "regression", name="two outputs") \
         if parameterization == "ntk" else ds
     hp = {"lr": [0.01, 0.05], "seed": [0, 1], "weight_decay": [0.0, 0.01]}
-    for i, h in enumerate(batched.fit_many(make, ds2, hparams=hp, steps=15, optimizer="adam", progress=False)):
+    for i, h in enumerate(fit_batched(make, ds2, hparams=hp, steps=15, optimizer="adam", progress=False)):
         compare(h, separate(make, ds2, hp, i, steps=15, optimizer="adam"), rtol=1e-11)
 
 
@@ -126,7 +131,7 @@ def test_float32_follows_fit_to_float32_rounding():
         return models.mlp(2, [32, 32], 1, seed=seed)
 
     hp = {"lr": [0.01, 0.05, 0.1], "seed": [0, 1, 2]}
-    for i, h in enumerate(batched.fit_many(make, ds, hparams=hp, steps=20, progress=False)):
+    for i, h in enumerate(fit_batched(make, ds, hparams=hp, steps=20, progress=False)):
         compare(h, separate(make, ds, hp, i, steps=20), rtol=2e-6)
 
 
@@ -139,8 +144,8 @@ def test_equals_fit_many_vmap_path_with_callbacks_and_stopping():
         return lambda info: seen.append((info.loss.clone(), {k: v.clone() for k, v in info.params.items()})) \
             or info.step == 3
 
-    fast = batched.fit_many(net, ds, hparams=g, steps=8, progress=False, callbacks=[spy(seen_b)])
-    slow = train.fit_many(net, ds, hparams=g, steps=8, progress=False, callbacks=[spy(seen_v)])
+    fast = fit_batched(net, ds, hparams=g, steps=8, progress=False, callbacks=[spy(seen_b)])
+    slow = train.fit_many(net, ds, hparams=g, steps=8, progress=False, callbacks=[spy(seen_v)], engine="vmap")
     assert all(h.steps == 4 and h.stopped_early for h in fast)
     for a, b in zip(fast, slow):
         compare(a, b, rtol=1e-12)
@@ -160,15 +165,40 @@ def test_unsupported_models_fall_back_to_vmap():
         return models.cnn(8, width=2, seed=seed).double()
 
     hp = {"lr": [0.05, 0.1], "seed": [0, 1]}
-    a = batched.fit_many(make, ds, hparams=hp, steps=3, progress=False)
-    b = train.fit_many(make, ds, hparams=hp, steps=3, progress=False)
+    a = train.fit_many(make, ds, hparams=hp, steps=3, progress=False)  # engine="auto"
+    b = train.fit_many(make, ds, hparams=hp, steps=3, progress=False, engine="vmap")
     for x, y in zip(a, b):
         compare(x, y, rtol=0)
+    with pytest.raises(ValueError, match=r"engine='batched' needs every member to be the same labkit\.models\.mlp"):
+        fit_batched(make, ds, hparams=hp, steps=3, progress=False)
+    with pytest.raises(ValueError, match=r"engine must be one of \('auto', 'batched', 'vmap'\), got 'fast'"):
+        train.fit_many(make, ds, hparams=hp, steps=3, progress=False, engine="fast")
 
 
 def test_divergence_is_data_and_everyone_else_is_unaffected():
     ds = regression()
     hp = {"lr": [0.05, 1e4, 0.05], "seed": [0, 1, 0]}
-    many = batched.fit_many(net, ds, hparams=hp, steps=50, progress=False)
+    many = fit_batched(net, ds, hparams=hp, steps=50, progress=False)
     assert many[1].diverged and not math.isfinite(many[1].final_loss) and many[1].diverged_at < 49
     assert many[0].loss == many[2].loss  # the same member twice, bit for bit, beside a diverging one
+
+
+def test_chunking_does_not_change_any_member(monkeypatch):
+    """Members are independent: one member per chunk and everyone in one chunk give the same numbers bit for bit."""
+    ds = regression(n=48)
+    hp = {"lr": [0.02, 0.05, 0.1, 0.2, 1e4], "seed": [0, 1, 2, 3, 4]}
+    monkeypatch.setattr(batched, "_CHUNK_BYTES_PER_THREAD", 1)
+    one = fit_batched(net, ds, hparams=hp, steps=30, eval_every=7, progress=False)
+    monkeypatch.setattr(batched, "_CHUNK_BYTES_PER_THREAD", 1 << 30)
+    everyone = fit_batched(net, ds, hparams=hp, steps=30, eval_every=7, progress=False)
+    assert batched._chunk_members(5, 48, 16, 8, torch.device("cpu")) == 5
+    for a, b in zip(one, everyone):
+        compare(a, b, rtol=0)
+    assert one[-1].diverged
+
+
+def test_old_entry_point_warns_and_still_works():
+    ds = regression(n=16)
+    with pytest.warns(DeprecationWarning, match="labkit.batched.fit_many is deprecated"):
+        old = batched.fit_many(net, ds, hparams={"lr": [0.05]}, steps=5, progress=False)
+    compare(old[0], fit_batched(net, ds, hparams={"lr": [0.05]}, steps=5, progress=False)[0], rtol=0)

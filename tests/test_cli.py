@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -24,6 +25,10 @@ def test_doctor_reports_versions(capsys):
     out = capsys.readouterr().out
     for word in ("python", "torch", "device", "plotly", "ipywidgets", "anywidget", "jupyterlab", "live widgets"):
         assert word in out
+    rates = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.splitlines() if line.startswith("matmul "))
+    assert set(rates) == {"matmul float32", "matmul float64"}  # measured on this CPU
+    for rate in rates.values():
+        assert rate.endswith("GFLOP/s") and float(rate.split()[-2].replace(",", "")) > 0
     assert code in (0, 1)
     assert ("NOT ready" in out) == (code == 1)
 
