@@ -67,6 +67,8 @@ def doctor() -> int:
         except (RuntimeError, TypeError) as e:  # a dtype the device does not do (float64 on mps)
             rate = f"not available ({str(e).splitlines()[0][:60]})"
         rows.append((f"matmul {str(dt).removeprefix('torch.')}", rate))
+    if dev.type == "cuda":  # TF32 trades float32 accuracy for speed: say which way this process is set
+        rows.append(("tf32 matmul/cudnn", f"{torch.backends.cuda.matmul.allow_tf32}/{torch.backends.cudnn.allow_tf32}"))
     for dist in ("numpy", "plotly", "ipywidgets", "anywidget", "jupyterlab", "ipykernel", "tqdm"):
         rows.append((dist, _version(dist)))
     width = max(len(k) for k, _ in rows)
