@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from labkit import data, models, train
-from labkit.fractal import Experiment, scan
+from labkit import batched, data, models, train
+from labkit.fractal import Experiment, scan, scanner
 from labkit.machine import matmul_rate
 
 
@@ -47,6 +47,9 @@ def compiled_or_none(step, args, enabled: bool) -> float | None:
         return None
     try:
         fn = torch.compile(step, dynamic=False)
+        t0 = time.perf_counter()
+        fn(*args)
+        print(f"  (torch.compile: {time.perf_counter() - t0:.1f} s to compile the step)")
         return per_call(lambda: fn(*args), reps=20)
     except Exception as e:  # no C++ compiler, an unsupported platform: the row says so
         print(f"  (torch.compile not available here: {type(e).__name__}: {str(e).splitlines()[0][:80]})")
@@ -54,8 +57,9 @@ def compiled_or_none(step, args, enabled: bool) -> float | None:
 
 
 def mlp_limits(compile_on: bool) -> list[tuple[str, float, str]]:
-    """fit_many's case: 2-32-32-1 ReLU MLPs, 256 points, full-batch SGD, float32, chunks of 32 members."""
-    n, d, w, m = 256, 2, 32, 32
+    """fit_many's case: 2-32-32-1 ReLU MLPs, 256 points, full-batch SGD, float32, in the engine's chunks."""
+    n, d, w = 256, 2, 32
+    m = batched._chunk_members(256, n, w, 4, torch.device("cpu"))  # members per chunk, as the engine picks
     ds = data.teacher_student(n=n, dim=d, teacher_width=16, noise=0.05, seed=0)
     make = lambda s: models.mlp(d, [w, w], 1, activation="relu", seed=s)  # noqa: E731
     members, steps = 256, 100
@@ -106,7 +110,7 @@ def mlp_limits(compile_on: bool) -> list[tuple[str, float, str]]:
 
 
 def fractal_limits(compile_on: bool) -> list[tuple[str, float, str]]:
-    """The scan's case: paper preset (width 16, 272 points, tanh), float64, chunks of 60 cells."""
+    """The scan's case: paper preset (width 16, 272 points, tanh), float64, in the scanner's chunks."""
     exp = Experiment.preset("paper", steps=100)
     flops = 4 * exp.points * exp.input_dim * exp.width + 4 * exp.points * exp.width
     ceiling = matmul_rate(torch.float64, "cpu", n=2048)
@@ -115,7 +119,8 @@ def fractal_limits(compile_on: bool) -> list[tuple[str, float, str]]:
     t_scan = min(scan(exp, (1e-3, 1e6), (1e-3, 1e6), res, progress=False).wall_time for _ in range(2))
     t_scan /= res * res * exp.steps
 
-    c, h, d, n = 60, exp.width, exp.input_dim, exp.points
+    h, d, n = exp.width, exp.input_dim, exp.points
+    c = max(8, scanner._CPU_CHUNK_BYTES // (h * n * 8))  # cells per chunk, as the scanner picks on a CPU
     g = torch.Generator().manual_seed(0)
     v0 = torch.randn(c * h, d, generator=g, dtype=torch.float64) * 0.3
     xT = torch.randn(d, n, generator=g, dtype=torch.float64)

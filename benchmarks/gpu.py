@@ -60,13 +60,15 @@ def correctness(device: torch.device, tiny: bool) -> list[Check]:
     checks.append(Check("fit losses", rel(torch.tensor(runs[device].loss), torch.tensor(runs[cpu].loss)), 1e-9))
 
     grid = train.grid(lr=[0.05, 0.2, 1.0, 5.0])
-    many = {d: train.fit_many(net, ds, hparams=grid, steps=steps, device=d, progress=False) for d in (cpu, device)}
-    finite = [i for i, h in enumerate(many[cpu]) if not h.diverged]
-    a = torch.tensor([many[device][i].loss for i in finite])
-    b = torch.tensor([many[cpu][i].loss for i in finite])
-    checks.append(Check("fit_many losses (converged members)", rel(a, b), 1e-9))
-    same = all(many[cpu][i].diverged == many[device][i].diverged for i in range(len(many[cpu])))
-    checks.append(Check("fit_many divergence flags", 0.0 if same else 1.0, 0.0))
+    for engine in ("batched", "vmap"):
+        many = {d: train.fit_many(net, ds, hparams=grid, steps=steps, device=d, progress=False, engine=engine)
+                for d in (cpu, device)}
+        finite = [i for i, h in enumerate(many[cpu]) if not h.diverged]
+        a = torch.tensor([many[device][i].loss for i in finite])
+        b = torch.tensor([many[cpu][i].loss for i in finite])
+        checks.append(Check(f"fit_many ({engine}) losses (converged members)", rel(a, b), 1e-9))
+        same = all(many[cpu][i].diverged == many[device][i].diverged for i in range(len(many[cpu])))
+        checks.append(Check(f"fit_many ({engine}) divergence flags", 0.0 if same else 1.0, 0.0))
 
     model_c, model_d = net(), net().to(device)
     ds_d = ds.to(device)
@@ -156,10 +158,12 @@ def fit_many_rows(device: torch.device, tiny: bool) -> list[Row]:
 
     one = timed(lambda: train.fit(net(0), ds, lr=0.1, steps=steps, device=device, progress=False), device)
     for members in ((8, 16) if tiny else (1024, 4096)):
-        t = timed(lambda m=members: train.fit_many(net, ds, hparams={"seed": list(range(m))}, steps=steps,
-                                                   device=device, progress=False), device)
-        rows.append(Row(f"fit_many {members} members x {steps} steps", t,
-                        f"{members * one / t:,.0f}x sequential fits", note=f"one fit {one * 1e3:.1f} ms"))
+        for engine in ("batched", "vmap"):
+            t = timed(lambda m=members, e=engine: train.fit_many(net, ds, hparams={"seed": list(range(m))},
+                                                                 steps=steps, device=device, progress=False,
+                                                                 engine=e), device)
+            rows.append(Row(f"fit_many {members} members x {steps} steps ({engine})", t,
+                            f"{members * one / t:,.0f}x sequential fits", note=f"one fit {one * 1e3:.1f} ms"))
     return rows
 
 

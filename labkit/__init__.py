@@ -55,9 +55,9 @@ __all__ = [
 # Every top-level module, imported on first access (labkit.train, ...). A name whose file is not in this
 # installation is an AttributeError when accessed, so modules that are still being written can be listed.
 _SUBMODULES = {
-    "batchsize", "curvature", "data", "edge", "exercises", "fractal", "grokking", "hessian", "linalg", "losses",
-    "machine", "models", "mup", "notebook", "ntk", "optim", "parallel", "risk", "scaling", "signal", "structure",
-    "testing", "tracking", "train", "trajectory", "viz", "widgets",
+    "batched", "batchsize", "curvature", "data", "edge", "exercises", "fractal", "grokking", "hessian", "linalg",
+    "losses", "machine", "models", "mup", "notebook", "ntk", "optim", "parallel", "risk", "scaling", "signal",
+    "structure", "testing", "tracking", "train", "trajectory", "viz", "widgets",
 }
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -34,7 +34,7 @@ from labkit.losses import LOSSES, Loss
 from labkit.models import Activation, Dense
 from labkit.optim import BETAS, EPS, MOMENTUM, OPTIMIZERS
 
-__all__ = ["fit_group", "fit_many", "supports"]
+__all__ = ["fit_group", "fit_many", "supports", "unsupported"]
 
 aten = torch.ops.aten
 # d act / d z applied to an output cotangent g, from the saved tensor named in the second field:
@@ -75,48 +75,63 @@ class _Layer:
     activation: str | None  # applied after this layer (None for the readout)
 
 
-def _layers(model: nn.Module) -> list[_Layer] | None:
-    """The Dense/Activation structure of ``model``, or None if it is anything else."""
+def _layers(model: nn.Module) -> list[_Layer] | str:
+    """The Dense/Activation structure of ``model``, or why it is something else (a sentence)."""
     if type(model) is not nn.Sequential or len(model) == 0:
-        return None
+        return f"the model is a {type(model).__name__}, not an nn.Sequential of Dense layers (labkit.models.mlp)"
     layers: list[_Layer] = []
     mods = list(model.named_children())
     i = 0
     while i < len(mods):
         name, m = mods[i]
-        if type(m) is not Dense or not m.weight.requires_grad or (m.bias is not None and not m.bias.requires_grad):
-            return None
+        if type(m) is not Dense:
+            return f"layer {name!r} is a {type(m).__name__}, not a labkit.models.Dense"
+        if not m.weight.requires_grad or (m.bias is not None and not m.bias.requires_grad):
+            return f"layer {name!r} has frozen parameters"
         act = None
         if i + 1 < len(mods) and type(mods[i + 1][1]) is Activation:
             act = mods[i + 1][1].name
             i += 1
         if act is not None and act not in _BACKWARD:
-            return None
+            return f"activation {act!r} has no written-out backward (known: {sorted(_BACKWARD)})"
         if layers and layers[-1].out_features != m.in_features:
-            return None
+            return f"layer {name!r} takes {m.in_features} inputs after a layer of {layers[-1].out_features} outputs"
         layers.append(_Layer((f"{name}.weight", f"{name}.bias" if m.bias is not None else None), m.out_features,
                              m.in_features, m.weight_mult, m.bias_mult, act))
         i += 1
     if layers[-1].activation is not None:  # only readouts without an activation (the mlp layout)
-        return None
+        return "the readout is followed by an activation"
     return layers
 
 
-def supports(models: Sequence[nn.Module], ds: Dataset, loss_fn: Loss, optimizer: Any) -> bool:
-    """True when every model is the same Dense MLP (``labkit.models.mlp`` layout) on flat inputs, the loss
-    is labkit's ``mse`` or ``cross_entropy`` and the optimiser is named; then :func:`fit_group` applies."""
-    if not models or not isinstance(optimizer, str) or optimizer not in OPTIMIZERS or ds.inputs.ndim != 2:
-        return False
+def unsupported(models: Sequence[nn.Module], ds: Dataset, loss_fn: Loss, optimizer: Any) -> str | None:
+    """None when :func:`fit_group` applies (every model the same ``labkit.models.mlp`` on flat inputs, loss
+    ``mse`` or ``cross_entropy``, a named optimiser), else why not, as a sentence for an error message."""
+    if not models:
+        return "there are no models"
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        return f"the optimizer is {optimizer!r}, not one of the names {sorted(OPTIMIZERS)}"
+    if ds.inputs.ndim != 2:
+        return f"the inputs have shape {tuple(ds.inputs.shape)}, not (examples, features)"
     if loss_fn is not LOSSES["mse"] and loss_fn is not LOSSES["cross_entropy"]:
-        return False
+        return f"the loss is {getattr(loss_fn, 'name', loss_fn)!r}, not labkit's 'mse' or 'cross_entropy'"
     first = _layers(models[0])
-    if first is None:
-        return False
+    if isinstance(first, str):
+        return first
     p0 = next(models[0].parameters())
-    for m in models[1:]:
-        if _layers(m) != first or any(p.dtype != p0.dtype or p.device != p0.device for p in m.parameters()):
-            return False
-    return sum(1 for _ in models[0].parameters()) == sum(2 if la.names[1] else 1 for la in first)
+    for i, m in enumerate(models[1:], 1):
+        if _layers(m) != first:
+            return f"member {i} has a different architecture from member 0"
+        if any(p.dtype != p0.dtype or p.device != p0.device for p in m.parameters()):
+            return f"member {i} has parameters of another dtype or device than member 0"
+    if sum(1 for _ in models[0].parameters()) != sum(2 if la.names[1] else 1 for la in first):
+        return "the model has parameters outside its Dense layers"
+    return None
+
+
+def supports(models: Sequence[nn.Module], ds: Dataset, loss_fn: Loss, optimizer: Any) -> bool:
+    """True when :func:`fit_group` applies (see :func:`unsupported` for why not)."""
+    return unsupported(models, ds, loss_fn, optimizer) is None
 
 
 class _Population:
@@ -309,7 +324,7 @@ def fit_group(
     from labkit.train import StepInfo, _progress
 
     layers = _layers(models[0])
-    assert layers is not None, "call batched.supports first"
+    assert not isinstance(layers, str), "call batched.supports first"
     pop = _Population(models, layers)
     M = len(members)
     dev, dtype = ds.inputs.device, ds.inputs.dtype

@@ -48,8 +48,13 @@ def doctor() -> int:
 
     from labkit import machine
 
-    dev = labkit.device()
-    info = machine.describe(dev)
+    try:
+        dev = labkit.device()
+        info = machine.describe(dev)
+    except (RuntimeError, AssertionError, ValueError) as e:  # LABKIT_DEVICE names a device this torch cannot use
+        dev, reason = None, str(e).splitlines()[0][:80]
+        info = {"device": os.environ.get("LABKIT_DEVICE", "?"), "name": f"NOT usable: {reason}", "memory": "-",
+                "threads": str(torch.get_num_threads())}
     rows = [
         ("labkit", labkit.__version__),
         ("python", platform.python_version()),
@@ -60,14 +65,14 @@ def doctor() -> int:
         ("torch threads", info["threads"]),
     ]
     # the dense-matmul rates labkit's benchmarks quote their figures against, measured now on this device
-    dtypes = [torch.float32, torch.float64] + ([torch.bfloat16] if dev.type == "cuda" else [])
+    dtypes = [] if dev is None else [torch.float32, torch.float64] + ([torch.bfloat16] if dev.type == "cuda" else [])
     for dt in dtypes:
         try:
             rate = f"{machine.matmul_rate(dt, dev) / 1e9:,.0f} GFLOP/s"
         except (RuntimeError, TypeError) as e:  # a dtype the device does not do (float64 on mps)
             rate = f"not available ({str(e).splitlines()[0][:60]})"
         rows.append((f"matmul {str(dt).removeprefix('torch.')}", rate))
-    if dev.type == "cuda":  # TF32 trades float32 accuracy for speed: say which way this process is set
+    if dev is not None and dev.type == "cuda":  # TF32 trades float32 accuracy for speed: say how it is set
         rows.append(("tf32 matmul/cudnn", f"{torch.backends.cuda.matmul.allow_tf32}/{torch.backends.cudnn.allow_tf32}"))
     for dist in ("numpy", "plotly", "ipywidgets", "anywidget", "jupyterlab", "ipykernel", "tqdm"):
         rows.append((dist, _version(dist)))
@@ -87,13 +92,15 @@ def doctor() -> int:
     if _version("jupyterlab") == "not installed":
         problems.append("JupyterLab is not installed: pip install 'labkit-dynamics[lab]'")
     print()
+    if dev is None:
+        print(f"device: NOT usable ({reason}): unset LABKIT_DEVICE or name a device this torch build has")
     if problems:
         print("live widgets: NOT ready")
         for p in problems:
             print(f"  - {p}")
-        return 1
-    print("live widgets: ready (JupyterLab + ipywidgets 8 + anywidget)")
-    return 0
+    else:
+        print("live widgets: ready (JupyterLab + ipywidgets 8 + anywidget)")
+    return 1 if problems or dev is None else 0
 
 
 TOUR = "00_tour.ipynb"

@@ -1,7 +1,8 @@
 """What this machine is and how fast it multiplies: the device, its memory, and measured dense-matmul rates.
 
-Every speed figure in ``benchmarks/`` is a fraction of the rate :func:`matmul_rate` measures in the same run,
-on the same device, in the same dtype; ``labkit doctor`` prints the same numbers for a person to read::
+The benchmarks that quote a rate against the machine (``bench_train``, ``bench_limits``, ``bench_fractal``,
+``gpu.py``) divide by the rate :func:`matmul_rate` measures in the same run, on the same device, in the same
+dtype; ``labkit doctor`` prints the same numbers for a person to read::
 
     >>> import torch
     >>> from labkit import machine

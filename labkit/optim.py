@@ -1,9 +1,10 @@
 """Optimisers and learning-rate schedules.
 
-``fit`` uses ``torch.optim`` (built by :func:`torch_optimizer`); ``fit_many``
-uses :class:`Functional`, the same update rules written on stacked parameter
-tensors so that a whole population of networks steps in one call. The tests
-check the two against each other in float64.
+``fit`` uses ``torch.optim`` (built by :func:`torch_optimizer`); ``fit_many``'s
+vmap engine uses :class:`Functional`, the same update rules written on stacked
+parameter tensors so that a whole population of networks steps in one call, and
+its batched engine the same rules on one flat ``(members, parameters)`` buffer
+(``labkit.batched``). The tests check each against ``torch.optim`` in float64.
 
 Update rules (``g`` includes L2 weight decay ``wd * p`` except for AdamW):
 

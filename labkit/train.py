@@ -30,7 +30,7 @@ from labkit.losses import Loss
 from labkit.optim import OPTIMIZERS, Functional, schedule, torch_optimizer
 from labkit.risk import resolve_loss
 
-__all__ = ["Callback", "History", "StepInfo", "evaluate", "fit", "fit_many", "grid"]
+__all__ = ["ENGINES", "Callback", "History", "StepInfo", "evaluate", "fit", "fit_many", "grid"]
 
 DataLike = Dataset | tuple[torch.Tensor, torch.Tensor]
 
@@ -477,10 +477,11 @@ def fit_many(
     bounds the stacked training state (:func:`_fit_many_memory`): a larger sweep is refused before training.
 
     ``engine`` picks one of two implementations of the same training, each tested against separate fits:
-    ``"vmap"`` stacks the parameters with ``torch.func.stack_module_state`` and makes every step one
-    ``vmap(grad)`` call (any module); ``"batched"`` is :mod:`labkit.batched`'s hand-batched trainer for
-    ``labkit.models.mlp`` networks (every layer one batched matmul, the backward pass written out; about 2x
-    faster on a CPU, ``benchmarks/bench_train.py``); ``"auto"`` (the default) takes ``"batched"`` wherever it applies and ``"vmap"`` elsewhere.
+    ``"vmap"`` stacks the parameters with ``torch.func.stack_module_state``, runs the forward pass of all
+    members as one ``vmap`` call and backpropagates once through it (any module); ``"batched"`` is
+    :mod:`labkit.batched`'s hand-batched trainer for ``labkit.models.mlp`` networks (every layer one batched
+    matmul, the backward pass written out; about 2x faster on a CPU, ``benchmarks/bench_train.py``);
+    ``"auto"`` (the default) takes ``"batched"`` wherever it applies and ``"vmap"`` elsewhere.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -558,11 +559,12 @@ def _fit_group(
     cbs = _callbacks(callbacks)
     from labkit import batched  # the hand-batched fast path for Dense MLPs; vmap below is the general one
 
-    fast = engine != "vmap" and batched.supports(models, ds, loss_fn, optimizer)
-    if engine == "batched" and not fast:
-        raise ValueError("engine='batched' needs every member to be the same labkit.models.mlp (Dense layers and "
-                         "named activations, all parameters trainable) on flat 2-d inputs, loss 'mse' or "
-                         "'cross_entropy' and a named optimiser; use engine='auto' or 'vmap' for other models")
+    why = None if engine == "vmap" else batched.unsupported(models, ds, loss_fn, optimizer)
+    if engine == "batched" and why is not None:
+        raise ValueError(f"engine='batched' cannot train these members: {why}. It takes labkit.models.mlp networks "
+                         "on (examples, features) inputs with loss 'mse' or 'cross_entropy' and a named optimiser; "
+                         "use engine='auto' or 'vmap' for other models")
+    fast = engine != "vmap" and why is None
     if fast:
         return batched.fit_group(models, ds, members, batch_size, loss_fn, optimizer, steps,
                                  schedule(lr_schedule, steps), eval_ds, eval_every, cbs, progress)

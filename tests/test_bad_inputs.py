@@ -128,6 +128,10 @@ BAD = [
     bad("train.fit_many unknown hparam", lambda: _fit_many(hparams={"lrr": [0.1]}), "lrr"),
     bad("train.fit_many NaN targets", lambda: _fit_many(data=(_ds().inputs, torch.full((12,), math.nan))),
         "targets"),
+    bad("train.fit_many engine='fast'", lambda: _fit_many(engine="fast"), "engine"),
+    bad("train.fit_many engine='batched' on a CNN",
+        lambda: train.fit_many(lambda s: models.cnn(8, width=2, seed=s), data.digits(), hparams={"seed": [0]},
+                               steps=1, progress=False, engine="batched"), "engine"),
     bad("train.evaluate a string", lambda: train.evaluate(_mlp(), "digits"), "data"),
     # linalg
     bad("linalg.top_eigenvalues k=0", lambda: linalg.top_eigenvalues(_op(), k=0), "k must"),

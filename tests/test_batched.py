@@ -169,7 +169,8 @@ def test_unsupported_models_fall_back_to_vmap():
     b = train.fit_many(make, ds, hparams=hp, steps=3, progress=False, engine="vmap")
     for x, y in zip(a, b):
         compare(x, y, rtol=0)
-    with pytest.raises(ValueError, match=r"engine='batched' needs every member to be the same labkit\.models\.mlp"):
+    with pytest.raises(ValueError, match=r"engine='batched' cannot train these members: layer '0' is a Unflatten, "
+                                         r"not a labkit\.models\.Dense\. It takes labkit\.models\.mlp networks"):
         fit_batched(make, ds, hparams=hp, steps=3, progress=False)
     with pytest.raises(ValueError, match=r"engine must be one of \('auto', 'batched', 'vmap'\), got 'fast'"):
         train.fit_many(make, ds, hparams=hp, steps=3, progress=False, engine="fast")
@@ -187,11 +188,13 @@ def test_chunking_does_not_change_any_member(monkeypatch):
     """Members are independent: one member per chunk and everyone in one chunk give the same numbers bit for bit."""
     ds = regression(n=48)
     hp = {"lr": [0.02, 0.05, 0.1, 0.2, 1e4], "seed": [0, 1, 2, 3, 4]}
+    cpu = torch.device("cpu")
     monkeypatch.setattr(batched, "_CHUNK_BYTES_PER_THREAD", 1)
+    assert batched._chunk_members(5, 48, 16, 8, cpu) == 1
     one = fit_batched(net, ds, hparams=hp, steps=30, eval_every=7, progress=False)
     monkeypatch.setattr(batched, "_CHUNK_BYTES_PER_THREAD", 1 << 30)
+    assert batched._chunk_members(5, 48, 16, 8, cpu) == 5
     everyone = fit_batched(net, ds, hparams=hp, steps=30, eval_every=7, progress=False)
-    assert batched._chunk_members(5, 48, 16, 8, torch.device("cpu")) == 5
     for a, b in zip(one, everyone):
         compare(a, b, rtol=0)
     assert one[-1].diverged
@@ -202,3 +205,42 @@ def test_old_entry_point_warns_and_still_works():
     with pytest.warns(DeprecationWarning, match="labkit.batched.fit_many is deprecated"):
         old = batched.fit_many(net, ds, hparams={"lr": [0.05]}, steps=5, progress=False)
     compare(old[0], fit_batched(net, ds, hparams={"lr": [0.05]}, steps=5, progress=False)[0], rtol=0)
+
+
+def test_chunks_follow_the_threads_on_a_cpu_and_take_everyone_on_a_gpu(monkeypatch):
+    one_thread = batched._CHUNK_BYTES_PER_THREAD // (256 * 32 * 4)  # rows x width x float32: 32 KiB a member
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert batched._chunk_members(256, 256, 32, 4, torch.device("cpu")) == one_thread
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert batched._chunk_members(256, 256, 32, 4, torch.device("cpu")) == 2 * one_thread
+    assert batched._chunk_members(4096, 256, 32, 4, torch.device("cuda")) == 4096  # memory was checked by fit_many
+
+
+@pytest.mark.parametrize("case,why", [
+    ("optimizer", "the optimizer is <function"),
+    ("images", "the inputs have shape (4, 1, 8, 8), not (examples, features)"),
+    ("loss", "not labkit's 'mse' or 'cross_entropy'"),
+    ("readout", "the readout is followed by an activation"),
+    ("mixed", "member 1 has a different architecture from member 0"),
+    ("dtype", "member 1 has parameters of another dtype or device than member 0"),
+    ("frozen", "layer '0' has frozen parameters"),
+])
+def test_unsupported_says_why(case, why):
+    ds, mse = regression(n=8), LOSSES["mse"]
+    members, opt = [net(0), net(1)], "sgd"
+    if case == "optimizer":
+        opt = lambda p, lr, weight_decay: torch.optim.SGD(p, lr)  # noqa: E731
+    elif case == "images":
+        ds = data.as_dataset((torch.zeros(4, 1, 8, 8, dtype=torch.float64), torch.zeros(4, 1, dtype=torch.float64)))
+    elif case == "loss":
+        mse = resolve(lambda p, y: ((p - y) ** 2).mean())
+    elif case == "readout":
+        members = [models.mlp(3, [4], 1, seed=0).double().append(models.Activation("tanh"))]
+    elif case == "mixed":
+        members = [net(0), net(1, activation="relu")]
+    elif case == "dtype":
+        members = [net(0), net(1, dtype=torch.float32)]
+    elif case == "frozen":
+        members[0][0].weight.requires_grad_(False)
+    assert why in batched.unsupported(members, ds, mse, opt)
+    assert batched.unsupported([net(0), net(1)], regression(n=8), LOSSES["mse"], "sgd") is None

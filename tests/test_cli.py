@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import labkit
 from labkit import cli
@@ -20,7 +21,8 @@ def test_console_script_runs():
     assert labkit.__version__ in out.stdout
 
 
-def test_doctor_reports_versions(capsys):
+def test_doctor_reports_versions(capsys, monkeypatch):
+    monkeypatch.setenv("LABKIT_DEVICE", "cpu")
     code = cli.main(["doctor"])
     out = capsys.readouterr().out
     for word in ("python", "torch", "device", "plotly", "ipywidgets", "anywidget", "jupyterlab", "live widgets"):
@@ -31,6 +33,13 @@ def test_doctor_reports_versions(capsys):
         assert rate.endswith("GFLOP/s") and float(rate.split()[-2].replace(",", "")) > 0
     assert code in (0, 1)
     assert ("NOT ready" in out) == (code == 1)
+
+
+def test_doctor_says_when_the_device_cannot_be_used(capsys, monkeypatch):
+    monkeypatch.setenv("LABKIT_DEVICE", "cuda:7" if not torch.cuda.is_available() else "cuda:999")
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "device: NOT usable" in out and "unset LABKIT_DEVICE" in out and "matmul" not in out
 
 
 def test_notebooks_copies_bundled_notebooks(tmp_path):

@@ -25,6 +25,8 @@ UI = ["labkit.viz", "labkit.widgets", "plotly", "ipywidgets"]
 CASES = [(m, ABOVE_CORE + UI) for m in CORE]
 CASES += [("labkit.train", ["labkit.tracking", *PROBES, *UI]), ("labkit.tracking", PROBES + UI)]
 CASES += [(m, UI) for m in PROBES]
+CASES += [("labkit.batched", ["labkit.tracking", *PROBES, *UI])]  # part of train's layer
+CASES += [("labkit.machine", ["labkit.risk", "labkit.curvature", *ABOVE_CORE, *UI])]  # below the core
 
 
 def _loaded(module: str) -> set[str]:

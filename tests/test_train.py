@@ -157,6 +157,8 @@ def test_model_data_mismatch_is_explained():
 
 # ---------------------------------------------------------------- fit_many
 
+ENGINES = pytest.mark.parametrize("engine", ["batched", "vmap"])  # both engines, each against separate fits
+
 
 def compare(many, single, rtol=1e-6):
     assert many.diverged == single.diverged and many.diverged_at == single.diverged_at
@@ -170,13 +172,14 @@ def compare(many, single, rtol=1e-6):
         np.testing.assert_allclose(many.eval[k], single.eval[k], rtol=rtol)
 
 
+@ENGINES
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw"])
-def test_fit_many_equals_separate_fits_with_divergent_members(optimizer):
+def test_fit_many_equals_separate_fits_with_divergent_members(optimizer, engine):
     ds = regression()
     lrs = {"sgd": [0.01, 0.1, 0.05, 300.0, 3000.0], "momentum": [0.01, 0.05, 0.2, 300.0, 3000.0],
            "adam": [1e-3, 1e-2, 0.05, 1e3, 1e5], "adamw": [1e-3, 1e-2, 0.05, 1e3, 1e5]}[optimizer]
     hp = {"lr": lrs, "seed": [0, 1, 2, 3, 4], "weight_decay": [0.0, 0.01, 0.0, 0.0, 0.1]}
-    many = train.fit_many(net, ds, hparams=hp, steps=60, optimizer=optimizer, progress=False)
+    many = train.fit_many(net, ds, hparams=hp, steps=60, optimizer=optimizer, progress=False, engine=engine)
     diverged = 0
     for i, h in enumerate(many):
         single = train.fit(net(hp["seed"][i]), ds, lr=hp["lr"][i], weight_decay=hp["weight_decay"][i], steps=60,
@@ -187,14 +190,15 @@ def test_fit_many_equals_separate_fits_with_divergent_members(optimizer):
         assert diverged >= 1  # the comparison covered diverging members
 
 
-def test_fit_many_minibatch_mixed_batch_sizes_and_classification():
+@ENGINES
+def test_fit_many_minibatch_mixed_batch_sizes_and_classification(engine):
     ds = data.gaussian_mixture(n=96, classes=3, seed=1).to(dtype=torch.float64)
 
     def make(seed):
         return models.mlp(2, [8], 3, seed=seed).double()
 
     hp = {"lr": [0.1, 0.3, 0.3, 5e3], "seed": [0, 1, 2, 3], "batch_size": [16, 16, 32, 16]}
-    many = train.fit_many(make, ds, hparams=hp, steps=40, eval_every=5, progress=False)
+    many = train.fit_many(make, ds, hparams=hp, steps=40, eval_every=5, progress=False, engine=engine)
     for i, h in enumerate(many):
         single = train.fit(make(hp["seed"][i]), ds, lr=hp["lr"][i], batch_size=hp["batch_size"][i],
                            seed=hp["seed"][i], steps=40, eval_every=5, progress=False)
@@ -202,18 +206,21 @@ def test_fit_many_minibatch_mixed_batch_sizes_and_classification():
         assert h.hparams["batch_size"] == hp["batch_size"][i]
 
 
-def test_fit_many_shared_seed_shares_batches():
+@ENGINES
+def test_fit_many_shared_seed_shares_batches(engine):
     ds = regression()
-    many = train.fit_many(net, ds, hparams={"lr": [0.01, 0.02]}, seed=3, batch_size=8, steps=10, progress=False)
+    many = train.fit_many(net, ds, hparams={"lr": [0.01, 0.02]}, seed=3, batch_size=8, steps=10, progress=False,
+                          engine=engine)
     for h, lr in zip(many, [0.01, 0.02]):
         compare(h, train.fit(net(3), ds, lr=lr, batch_size=8, seed=3, steps=10, progress=False))
 
 
-def test_fit_many_callbacks_and_grid():
+@ENGINES
+def test_fit_many_callbacks_and_grid(engine):
     g = train.grid(lr=[0.1, 0.2], seed=[0, 1, 2])
     assert g == {"lr": [0.1, 0.1, 0.1, 0.2, 0.2, 0.2], "seed": [0, 1, 2, 0, 1, 2]}
     seen = []
-    many = train.fit_many(net, regression(), hparams=g, steps=8, progress=False,
+    many = train.fit_many(net, regression(), hparams=g, steps=8, progress=False, engine=engine,
                           callbacks=[lambda info: seen.append(info.loss.shape) or info.step == 3])
     assert seen == [(6,)] * 4 and all(h.steps == 4 and h.stopped_early for h in many)
 
@@ -244,8 +251,9 @@ def test_keyboard_interrupt_returns_the_history_so_far():
     assert hist.stopped_early and hist.steps == 3 and hist.eval_steps[-1] == 3
 
 
+@ENGINES
 @pytest.mark.parametrize("how", ["stop", "interrupt"])
-def test_interrupted_history_is_the_same_in_fit_and_fit_many(how):
+def test_interrupted_history_is_the_same_in_fit_and_fit_many(how, engine):
     def callback(info):
         if info.step == 3:
             if how == "interrupt":
@@ -258,7 +266,7 @@ def test_interrupted_history_is_the_same_in_fit_and_fit_many(how):
     with ctx:
         single = train.fit(net(0), regression(), **kw)
     with ctx if how == "interrupt" else contextlib.nullcontext():
-        many = train.fit_many(net, regression(), hparams={"seed": [0]}, **kw)[0]
+        many = train.fit_many(net, regression(), hparams={"seed": [0]}, engine=engine, **kw)[0]
     assert single.steps == many.steps == (3 if how == "interrupt" else 4)
     assert single.eval_steps == many.eval_steps  # each labelled with the step it was measured at, no duplicates
     assert len(set(single.eval_steps)) == len(single.eval_steps) and single.eval_steps[-1] == single.steps
@@ -285,10 +293,11 @@ def test_evaluate_casts_data_to_the_model():
     assert set(metrics) == {"loss", "accuracy"} and 0 <= metrics["accuracy"] <= 1
 
 
-def test_fit_many_callbacks_see_each_members_learning_rate():
+@ENGINES
+def test_fit_many_callbacks_see_each_members_learning_rate(engine):
     seen = []
     train.fit_many(net, regression(), hparams={"lr": [0.5, 0.05]}, steps=3, lr_schedule=lambda t: 0.5**t,
-                   progress=False, callbacks=[lambda info: seen.append(info.lr.tolist())])
+                   progress=False, engine=engine, callbacks=[lambda info: seen.append(info.lr.tolist())])
     assert seen == [pytest.approx([0.5, 0.05]), pytest.approx([0.25, 0.025]), pytest.approx([0.125, 0.0125])]
 
 
@@ -296,3 +305,18 @@ def test_numpy_scalars_are_accepted():
     hist = train.fit(net(0), regression(), lr=np.float32(0.01), steps=np.int64(3), batch_size=np.int64(8),
                      progress=False)
     assert hist.steps == 3
+
+
+def test_auto_engine_hand_batches_mlps_and_vmaps_the_rest(monkeypatch):
+    from labkit import batched
+
+    calls = []
+    real = batched.fit_group
+    monkeypatch.setattr(batched, "fit_group", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train.fit_many(net, regression(), hparams={"seed": [0, 1]}, steps=2, progress=False)
+    assert calls == [1]  # an mlp: the batched engine
+    train.fit_many(net, regression(), hparams={"seed": [0, 1]}, steps=2, progress=False, engine="vmap")
+    conv = data.digits()
+    train.fit_many(lambda s: models.cnn(8, width=2, seed=s), (conv.inputs[:16], conv.targets[:16]),
+                   hparams={"seed": [0, 1]}, steps=2, progress=False)
+    assert calls == [1]  # vmap when asked, and for a CNN
