@@ -22,16 +22,7 @@ import time
 import torch
 
 from labkit import data, models, train
-from labkit.machine import matmul_rate
-
-
-def _best(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from labkit.machine import matmul_rate, timed
 
 
 def case(members: int, activation: str, args: argparse.Namespace, dtype: torch.dtype) -> None:
@@ -48,8 +39,8 @@ def case(members: int, activation: str, args: argparse.Namespace, dtype: torch.d
         train.fit_many(make, ds, hparams=warm, steps=5, progress=False, engine=engine)
     train.fit(make(0), ds, lr=lrs[0], steps=5, progress=False)
 
-    t_vmap = _best(lambda: train.fit_many(make, ds, hparams=hp, engine="vmap", **kw), args.repeats)
-    t_batched = _best(lambda: train.fit_many(make, ds, hparams=hp, engine="batched", **kw), args.repeats)
+    t_vmap = timed(lambda: train.fit_many(make, ds, hparams=hp, engine="vmap", **kw), "cpu", args.repeats)
+    t_batched = timed(lambda: train.fit_many(make, ds, hparams=hp, engine="batched", **kw), "cpu", args.repeats)
     n_seq = min(args.sequential or members, members)
     picked = sorted({round(i * (members - 1) / max(1, n_seq - 1)) for i in range(n_seq)})
     t0 = time.perf_counter()
