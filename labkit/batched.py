@@ -20,7 +20,6 @@ engine. Users reach it through :func:`labkit.train.fit_many` (``engine="auto"`` 
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from labkit.data import Dataset, batch_indices
+from labkit.data import Dataset
 from labkit.losses import LOSSES, Loss
 from labkit.models import Activation, Dense
 from labkit.optim import BETAS, EPS, MOMENTUM, OPTIMIZERS
@@ -321,18 +320,14 @@ def fit_group(
 ) -> list:
     """Train one batch-size group of :func:`labkit.train.fit_many` (arguments as its ``_fit_group`` has them
     after its checks; ``mult`` is the lr multiplier, ``callbacks`` are Callback objects) and return the Histories."""
-    from labkit.train import StepInfo, _progress
+    from labkit.train import StepInfo, _PopulationRun, _progress
 
     layers = _layers(models[0])
     assert not isinstance(layers, str), "call batched.supports first"
     pop = _Population(models, layers)
     M = len(members)
     dev, dtype = ds.inputs.device, ds.inputs.dtype
-    seeds = [m["seed"] for m in members]
-    shared = batch_size is None or len(set(seeds)) == 1
-    if batch_size is not None:
-        idx = [batch_indices(len(ds), batch_size, steps, s) for s in (seeds[:1] if shared else seeds)]
-        index = torch.stack(idx, 1).to(dev)  # (steps, M or 1, B)
+    run = _PopulationRun(members, ds, batch_size, steps)
     rows = len(ds) if batch_size is None else batch_size
     width = max(max(la.out_features, la.in_features) for la in layers)
     chunk = _chunk_members(M, rows, width, ds.inputs.element_size(), ds.inputs.device)
@@ -344,12 +339,8 @@ def fit_group(
     name = loss_fn.name
     classify = eval_ds.task == "classification"
     reuse_eval = eval_ds is ds and batch_size is None  # the step's own forward pass is the evaluation
-    losses = torch.full((steps, M), math.nan, dtype=dtype, device=dev)
     value = torch.empty(M, dtype=dtype, device=dev)
     acc = torch.empty(M, dtype=dtype, device=dev)
-    alive = torch.ones(M, dtype=torch.bool, device=dev)
-    died = torch.full((M,), -1, dtype=torch.long, device=dev)
-    evals: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
     stub = [None] * M
 
     @torch.no_grad()
@@ -362,27 +353,19 @@ def fit_group(
             loss_e[lo:hi] = _loss_and_cotangent(name, out, eval_ds.targets)[0]
             if classify:
                 acc_e[lo:hi] = _accuracy(out, eval_ds.targets)
-        metrics = {"loss": loss_e, **({"accuracy": acc_e} if classify else {})}
-        evals.append((step, alive.clone(), metrics))
-        return metrics
+        return run.evaluated(step, {"loss": loss_e, **({"accuracy": acc_e} if classify else {})})
 
     def info(t: int, loss_t: torch.Tensor, lr_t: torch.Tensor, metrics: dict) -> Any:
         params = {k: v.clone() for k, v in pop.params().items()}
         return StepInfo(t, loss_t, lr_t, metrics, None, params, loss_fn, ds, batch_size, optimizer, stub)
 
     for cb in callbacks:
-        cb.on_start(info(0, losses[0], lr.squeeze(1) * float(mult(0)), {}))
-    start = time.perf_counter()
+        cb.on_start(info(0, run.losses[0], lr.squeeze(1) * float(mult(0)), {}))
     bar = _progress(steps, f"fit_many ({M} models, batched)", progress)
     taken, done = steps, 0
     try:
         for t in range(steps):
-            if batch_size is None:
-                x, y = ds.inputs, ds.targets
-            elif shared:
-                x, y = ds.inputs[index[t, 0]], ds.targets[index[t, 0]]
-            else:
-                x, y = ds.inputs[index[t]], ds.targets[index[t]]  # (M, B, ...)
+            x, y = run.batch(t)
             with torch.no_grad():
                 for lo in range(0, M, chunk):
                     hi = min(M, lo + chunk)
@@ -392,20 +375,17 @@ def fit_group(
                         acc[lo:hi] = _accuracy(out, yc)
                     value[lo:hi], g = _loss_and_cotangent(name, out, yc)
                     pop.backward(lo, hi, g, saved)
-            finite = torch.isfinite(value)
-            died = torch.where(alive & ~finite, torch.full_like(died, t), died)
-            losses[t] = torch.where(alive, value, torch.full_like(value, math.nan))
-            alive = alive & finite
+            run.record(t, value)
             metrics: dict[str, torch.Tensor] = {}
             if t % eval_every == 0:
                 if reuse_eval:
-                    metrics = {"loss": value.clone(), **({"accuracy": acc.clone()} if classify else {})}
-                    evals.append((t, alive.clone(), metrics))
+                    step_metrics = {"loss": value.clone(), **({"accuracy": acc.clone()} if classify else {})}
+                    metrics = run.evaluated(t, step_metrics)
                 else:
                     metrics = evaluate_all(t)
             lr_t = float(mult(t))
-            stop = [cb.on_step(info(t, losses[t], lr.squeeze(1) * lr_t, dict(metrics))) for cb in callbacks]
-            dead = ~alive.unsqueeze(1)
+            stop = [cb.on_step(info(t, run.losses[t], lr.squeeze(1) * lr_t, dict(metrics))) for cb in callbacks]
+            dead = ~run.alive.unsqueeze(1)
             pop.grad.masked_fill_(dead, 0.0)
             opt.step(pop.flat, pop.grad, lr * lr_t, wd, decay)
             pop.flat.masked_fill_(dead, 0.0)
@@ -414,7 +394,7 @@ def fit_group(
             if any(stop):
                 taken = t + 1
                 break
-            if t % 32 == 31 and not bool(alive.any()):
+            if run.all_diverged(t):
                 taken = t + 1
                 break
     except KeyboardInterrupt:
@@ -422,14 +402,7 @@ def fit_group(
         taken = done
     finally:
         bar.close()
-    died = torch.where(died >= taken, torch.full_like(died, -1), died)
-    stopped = taken < steps and bool(alive.any())
-    if not evals or evals[-1][0] != taken:
-        evaluate_all(taken)
-    from labkit.train import _member_histories
-
-    out = _member_histories(members, optimizer, losses, died, taken, stopped, mult, evals,
-                            time.perf_counter() - start)
+    out = run.histories(optimizer, taken, mult, evaluate_all)
     for cb in callbacks:
         cb.on_end(out)
     return out

@@ -500,6 +500,59 @@ def fit_many(
     return histories  # type: ignore[return-value]
 
 
+class _PopulationRun:
+    """The bookkeeping both ``fit_many`` engines share: each member's mini-batch stream, the stacked losses, who
+    is alive and the step each member diverged at (recorded on the device, no host sync per step), the
+    evaluations, and the Histories at the end. The engines only compute forward, backward and update."""
+
+    def __init__(self, members: list[dict[str, Any]], ds: Dataset, batch_size: int | None, steps: int):
+        m, dev, dtype = len(members), ds.inputs.device, ds.inputs.dtype
+        seeds = [mem["seed"] for mem in members]
+        self.members, self.ds, self.steps = members, ds, steps
+        self.shared_batches = batch_size is None or len(set(seeds)) == 1  # every member sees the same batches
+        self.index = None
+        if batch_size is not None:
+            idx = [batch_indices(len(ds), batch_size, steps, s) for s in (seeds[:1] if self.shared_batches else seeds)]
+            self.index = torch.stack(idx, 1).to(dev)  # (steps, M or 1, B)
+        self.losses = torch.full((steps, m), math.nan, dtype=dtype, device=dev)
+        self.alive = torch.ones(m, dtype=torch.bool, device=dev)
+        self.died = torch.full((m,), -1, dtype=torch.long, device=dev)
+        self.evals: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
+        self.start = time.perf_counter()
+
+    def batch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``t``'s inputs and targets: ``(B, ...)`` shared by all members, else ``(M, B, ...)``."""
+        if self.index is None:
+            return self.ds.inputs, self.ds.targets
+        i = self.index[t, 0] if self.shared_batches else self.index[t]
+        return self.ds.inputs[i], self.ds.targets[i]
+
+    def record(self, t: int, value: torch.Tensor) -> None:
+        """Step ``t``'s member losses ``(M,)``: a member whose loss is non-finite diverged at ``t``."""
+        finite = torch.isfinite(value)
+        self.died = torch.where(self.alive & ~finite, torch.full_like(self.died, t), self.died)
+        self.losses[t] = torch.where(self.alive, value, torch.full_like(value, math.nan))
+        self.alive = self.alive & finite
+
+    def evaluated(self, step: int, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.evals.append((step, self.alive.clone(), metrics))
+        return metrics
+
+    def all_diverged(self, t: int) -> bool:
+        """Whether every member has diverged, checked every 32 steps (one host sync per 32 steps)."""
+        return t % 32 == 31 and not bool(self.alive.any())
+
+    def histories(self, optimizer: str, taken: int, mult: Callable[[int], float],
+                  evaluate: Callable[[int], Any]) -> list[History]:
+        """One History per member after ``taken`` updates (evaluating at ``taken`` if that was not done)."""
+        died = torch.where(self.died >= taken, torch.full_like(self.died, -1), self.died)  # update never applied
+        stopped = taken < self.steps and bool(self.alive.any())
+        if not self.evals or self.evals[-1][0] != taken:
+            evaluate(taken)
+        return _member_histories(self.members, optimizer, self.losses, died, taken, stopped, mult, self.evals,
+                                 time.perf_counter() - self.start)
+
+
 def _member_histories(members: list[dict[str, Any]], optimizer: str, losses: torch.Tensor, died: torch.Tensor,
                       taken: int, stopped: bool, mult: Callable[[int], float], evals: list,
                       wall: float) -> list[History]:
@@ -575,9 +628,8 @@ def _fit_group(
     params = {k: v.detach() for k, v in params.items()}
     base = copy.deepcopy(models[0]).to("meta")
 
-    seeds = [m["seed"] for m in members]
-    shared_batches = batch_size is None or len(set(seeds)) == 1
-    data_dims = None if shared_batches else 0
+    run = _PopulationRun(members, ds, batch_size, steps)
+    data_dims = None if run.shared_batches else 0
     # Forward through vmap (batched kernels), backward by plain autograd on the stacked
     # parameters: members are independent, so d(sum of losses)/d(params_i) is member i's
     # gradient. This is ~2.5x faster on CPU than vmap(grad(...)), which vmaps the backward too.
@@ -590,18 +642,10 @@ def _fit_group(
         grads = torch.autograd.grad(value.sum(), list(p.values()))
         return dict(zip(p, grads)), value.detach()
 
-    if batch_size is not None:
-        idx = [batch_indices(len(ds), batch_size, steps, s) for s in (seeds[:1] if shared_batches else seeds)]
-        index = torch.stack(idx, 1).to(dev)  # (steps, M or 1, B)
-
     lr = torch.tensor([m["lr"] for m in members], dtype=dtype, device=dev)
     wd = torch.tensor([m["weight_decay"] for m in members], dtype=dtype, device=dev)
     opt = Functional(optimizer, params)
     mult = schedule(lr_schedule, steps)
-    losses = torch.full((steps, M), math.nan, dtype=dtype, device=dev)
-    alive = torch.ones(M, dtype=torch.bool, device=dev)
-    died = torch.full((M,), -1, dtype=torch.long, device=dev)
-    evals: list[tuple[int, torch.Tensor, dict[str, torch.Tensor]]] = []
     hist_stub = [History() for _ in members]
 
     def evaluate_all(step: int) -> dict[str, torch.Tensor]:
@@ -610,35 +654,24 @@ def _fit_group(
             metrics = {"loss": vmap(loss_fn, in_dims=(0, None))(out, eval_ds.targets)}
             if eval_ds.task == "classification":
                 metrics["accuracy"] = (out.argmax(-1) == eval_ds.targets).to(dtype).mean(1)
-        evals.append((step, alive.clone(), metrics))
-        return metrics
+        return run.evaluated(step, metrics)
 
     for cb in cbs:
-        cb.on_start(StepInfo(0, losses[0], lr * float(mult(0)), {}, None, params, loss_fn, ds, batch_size, optimizer,
-                             hist_stub))
-    start = time.perf_counter()
+        cb.on_start(StepInfo(0, run.losses[0], lr * float(mult(0)), {}, None, params, loss_fn, ds, batch_size,
+                             optimizer, hist_stub))
     bar = _progress(steps, f"fit_many ({M} models)", progress)
     taken = steps
     done = 0  # updates applied
     try:
         for t in range(steps):
-            if batch_size is None:
-                x, y = ds.inputs, ds.targets
-            elif shared_batches:
-                x, y = ds.inputs[index[t, 0]], ds.targets[index[t, 0]]
-            else:
-                x, y = ds.inputs[index[t]], ds.targets[index[t]]  # (M, B, ...)
-            grads, value = step_fn(params, x, y)
-            finite = torch.isfinite(value)
-            died = torch.where(alive & ~finite, torch.full_like(died, t), died)
-            losses[t] = torch.where(alive, value, torch.full_like(value, math.nan))
-            alive = alive & finite
+            grads, value = step_fn(params, *run.batch(t))
+            run.record(t, value)
             metrics = evaluate_all(t) if t % eval_every == 0 else {}
-            keep = alive
+            keep = run.alive
             grads = {k: torch.where(keep.reshape((-1,) + (1,) * (g.ndim - 1)), g, torch.zeros_like(g))
                      for k, g in grads.items()}
             lr_t = float(mult(t))
-            stop = [cb.on_step(StepInfo(t, losses[t], lr * lr_t, {k: v for k, v in metrics.items()}, None, params,
+            stop = [cb.on_step(StepInfo(t, run.losses[t], lr * lr_t, {k: v for k, v in metrics.items()}, None, params,
                                         loss_fn, ds, batch_size, optimizer, hist_stub)) for cb in cbs]
             new = opt.step(params, grads, lr * lr_t, wd)
             params = {k: torch.where(keep.reshape((-1,) + (1,) * (p.ndim - 1)), p, torch.zeros_like(p))
@@ -648,7 +681,7 @@ def _fit_group(
             if any(stop):
                 taken = t + 1
                 break
-            if t % 32 == 31 and not bool(alive.any()):
+            if run.all_diverged(t):
                 taken = t + 1
                 break
     except KeyboardInterrupt:
@@ -656,13 +689,7 @@ def _fit_group(
         taken = done
     finally:
         bar.close()
-    died = torch.where(died >= taken, torch.full_like(died, -1), died)  # a loss whose update was never applied
-    stopped = taken < steps and bool(alive.any())
-    if not evals or evals[-1][0] != taken:
-        evaluate_all(taken)
-    wall = time.perf_counter() - start
-
-    out = _member_histories(members, optimizer, losses, died, taken, stopped, mult, evals, wall)
+    out = run.histories(optimizer, taken, mult, evaluate_all)
     for cb in cbs:
         cb.on_end(out)
     return out
