@@ -250,3 +250,10 @@ def test_exercise_without_hints(capsys):
     assert hint(id) == "No hints for this exercise."
     assert check(id, 0 * HIDDEN) is False
     assert "Stuck?" not in capsys.readouterr().out
+
+
+def test_known_mistakes_get_their_message_only_when_the_answer_is_wrong():
+    mistakes = [(HIDDEN * 3, "you tripled it"), (HIDDEN[:1], "a different shape never matches")]
+    assert diagnosis(HIDDEN * 3, mistakes=mistakes) == "you tripled it"
+    assert "tripled" not in diagnosis(HIDDEN * 5, mistakes=mistakes)  # the generic diagnosis otherwise
+    expect_close(HIDDEN, HIDDEN, mistakes=[(HIDDEN, "a mistake equal to the answer must not fire")])

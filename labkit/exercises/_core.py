@@ -188,12 +188,16 @@ def _as_array(value: Any, what: str) -> np.ndarray:
 
 
 def expect_close(
-    value: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 0.0, what: str = "your answer"
+    value: Any, expected: Any, *, rtol: float = 1e-6, atol: float = 0.0, what: str = "your answer",
+    mistakes: Sequence[tuple[Any, str]] = (),
 ) -> None:
     """Raise :class:`Wrong` unless ``value`` matches ``expected`` within tolerance.
 
     The message diagnoses shape, non-finite values, sign and scale (e.g. "off by
-    a factor of about 2") without printing the expected value.
+    a factor of about 2") without printing the expected value. ``mistakes`` are
+    ``(wrong answer, what it means)`` pairs, the exercise's known wrong turns: a
+    value that is not the answer but matches one of them (same tolerance) gets its
+    message. A mistake that happens to equal the answer never fires.
     """
     got, want = _as_array(value, what), _as_array(expected, "expected")
     if got.shape != want.shape:
@@ -204,6 +208,10 @@ def expect_close(
         raise Wrong(f"{what} contains NaN or infinity")
     if np.allclose(got, want, rtol=rtol, atol=atol):
         return
+    for wrong, message in mistakes:
+        w = _as_array(wrong, "a known mistake")
+        if w.shape == got.shape and np.allclose(got, w, rtol=rtol, atol=atol):
+            raise Wrong(message)
     g, w = got.ravel(), want.ravel()
     if np.allclose(-g, w, rtol=rtol, atol=atol):
         raise Wrong(f"{what} has the wrong sign")
