@@ -320,7 +320,7 @@ def fit_group(
 ) -> list:
     """Train one batch-size group of :func:`labkit.train.fit_many` (arguments as its ``_fit_group`` has them
     after its checks; ``mult`` is the lr multiplier, ``callbacks`` are Callback objects) and return the Histories."""
-    from labkit.train import StepInfo, _PopulationRun, _progress
+    from labkit.train import StepInfo, _PopulationRun
 
     layers = _layers(models[0])
     assert not isinstance(layers, str), "call batched.supports first"
@@ -361,51 +361,33 @@ def fit_group(
 
     for cb in callbacks:
         cb.on_start(info(0, run.losses[0], lr.squeeze(1) * float(mult(0)), {}))
-    bar = _progress(steps, f"fit_many ({M} models, batched)", progress)
-    taken, done = steps, 0
-    try:
-        for t in range(steps):
-            x, y = run.batch(t)
-            with torch.no_grad():
-                for lo in range(0, M, chunk):
-                    hi = min(M, lo + chunk)
-                    xc, yc = (x, y) if x.ndim == ds.inputs.ndim else (x[lo:hi], y[lo:hi])
-                    out, saved = pop.forward(lo, hi, xc)
-                    if reuse_eval and classify and t % eval_every == 0:
-                        acc[lo:hi] = _accuracy(out, yc)
-                    value[lo:hi], g = _loss_and_cotangent(name, out, yc)
-                    pop.backward(lo, hi, g, saved)
-            run.record(t, value)
-            metrics: dict[str, torch.Tensor] = {}
-            if t % eval_every == 0:
-                if reuse_eval:
-                    step_metrics = {"loss": value.clone(), **({"accuracy": acc.clone()} if classify else {})}
-                    metrics = run.evaluated(t, step_metrics)
-                else:
-                    metrics = evaluate_all(t)
-            lr_t = float(mult(t))
-            stop = [cb.on_step(info(t, run.losses[t], lr.squeeze(1) * lr_t, dict(metrics))) for cb in callbacks]
-            dead = ~run.alive.unsqueeze(1)
-            pop.grad.masked_fill_(dead, 0.0)
-            opt.step(pop.flat, pop.grad, lr * lr_t, wd, decay)
-            pop.flat.masked_fill_(dead, 0.0)
-            done = t + 1
-            bar.update(1)
-            if any(stop):
-                taken = t + 1
-                break
-            if run.all_diverged(t):
-                taken = t + 1
-                break
-    except KeyboardInterrupt:
-        warnings.warn(f"fit_many interrupted at step {done}; returning the histories so far", stacklevel=3)
-        taken = done
-    finally:
-        bar.close()
-    out = run.histories(optimizer, taken, mult, evaluate_all)
-    for cb in callbacks:
-        cb.on_end(out)
-    return out
+    def step(t: int) -> bool:
+        x, y = run.batch(t)
+        with torch.no_grad():
+            for lo in range(0, M, chunk):
+                hi = min(M, lo + chunk)
+                xc, yc = (x, y) if x.ndim == ds.inputs.ndim else (x[lo:hi], y[lo:hi])
+                out, saved = pop.forward(lo, hi, xc)
+                if reuse_eval and classify and t % eval_every == 0:
+                    acc[lo:hi] = _accuracy(out, yc)
+                value[lo:hi], g = _loss_and_cotangent(name, out, yc)
+                pop.backward(lo, hi, g, saved)
+        run.record(t, value)
+        metrics: dict[str, torch.Tensor] = {}
+        if t % eval_every == 0:
+            if reuse_eval:
+                metrics = run.evaluated(t, {"loss": value.clone(), **({"accuracy": acc.clone()} if classify else {})})
+            else:
+                metrics = evaluate_all(t)
+        lr_t = float(mult(t))
+        stop = [cb.on_step(info(t, run.losses[t], lr.squeeze(1) * lr_t, dict(metrics))) for cb in callbacks]
+        dead = ~run.alive.unsqueeze(1)
+        pop.grad.masked_fill_(dead, 0.0)
+        opt.step(pop.flat, pop.grad, lr * lr_t, wd, decay)
+        pop.flat.masked_fill_(dead, 0.0)
+        return any(stop)
+
+    return run.drive(step, f"fit_many ({M} models, batched)", progress, optimizer, mult, evaluate_all, callbacks)
 
 
 def fit_many(make_model: Callable[[int], nn.Module], data: Any, *, hparams: Any, **kwargs: Any) -> list:

@@ -542,6 +542,30 @@ class _PopulationRun:
         """Whether every member has diverged, checked every 32 steps (one host sync per 32 steps)."""
         return t % 32 == 31 and not bool(self.alive.any())
 
+    def drive(self, step: Callable[[int], bool], label: str, progress: bool, optimizer: str,
+              mult: Callable[[int], float], evaluate: Callable[[int], Any], callbacks: list[Any]) -> list[History]:
+        """Run ``step(t)`` (forward, :meth:`record`, evaluation, callbacks, update; True to stop) for every step,
+        with the progress bar, early stopping, the all-diverged stop and Ctrl-C; return the Histories."""
+        bar = _progress(self.steps, label, progress)
+        taken, done = self.steps, 0  # done: updates applied
+        try:
+            for t in range(self.steps):
+                stop = step(t)
+                done = t + 1
+                bar.update(1)
+                if stop or self.all_diverged(t):
+                    taken = t + 1
+                    break
+        except KeyboardInterrupt:
+            warnings.warn(f"fit_many interrupted at step {done}; returning the histories so far", stacklevel=4)
+            taken = done
+        finally:
+            bar.close()
+        out = self.histories(optimizer, taken, mult, evaluate)
+        for cb in callbacks:
+            cb.on_end(out)
+        return out
+
     def histories(self, optimizer: str, taken: int, mult: Callable[[int], float],
                   evaluate: Callable[[int], Any]) -> list[History]:
         """One History per member after ``taken`` updates (evaluating at ``taken`` if that was not done)."""
@@ -659,37 +683,20 @@ def _fit_group(
     for cb in cbs:
         cb.on_start(StepInfo(0, run.losses[0], lr * float(mult(0)), {}, None, params, loss_fn, ds, batch_size,
                              optimizer, hist_stub))
-    bar = _progress(steps, f"fit_many ({M} models)", progress)
-    taken = steps
-    done = 0  # updates applied
-    try:
-        for t in range(steps):
-            grads, value = step_fn(params, *run.batch(t))
-            run.record(t, value)
-            metrics = evaluate_all(t) if t % eval_every == 0 else {}
-            keep = run.alive
-            grads = {k: torch.where(keep.reshape((-1,) + (1,) * (g.ndim - 1)), g, torch.zeros_like(g))
-                     for k, g in grads.items()}
-            lr_t = float(mult(t))
-            stop = [cb.on_step(StepInfo(t, run.losses[t], lr * lr_t, {k: v for k, v in metrics.items()}, None, params,
-                                        loss_fn, ds, batch_size, optimizer, hist_stub)) for cb in cbs]
-            new = opt.step(params, grads, lr * lr_t, wd)
-            params = {k: torch.where(keep.reshape((-1,) + (1,) * (p.ndim - 1)), p, torch.zeros_like(p))
-                      for k, p in new.items()}
-            done = t + 1
-            bar.update(1)
-            if any(stop):
-                taken = t + 1
-                break
-            if run.all_diverged(t):
-                taken = t + 1
-                break
-    except KeyboardInterrupt:
-        warnings.warn(f"fit_many interrupted at step {done}; returning the histories so far", stacklevel=2)
-        taken = done
-    finally:
-        bar.close()
-    out = run.histories(optimizer, taken, mult, evaluate_all)
-    for cb in cbs:
-        cb.on_end(out)
-    return out
+    def step(t: int) -> bool:
+        nonlocal params
+        grads, value = step_fn(params, *run.batch(t))
+        run.record(t, value)
+        metrics = evaluate_all(t) if t % eval_every == 0 else {}
+        keep = run.alive
+        grads = {k: torch.where(keep.reshape((-1,) + (1,) * (g.ndim - 1)), g, torch.zeros_like(g))
+                 for k, g in grads.items()}
+        lr_t = float(mult(t))
+        stop = [cb.on_step(StepInfo(t, run.losses[t], lr * lr_t, dict(metrics), None, params, loss_fn, ds,
+                                    batch_size, optimizer, hist_stub)) for cb in cbs]
+        new = opt.step(params, grads, lr * lr_t, wd)
+        params = {k: torch.where(keep.reshape((-1,) + (1,) * (p.ndim - 1)), p, torch.zeros_like(p))
+                  for k, p in new.items()}
+        return any(stop)
+
+    return run.drive(step, f"fit_many ({M} models)", progress, optimizer, mult, evaluate_all, cbs)
