@@ -361,6 +361,7 @@ def fit_group(
 
     for cb in callbacks:
         cb.on_start(info(0, run.losses[0], lr.squeeze(1) * float(mult(0)), {}))
+
     def step(t: int) -> bool:
         x, y = run.batch(t)
         with torch.no_grad():

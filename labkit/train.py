@@ -535,6 +535,7 @@ class _PopulationRun:
         self.alive = self.alive & finite
 
     def evaluated(self, step: int, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Keep the evaluation ``metrics`` (each ``(M,)``) measured at ``step``, with who was alive then."""
         self.evals.append((step, self.alive.clone(), metrics))
         return metrics
 
