@@ -31,7 +31,7 @@ from torch import nn
 from labkit.data import Dataset
 from labkit.losses import LOSSES, Loss
 from labkit.models import Activation, Dense
-from labkit.optim import BETAS, EPS, MOMENTUM, OPTIMIZERS
+from labkit.optim import OPTIMIZERS, update_
 
 __all__ = ["fit_group", "fit_many", "supports", "unsupported"]
 
@@ -274,34 +274,16 @@ def _accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class _Optimizer:
-    """``torch.optim``'s update rules on the flat ``(M, P)`` buffers, in place, per-member lr and wd ``(M, 1)``."""
+    """The optimiser's state on the flat ``(M, P)`` buffers; :func:`labkit.optim.update_` is the rule."""
 
     def __init__(self, name: str, flat: torch.Tensor):
         self.name, self.t = name, 0
         self.m = torch.zeros_like(flat) if name != "sgd" else None
         self.v = torch.zeros_like(flat) if name in ("adam", "adamw") else None
 
-    @torch.no_grad()
     def step(self, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, wd: torch.Tensor, decay: bool) -> None:
         self.t += 1
-        if decay and self.name != "adamw":
-            g.addcmul_(p, wd)  # L2: g + wd p
-        if self.name == "sgd":
-            p.addcmul_(g, lr, value=-1.0)
-        elif self.name == "momentum":
-            if self.t == 1:
-                self.m.copy_(g)
-            else:
-                self.m.mul_(MOMENTUM).add_(g)
-            p.addcmul_(self.m, lr, value=-1.0)
-        else:
-            if decay and self.name == "adamw":
-                p.mul_(1 - lr * wd)
-            b1, b2 = BETAS
-            self.m.lerp_(g, 1 - b1)
-            self.v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (self.v.sqrt() / math.sqrt(1 - b2**self.t)).add_(EPS)
-            p.addcdiv_(self.m * (lr / (1 - b1**self.t)), denom, value=-1.0)
+        update_(self.name, p, g, self.m, self.v, self.t, lr, wd, decay=decay)
 
 
 def fit_group(
@@ -357,7 +339,7 @@ def fit_group(
 
     def info(t: int, loss_t: torch.Tensor, lr_t: torch.Tensor, metrics: dict) -> Any:
         params = {k: v.clone() for k, v in pop.params().items()}
-        return StepInfo(t, loss_t, lr_t, metrics, None, params, loss_fn, ds, batch_size, optimizer, stub)
+        return StepInfo(t, loss_t, lr_t, metrics, None, params, loss_fn, ds, batch_size, optimizer, stub, opt)
 
     for cb in callbacks:
         cb.on_start(info(0, run.losses[0], lr.squeeze(1) * float(mult(0)), {}))

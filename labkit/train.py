@@ -116,7 +116,10 @@ class StepInfo:
     For :func:`fit`, ``loss`` and ``lr`` are floats and ``model`` holds the current
     parameters. For :func:`fit_many`, ``loss`` and ``lr`` are tensors over the members
     (loss NaN for members that have diverged), ``model`` is None and ``params`` is
-    the stacked parameter dict ``{name: (members, ...)}``.
+    the stacked parameter dict ``{name: (members, ...)}``. ``optimizer_state`` is the optimiser itself, so that
+    nothing re-implements it to know its state: the ``torch.optim.Optimizer`` :func:`fit` steps (its ``.state``
+    holds momentum and Adam's moments; :func:`labkit.optim.preconditioner` reads it), or the stacked optimiser
+    of :func:`fit_many` (``m``, ``v``, ``t``).
     """
 
     step: int
@@ -130,6 +133,7 @@ class StepInfo:
     batch_size: int | None
     optimizer: str | Callable
     history: History | list[History] | None = None
+    optimizer_state: Any = None
 
 
 class Callback:
@@ -297,7 +301,7 @@ def fit(
     metrics: dict[str, float] = {}
 
     def info(step: int, value: float, lr_t: float) -> StepInfo:
-        return StepInfo(step, value, lr_t, metrics, model, None, loss_fn, ds, batch_size, optimizer, hist)
+        return StepInfo(step, value, lr_t, metrics, model, None, loss_fn, ds, batch_size, optimizer, hist, opt)
 
     for cb in cbs:
         cb.on_start(info(0, math.nan, lr * mult(0)))
@@ -683,7 +687,7 @@ def _fit_group(
 
     for cb in cbs:
         cb.on_start(StepInfo(0, run.losses[0], lr * float(mult(0)), {}, None, params, loss_fn, ds, batch_size,
-                             optimizer, hist_stub))
+                             optimizer, hist_stub, opt))
     def step(t: int) -> bool:
         nonlocal params
         grads, value = step_fn(params, *run.batch(t))
@@ -694,7 +698,7 @@ def _fit_group(
                  for k, g in grads.items()}
         lr_t = float(mult(t))
         stop = [cb.on_step(StepInfo(t, run.losses[t], lr * lr_t, dict(metrics), None, params, loss_fn, ds,
-                                    batch_size, optimizer, hist_stub)) for cb in cbs]
+                                    batch_size, optimizer, hist_stub, opt)) for cb in cbs]
         new = opt.step(params, grads, lr * lr_t, wd)
         params = {k: torch.where(keep.reshape((-1,) + (1,) * (p.ndim - 1)), p, torch.zeros_like(p))
                   for k, p in new.items()}

@@ -8,11 +8,12 @@
     labkit.hessian.top_eigenvalues(model, "cross_entropy", ds, k=3)   # the same, in one call
 
 Operators live in :mod:`labkit.hessian.operators`, the probes (convenience functions,
-batch-vs-full sharpness, outlier counting) in :mod:`labkit.hessian.probes`, the :class:`Sharpness`
-callback (a :class:`labkit.tracking.Every`) in :mod:`labkit.hessian.sharpness`; the algorithms are
-:mod:`labkit.linalg`'s.
+batch-vs-full sharpness, outlier counting) in :mod:`labkit.hessian.probes`; the algorithms are
+:mod:`labkit.linalg`'s. Sharpness during training (the tracker, its threshold, the at-the-edge check) is
+:mod:`labkit.edge`; ``hessian.Sharpness`` is a deprecated alias of :class:`labkit.edge.EdgeOfStability`.
 """
 
+from labkit import _deprecated
 from labkit.hessian.operators import GaussNewtonOperator, HessianOperator, dense_hessian, residual_operator
 from labkit.hessian.probes import (
     BatchSharpness,
@@ -25,13 +26,11 @@ from labkit.hessian.probes import (
     top_eigenvalues,
     trace,
 )
-from labkit.hessian.sharpness import Sharpness
 
 __all__ = [
     "BatchSharpness",
     "GaussNewtonOperator",
     "HessianOperator",
-    "Sharpness",
     "batch_sharpness",
     "class_outliers",
     "count_outliers",
@@ -43,3 +42,5 @@ __all__ = [
     "top_eigenvalues",
     "trace",
 ]
+
+__getattr__ = _deprecated.moved(__name__, {"Sharpness": "labkit.edge:EdgeOfStability"})
