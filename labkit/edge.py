@@ -34,10 +34,10 @@ import torch
 from labkit import _checks, linalg, optim
 from labkit.curvature import HessianOperator
 from labkit.data import as_dataset
+from labkit.history import StepInfo
 from labkit.linalg import LinearOperator
 from labkit.optim import BETAS, EPS, MOMENTUM
 from labkit.tracking import Every
-from labkit.train import StepInfo
 
 __all__ = [
     "EdgeOfStability",

@@ -4,7 +4,7 @@
 vmap engine uses :class:`Functional`, the same update rules written on stacked
 parameter tensors so that a whole population of networks steps in one call, and
 its batched engine the same rules on one flat ``(members, parameters)`` buffer
-(``labkit.batched``). The tests check each against ``torch.optim`` in float64.
+(``labkit.population.batched``). The tests check each against ``torch.optim`` in float64.
 
 Update rules (``g`` includes L2 weight decay ``wd * p`` except for AdamW):
 

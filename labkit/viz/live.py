@@ -58,7 +58,7 @@ from labkit import _checks, notebook
 from labkit.viz._livefigure import LiveFigure, _Series
 
 if TYPE_CHECKING:  # types only: viz must not import train (train.History.figure imports viz)
-    from labkit.train import History, StepInfo
+    from labkit.history import History, StepInfo
 
 __all__ = ["BACKENDS", "LivePlot"]
 
