@@ -18,8 +18,9 @@ For Adam (and AdamW, and RMSprop) the curvature that matters is that of the *pre
 no threshold on it exists. :func:`threshold` is the table; :class:`EdgeOfStability` the one tracker (top-``k``
 Hessian eigenvalues every ``every`` steps of :func:`labkit.train.fit`, warm-started, plus the preconditioned
 sharpness for adaptive optimisers, read from the optimiser's own state through ``StepInfo.optimizer_state``);
-:func:`at_edge` the one criterion, returning its evidence (:class:`EdgeVerdict`); :func:`demo_run` the one
-demonstration; :func:`monitor` the live figure.
+:func:`at_edge` the one criterion, returning its evidence (:class:`EdgeVerdict`); :func:`monitor` the live
+figure. The one demonstration (a tanh MLP trained full batch to its edge) is lesson code:
+:func:`labkit.lessons.edge.demo_run`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labkit import _checks, linalg, optim
+from labkit import _checks, _deprecated, linalg, optim
 from labkit.curvature import HessianOperator
 from labkit.data import as_dataset
 from labkit.history import StepInfo
@@ -45,8 +46,6 @@ __all__ = [
     "Preconditioned",
     "adam_preconditioner",
     "at_edge",
-    "demo_data",
-    "demo_run",
     "edge_ratio",
     "monitor",
     "threshold",
@@ -226,36 +225,6 @@ def monitor(optimizer: str = "sgd", title: str | None = None, **kwargs: Any) -> 
 
 
 
-# ---------------------------------------------------------------- the one demonstration (notebooks 00, 01, 09)
-
-
-def demo_data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 3-class Gaussian mixture in 4 dimensions with one-hot MSE targets, float64 (Cohen et al.'s setting, small)."""
-    from labkit.data import gaussian_mixture
-
-    ds = gaussian_mixture(n, dim=4, classes=3, separation=2.0, seed=seed).to(dtype=torch.float64)
-    return ds.inputs, torch.nn.functional.one_hot(ds.targets, 3).double()
-
-
-def demo_run(optimizer: str, lr: float, steps: int, every: int, *, n: int = 64, k: int = 1, data: Any = None,
-             seed: int = 0, live: Any = None, callbacks: Any = ()) -> tuple[EdgeOfStability, Any]:
-    """Full-batch training of a tanh MLP 4-32-32-3 (MSE) with an :class:`EdgeOfStability` tracker.
-
-    The data is :func:`demo_data` ``(n, seed)`` unless ``data`` is given; the network is seeded by ``seed``.
-    Returns ``(tracker, history)``; ``live`` (a :func:`monitor`) is fed the loss and the sharpness, and it and
-    ``callbacks`` go to :func:`labkit.train.fit` (a callback returning True stops the run).
-    """
-    from labkit.models import mlp
-    from labkit.train import fit
-
-    net = mlp(4, [32, 32], 3, activation="tanh", seed=seed).double()
-    tracker = EdgeOfStability(every, k, live=live)
-    extra = [tracker] + ([live] if live is not None else []) + list(callbacks)
-    hist = fit(net, demo_data(n, seed) if data is None else data, loss="mse", optimizer=optimizer, lr=lr,
-               steps=steps, callbacks=extra, progress=False)
-    return tracker, hist
-
-
 #: The run must start clearly below its threshold (or "ends at the threshold" is true from step 0) ...
 START_BELOW = 0.7
 #: ... and end within this fraction of it: above it the optimiser is unstable, and at the edge it does not fall back.
@@ -313,3 +282,7 @@ def edge_ratio(values: Any, thresholds: Any, tail: float = TAIL) -> float:
     v, thr = np.asarray(values, dtype=float), np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(values))
     k = max(1, round(len(v) * tail))
     return float(np.median(v[-k:] / thr[-k:]))
+
+
+__getattr__ = _deprecated.moved(__name__, {"demo_run": "labkit.lessons.edge:demo_run",
+                                          "demo_data": "labkit.lessons.edge:demo_data"})

@@ -303,7 +303,7 @@ class Propagation:
 
     def figure(self, theory: bool = True):
         """Per-layer length and correlation, seeds' median and range, with the theory dashed."""
-        from labkit.signal_figures import propagation_figure
+        from labkit.viz.propagation import propagation_figure
 
         return propagation_figure(self, self.theory() if theory else None)
 
@@ -498,7 +498,7 @@ class Trainability:
 
     def figure(self):
         """The accuracy grid with the depth 6 xi_c above which Schoenholz et al. found no training."""
-        from labkit.signal_figures import trainability_figure
+        from labkit.viz.propagation import trainability_figure
 
         return trainability_figure(self)
 
@@ -557,7 +557,7 @@ class LayerStats:
 
     def spp_figure(self, title: str = "signal propagation plot"):
         """Brock et al.'s plot of the residual blocks (or of the linear layers without blocks)."""
-        from labkit.signal_figures import spp_figure
+        from labkit.viz.propagation import spp_figure
 
         stats = self.blocks if len(self.blocks["variance"]) else {"variance": self.variance, "mean_sq": self.mean_sq}
         return spp_figure(stats, title)

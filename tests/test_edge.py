@@ -251,3 +251,7 @@ def test_old_names_are_aliases_of_the_one_and_warn_once():
         assert probes.stability_threshold(0.01, "adam") == edge.threshold(0.01, "adam")  # 38/lr, no longer NaN
     with pytest.warns(DeprecationWarning, match="labkit.edge.EdgeVerdict"):
         assert probes.EdgeOfStability is edge.EdgeVerdict
+    from labkit.lessons import edge as lesson
+
+    with pytest.warns(DeprecationWarning, match="labkit.lessons.edge.demo_run"):
+        assert edge.demo_run is lesson.demo_run

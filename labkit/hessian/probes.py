@@ -305,11 +305,11 @@ def edge_of_stability_run(
     lr: float, *, n: int = 128, steps: int = 2000, every: int = 20, seed: int = 0, live: Any = None,
     callbacks: Sequence[Any] = (),
 ) -> tuple[Any, Any]:
-    """Deprecated: :func:`labkit.edge.demo_run` with ``optimizer="sgd"`` (the same network, data and tracker)."""
-    from labkit import _deprecated, edge
-
-    _deprecated.warn("labkit.hessian.probes.edge_of_stability_run", "labkit.edge.demo_run('sgd', ...)")
-    return edge.demo_run("sgd", lr, steps, every, n=n, seed=seed, live=live, callbacks=callbacks)
+    """Deprecated: :func:`labkit.lessons.edge.demo_run` with ``optimizer="sgd"`` (the same network, data and
+    tracker; lesson code, so resolved by name rather than imported from this lower layer)."""
+    _deprecated.warn("labkit.hessian.probes.edge_of_stability_run", "labkit.lessons.edge.demo_run('sgd', ...)")
+    demo_run = _deprecated.resolve("labkit.lessons.edge:demo_run")
+    return demo_run("sgd", lr, steps, every, n=n, seed=seed, live=live, callbacks=callbacks)
 
 
 __getattr__ = _deprecated.moved(__name__, {"EdgeOfStability": "labkit.edge:EdgeVerdict",

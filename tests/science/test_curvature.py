@@ -8,6 +8,7 @@ import torch
 from labkit import edge, hessian
 from labkit.data import gaussian_mixture
 from labkit.hessian import probes
+from labkit.lessons import edge as lesson
 from labkit.models import mlp
 
 # ------------------------------------------------------------------ edge of stability (Cohen et al. 2021)
@@ -15,7 +16,7 @@ from labkit.models import mlp
 
 def test_sharpness_rises_to_two_over_lr():
     """lr = 0.05: 2/lr = 40 is well above the initial sharpness (~23), so reaching it is progressive sharpening."""
-    probe, hist = edge.demo_run("sgd", 0.05, 800, 8)
+    probe, hist = lesson.demo_run("sgd", 0.05, 800, 8)
     eos = edge.at_edge(probe.top, 2 / 0.05)
     assert not hist.diverged
     assert eos.holds, eos
@@ -23,7 +24,7 @@ def test_sharpness_rises_to_two_over_lr():
 
 def test_edge_of_stability_control_small_lr_never_gets_there():
     """lr/20: 2/lr = 800, far above anything this network reaches in the budget: the same check fails."""
-    probe, _ = edge.demo_run("sgd", 0.0025, 400, 8)
+    probe, _ = lesson.demo_run("sgd", 0.0025, 400, 8)
     eos = edge.at_edge(probe.top, 2 / 0.0025)
     assert eos.start < edge.START_BELOW and not eos.holds, eos
 

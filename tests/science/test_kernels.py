@@ -6,7 +6,7 @@ Thresholds come from the theory, not from the measured numbers (measured values 
 import numpy as np
 import torch
 
-from labkit.ntk import lab
+from labkit.lessons import ntk as lab
 
 
 def converges(slope):
