@@ -24,6 +24,7 @@ DataLike = Dataset | tuple[torch.Tensor, torch.Tensor]
 
 
 def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of ``model``'s first parameter (a model without parameters is refused)."""
     p = next(model.parameters(), None)
     if p is None:
         raise ValueError(f"model {type(model).__name__} has no parameters to train")
@@ -39,6 +40,8 @@ def check_settings(
     lr_values: Sequence[Any],
     wd_values: Sequence[Any],
 ) -> None:
+    """Refuse settings no loop can train with: steps, optimizer name, empty data, batch size, learning rates and
+    weight decays (one value per member for ``fit_many``)."""
     _checks.positive("steps", steps, integer=True)
     if not callable(optimizer):
         _checks.choice("optimizer", optimizer, OPTIMIZERS)
@@ -75,6 +78,8 @@ def check_model_fits(model: nn.Module, ds: Dataset, loss: Loss) -> None:
 
 
 def prepare(data: DataLike, model: nn.Module, device: Any) -> Dataset:
+    """``data`` as a :class:`~labkit.data.Dataset` on ``device`` (default: the model's, which is moved there)
+    and in the model's dtype."""
     dtype, model_device = model_dtype_device(model)
     device = torch.device(device) if device is not None else model_device
     model.to(device)
