@@ -66,7 +66,7 @@ def cut_above(values: np.ndarray, start: float) -> np.ndarray:
         return np.where(v > DIVERGED_CUT * start, np.nan, v)
 
 
-def _start(values: Any) -> float:
+def first_value(values: Any) -> float:
     """The starting loss: the first step's largest finite value (over the members of a population), nan if
     none in the first few steps."""
     for row in values[:10]:
@@ -199,7 +199,7 @@ def loss_curves(
             y = np.asarray(h.eval.get(key, []), dtype=float)
             series.append((np.asarray(h.eval_steps[: len(y)]), y))
     if log_y and "loss" in metric:
-        start = max((_start(y) for _, y in series), default=math.nan)
+        start = max((first_value(y) for _, y in series), default=math.nan)
         series = [(x, cut_above(y, start)) for x, y in series]
     for h, label, color, (x, y) in zip(hs, labels, colors, series):
         dash = "dash" if h.diverged else "solid"

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from labkit import _checks, notebook
-from labkit.viz._livefigure import LiveFigure, _Series
+from labkit.viz._livefigure import LiveFigure, Series
 
 if TYPE_CHECKING:  # types only: viz must not import train (train.History.figure imports viz)
     from labkit.history import History, StepInfo
@@ -142,7 +142,7 @@ class LivePlot(LiveFigure):
         for title_, names in self._parse_panels(panels):
             self._panels.append(title_)
             self._explicit.update({n: title_ for n in names})
-        self._series: dict[str, _Series] = {}
+        self._series: dict[str, Series] = {}
         self._refs: dict[tuple[str, str], float] = {}
         self._lock = threading.RLock()
         self._clock = time.monotonic
@@ -180,7 +180,7 @@ class LivePlot(LiveFigure):
                 v = _value(v)
                 s = self._series.get(name)
                 if s is None:
-                    s = self._series[name] = _Series(self._panel_for(name), vector=isinstance(v, np.ndarray),
+                    s = self._series[name] = Series(self._panel_for(name), vector=isinstance(v, np.ndarray),
                                                      beta=self.smooth if self._is_noisy(name) else 0.0)
                 s.add(step, v)
             self._dirty = True
