@@ -447,12 +447,12 @@ def live_plot(p: int, member_labels: Sequence[str] | None = None, **kwargs: Any)
     sparsity's decision level (:attr:`GrokRun.sparsity_level`) as a dashed line. Line styles match
     :meth:`GrokRun.figure`: train solid, test dotted (LivePlot dots the series :func:`run` reports second).
     """
-    from labkit.scaling import live_plot as loglog
+    from labkit.viz import LivePlot
 
     kwargs.setdefault("title", "solid: train, dotted: test (Fourier: solid per-unit sparsity, dotted top-k share)")
     kwargs.setdefault("height", 400)  # per row of panels: room between row 1's axis titles and row 2's panel title
-    live = loglog({"accuracy": ["train accuracy", "test accuracy"], "loss": ["train loss", "test loss"],
-                   "weight norm": ["weight norm"], "Fourier": [SPARSITY, TOP_K]}, "step + 1",
-                  member_labels=member_labels, log_y={"loss"}, **kwargs)
+    live = LivePlot({"accuracy": ["train accuracy", "test accuracy"], "loss": ["train loss", "test loss"],
+                     "weight norm": ["weight norm"], "Fourier": [SPARSITY, TOP_K]}, x_title="step + 1", log_x=True,
+                    member_labels=member_labels, log_y={"loss"}, **kwargs)
     live.reference("Fourier", midpoint(null_sparsity(p)), "per-unit midpoint")
     return live

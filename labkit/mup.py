@@ -40,6 +40,7 @@ from torch import nn
 
 from labkit import _checks
 from labkit.models import Dense, mup_mlp, mup_multipliers
+from labkit.scaling import loglog_slope
 
 #: The muP network and its table are a parameterisation of :mod:`labkit.models` (``models.mlp(...,
 #: parameterization="mup")``, :func:`labkit.models.mup_mlp`); this module keeps the experiments.
@@ -94,11 +95,9 @@ def coord_check(make_model: Callable[[int, int], nn.Module], widths: Sequence[in
 
 
 def slopes(widths: Any, values: Any) -> np.ndarray:
-    """Per layer, the least-squares slope of ``log value`` against ``log width`` (0: width-independent)."""
-    x = np.log(np.asarray(widths, dtype=float))
-    y = np.log(np.asarray(values, dtype=float))
-    x = x - x.mean()
-    return (x[:, None] * (y - y.mean(0))).sum(0) / (x**2).sum()
+    """Per layer, the least-squares slope of ``log value`` against ``log width`` (0: width-independent):
+    :func:`labkit.scaling.loglog_slope` on each column of ``values`` ``(widths, layers)``."""
+    return np.asarray(loglog_slope(widths, np.asarray(values, dtype=float).reshape(len(widths), -1))[0])
 
 
 def lr_sweep(make_model: Callable[[int, int], nn.Module], widths: Sequence[int], lrs: Sequence[float], data: Any, *,

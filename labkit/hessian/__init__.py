@@ -14,7 +14,7 @@ batch-vs-full sharpness, outlier counting) in :mod:`labkit.hessian.probes`; the 
 """
 
 from labkit import _deprecated
-from labkit.hessian.operators import GaussNewtonOperator, HessianOperator, dense_hessian, residual_operator
+from labkit.hessian.operators import GaussNewtonOperator, HessianOperator, residual_operator
 from labkit.hessian.probes import (
     BatchSharpness,
     batch_sharpness,
@@ -35,7 +35,6 @@ __all__ = [
     "class_outliers",
     "count_outliers",
     "dense",
-    "dense_hessian",
     "operator",
     "residual_operator",
     "spectral_density",
@@ -43,4 +42,5 @@ __all__ = [
     "trace",
 ]
 
-__getattr__ = _deprecated.moved(__name__, {"Sharpness": "labkit.edge:EdgeOfStability"})
+__getattr__ = _deprecated.moved(__name__, {"Sharpness": "labkit.edge:EdgeOfStability",
+                                          "dense_hessian": "labkit.testing:dense_hessian"})

@@ -13,7 +13,8 @@ from torch import nn
 
 from labkit import _checks, _deprecated, linalg
 from labkit.data import as_dataset
-from labkit.hessian.operators import GaussNewtonOperator, HessianOperator, dense_hessian
+from labkit.hessian.operators import GaussNewtonOperator, HessianOperator
+from labkit.testing import dense_hessian
 
 __all__ = [
     "BatchSharpness",
@@ -78,7 +79,7 @@ def dense(
 ) -> torch.Tensor:
     """The exact dense matrix (``(P, P)``; for small models): ground truth for every estimate."""
     if _checks.choice("matrix", matrix, MATRICES) == "hessian":
-        return dense_hessian(model, loss, data, params=params)
+        return dense_hessian(model, loss, data, params=None if params is None else list(params))
     M = linalg.to_dense(operator(model, loss, data, matrix, params=params))
     return (M + M.T) / 2
 

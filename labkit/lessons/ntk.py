@@ -15,6 +15,7 @@ from labkit.ntk.analytic import analytic
 from labkit.ntk.dynamics import linearize, predict
 from labkit.ntk.empirical import empirical
 from labkit.ntk.tracking import KernelTracker
+from labkit.scaling import loglog_slope as slope_and_error
 from labkit.train import fit
 
 __all__ = ["PARAMETERIZATIONS", "eigenfunctions", "kernel_change", "kernel_runs", "linearization_gap",
@@ -26,8 +27,8 @@ PARAMETERIZATIONS = ("ntk", "standard", "mean_field")
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` (the exponent of a power law ``y ~ x^slope``)."""
-    return float(np.polyfit(np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float)), 1)[0])
+    """Least-squares slope of ``log y`` against ``log x`` (:func:`labkit.scaling.loglog_slope`, without its error)."""
+    return slope_and_error(x, y)[0]
 
 
 def _net(width: int, depth: int, parameterization: str, seed: int, *, activation: str = "relu",

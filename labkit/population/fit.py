@@ -20,6 +20,7 @@ from labkit import _checks, parallel
 from labkit.data import as_dataset
 from labkit.history import Callback, History, as_callbacks
 from labkit.losses import Loss
+from labkit.machine import MAX_MEMORY
 from labkit.optim import schedule
 from labkit.population import batched, vmap
 from labkit.prepare import DataLike, check_model_fits, check_settings, prepare
@@ -143,7 +144,7 @@ def fit_many(
     eval_every: int | None = None,
     callbacks: Iterable[Callback | Callable] = (),
     progress: bool = True,
-    max_memory: int = 1 << 30,
+    max_memory: int = MAX_MEMORY,
     engine: str = "auto",
     executor: Any = None,
     groups: int | None = None,

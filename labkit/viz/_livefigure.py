@@ -86,7 +86,8 @@ class LiveFigure:
             for i, panel in enumerate(self._panels):
                 log = self._is_log(panel)
                 label = f"{panel} (log scale)" if log else panel
-                fig.update_xaxes(title_text="step", row=i // cols + 1, col=i % cols + 1)
+                fig.update_xaxes(title_text=self.x_title, type="log" if self.log_x else "linear", row=i // cols + 1,
+                                 col=i % cols + 1)
                 fig.update_yaxes(title_text=label, type="log" if log else "linear", row=i // cols + 1,
                                  col=i % cols + 1)
             self._layout = fig.layout.to_plotly_json()
