@@ -62,7 +62,7 @@ class OnlineRegression:
         a = (1 - lr * h) ** 2 + lr**2 * h**2 / b  # (B, L, d)
         q = lr**2 * h / b
         s = np.broadcast_to(self.e0_sq, a.shape).copy()
-        out = np.empty(a.shape[:2] + (steps + 1,))
+        out = np.empty((*a.shape[:2], steps + 1))
         hs = s @ self.h
         out[..., 0] = 0.5 * hs
         with np.errstate(over="ignore", invalid="ignore"):
