@@ -53,14 +53,17 @@ def critical_batch_scaling(
 
     Returns ``b_crit`` and ``e_min`` as ``(len(dims), len(targets))`` arrays, ``data_slope`` (log-log slope of
     B_crit against E_min at the largest model, over the targets) and ``model_slope`` (of B_crit against the
-    dimension at the smallest target). Targets are scaled by ``loss0`` of each model relative to the first.
+    dimension at the smallest target). Targets are given for ``dims[0]`` and scaled by each model's starting
+    loss relative to it (the same fraction of the way down for every model).
     """
     lrs = list(np.geomspace(0.005, 2.0, 16)) if lrs is None else list(lrs)
     b_crit = np.full((len(dims), len(targets)), math.nan)
     e_min = np.full_like(b_crit, math.nan)
+    loss0 = OnlineRegression.power_law(dims[0], exponent, noise=noise, source=source).loss0
     for i, d in enumerate(dims):
         model = OnlineRegression.power_law(d, exponent, noise=noise, source=source)
-        for j, sweep in enumerate(model.steps_to_target(list(targets), lrs, batch_sizes, max_steps=max_steps)):
+        scaled = [t * model.loss0 / loss0 for t in targets]
+        for j, sweep in enumerate(model.steps_to_target(scaled, lrs, batch_sizes, max_steps=max_steps)):
             fit = sweep.tradeoff()
             b_crit[i, j], e_min[i, j] = fit.b_crit, fit.e_min
     return {"b_crit": b_crit, "e_min": e_min, "dims": list(dims), "targets": list(targets),
