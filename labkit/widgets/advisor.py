@@ -65,7 +65,11 @@ class BatchSizeAdvisor:
     ``make_model(seed)`` builds the network, ``data`` is the training set. ``every`` and ``probe_batch`` set how
     often and on how many examples the instruments measure; ``target`` (a training loss), ``sweep_batches`` and
     ``sweep_lrs`` define the check's steps-to-target sweep (``executor`` runs its batch sizes on workers).
-    ``records``, ``history`` and ``last_check`` hold the last run's measurements and the last check.
+    ``records``, ``history``, ``model_`` (the trained network) and ``last_check`` hold the last run and check.
+
+    The instruments measure a probe batch: its ``|g_B|^2`` carries the noise ``tr(Sigma) / probe_batch``, so
+    ``B_simple`` and ``B_noise`` measured there stay below about ``probe_batch`` (a lower bound when the true
+    noise scale is larger; ``probe_batch=None`` measures the whole training set, exactly but slower).
     """
 
     def __init__(self, make_model: Callable[[int], nn.Module], data: Any, *, lr: float = 0.1, batch_size: int = 16,
@@ -102,6 +106,7 @@ class BatchSizeAdvisor:
         self.runner = Runner(self.train, self.controls)
         self.records: list[dict[str, Any]] = []
         self.history: History | None = None
+        self.model_: nn.Module | None = None
         self.last_check: dict[str, Any] | None = None
         parts: list[widgets.Widget] = [widgets.HBox(list(self.controls.values())), self.runner.widget, self.summary]
         if self.live.widget is not None:
@@ -128,10 +133,11 @@ class BatchSizeAdvisor:
         self.live.clear()
         self.live.draw()
         advice = _Advice(self, p["lr"], bs or len(self.data))
-        hist = fit(self.make_model(self.seed), self.data, optimizer=self.optimizer, lr=p["lr"], batch_size=bs,
+        model = self.make_model(self.seed)
+        hist = fit(model, self.data, optimizer=self.optimizer, lr=p["lr"], batch_size=bs,
                    steps=p["steps"], seed=self.seed, eval_every=max(1, self.every // 5), progress=False,
                    callbacks=[self.live, advice, ctx.callback])
-        self.records, self.history = advice.records, hist
+        self.records, self.history, self.model_ = advice.records, hist, model
         return hist
 
     def run(self, wait: bool = False, timeout: float | None = None) -> History | None:
