@@ -95,7 +95,7 @@ class BatchSizeAdvisor:
                          "batch_size": ctl.batch_size_slider(batch_size, min=1, max=min(1024, len(self.data))),
                          "steps": ctl.steps_slider(steps, min=min(50, steps), step=10)}
         backend = "output" if backend == "auto" else backend
-        self.live = LivePlot({"training loss": ["loss"],
+        self.live = LivePlot({"loss": ["loss", "eval loss"],
                               "batch sizes": ["B_simple", "B_noise (predicted B_crit)", "batch size"],
                               "learning rate": ["largest stable lr", "lr"]},
                              log_y=True, backend=backend, title="Batch-size advisor")

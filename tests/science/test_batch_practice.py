@@ -13,7 +13,6 @@ import pytest
 from labkit.batchsize import NQM, practice
 from labkit.batchsize.sweep import repeat_example
 
-
 # ---------------------------------------------------------------- B_crit against data and model size
 
 
@@ -106,7 +105,8 @@ def test_warmup_does_not_rescue_an_lr_above_the_stability_limit(warm):
 def test_tuned_baselines_match_lars_and_lamb():
     """Claim (Nado et al.): tuned momentum or Adam match LARS/LAMB at a large batch (within 1 point of held-out
     accuracy, about the binomial error of 397 examples). Control: the same optimisers at small-batch lrs."""
-    grids = {"momentum": [0.3, 1.0, 3.0], "adam": [3e-3, 1e-2, 3e-2], "lars": [1.0, 4.0, 8.0], "lamb": [3e-3, 1e-2, 3e-2]}
+    grids = {"momentum": [0.3, 1.0, 3.0], "adam": [3e-3, 1e-2, 3e-2], "lars": [1.0, 4.0, 8.0],
+             "lamb": [3e-3, 1e-2, 3e-2]}
     r = practice.optimizer_reality_check(grids=grids, steps=120)
     trust = max(r["best"]["lars"][0], r["best"]["lamb"][0])
     assert max(r["best"]["momentum"][0], r["best"]["adam"][0]) >= trust - 0.01
