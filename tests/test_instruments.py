@@ -117,6 +117,16 @@ def test_zero_gradients_are_undefined_not_an_error():
     assert all(math.isnan(v) for v in (t.norm_test, t.inner_product_test, t.orthogonality_test, t.b_simple))
 
 
+def test_memory_is_refused_up_front_naming_what_fits():
+    model, loss, data = _problem(n=12)
+    p = sum(t.numel() for t in model.parameters())
+    with pytest.raises(ValueError, match=r"max_memory.*about 2 examples fit"):
+        gradient_tests(model, loss, data, max_memory=p * 8 * 2 + 1)
+    with pytest.raises(ValueError, match="about 0 examples fit"):
+        gradient_tests(model, loss, data, curvature=True, max_memory=p * 8 * 2)
+    assert gradient_tests(model, loss, data, max_memory=p * 8 * 12).batch_size == 12
+
+
 def test_bad_inputs_are_refused_with_the_argument_named():
     model, loss, (x, y) = _problem()
     with pytest.raises(ValueError, match="at least 2"):

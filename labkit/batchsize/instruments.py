@@ -79,6 +79,18 @@ class GradientTests:
         return out
 
 
+def _check_memory(b: int, p: int, dtype: torch.dtype, curvature: bool, max_memory: int) -> None:
+    """Refuse up front what would not fit: ``B x P`` per-example gradients (x3 with the Hessian products)."""
+    _checks.positive("max_memory", max_memory, integer=True)
+    per_example = p * torch.empty((), dtype=dtype).element_size() * (3 if curvature else 1)
+    need = b * per_example
+    if need > max_memory:
+        raise ValueError(f"gradient_tests on {b} examples of {p} parameters would hold about {need / 2**20:.1f} MiB, "
+                         f"more than max_memory={max_memory / 2**20:.1f} MiB; about {max_memory // per_example} "
+                         "examples fit: measure a smaller batch (GradientInstruments(batch_size=...)) or raise "
+                         "max_memory (bytes)")
+
+
 def layer_groups(names: tuple[str, ...]) -> dict[str, list[int]]:
     """Parameter indices grouped by layer: ``"0.weight"`` and ``"0.bias"`` both belong to layer ``"0"``."""
     groups: dict[str, list[int]] = {}
@@ -138,11 +150,14 @@ def gradient_tests(
     curvature: bool = False,
     chunk_size: int | None = None,
     tol: float = 1e-6,
+    max_memory: int = 1 << 30,
 ) -> GradientTests:
     """Every instrument on ``data`` (the batch) at ``model``'s parameters, from one per-example-gradient pass.
 
     ``model`` may be a :class:`~labkit.risk.Risk` (then ``data`` is None). ``curvature`` adds ``b_noise``
     (one batched Hessian product of the ``B`` centred gradients) and ``lambda_max`` (Lanczos to ``tol``).
+    ``max_memory`` (bytes, default 1 GiB) bounds the ``B x P`` gradients (three such blocks with
+    ``curvature``): a larger request is refused before anything is computed.
     """
     risk = model if isinstance(model, Risk) else Risk(model, loss, data)
     if isinstance(model, Risk) and data is not None:
@@ -150,6 +165,7 @@ def gradient_tests(
     b = risk.num_examples
     if b < 2:
         raise ValueError(f"the gradient tests need a batch of at least 2 examples (a sample variance), got {b}")
+    _check_memory(b, risk.spec.numel, risk.spec.dtype, curvature, max_memory)
     if chunk_size is not None:
         _checks.positive("chunk_size", chunk_size, integer=True)
     blocks = _per_example_blocks(risk, chunk_size)
