@@ -255,3 +255,129 @@ def schedule(spec: Any, steps: int) -> Callable[[int], float]:
     if spec == "warmup":
         return warmup(max(1, steps // 10))
     return cosine(steps)
+
+
+# ---------------------------------------------------------------- layer-wise trust ratios (large batches)
+
+__all__ += ["LAMB", "LARS", "polynomial", "warmup_fraction"]
+
+
+def _trust_ratio(w_norm: torch.Tensor, u_norm: torch.Tensor) -> torch.Tensor:
+    """``|w| / |u|``, or 1 where either norm is 0 (a fresh zero bias, a zero update): no rescaling there."""
+    ok = (w_norm > 0) & (u_norm > 0)
+    return torch.where(ok, w_norm / torch.where(ok, u_norm, torch.ones_like(u_norm)), torch.ones_like(w_norm))
+
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise Adaptive Rate Scaling (You, Gitman, Ginsburg 2017, "Large Batch Training of Convolutional
+    Networks", arXiv:1708.03888).
+
+    For every parameter tensor ``w`` (a layer's weight or bias) with gradient ``g``: the local rate
+    ``trust_coefficient * |w| / (|g| + weight_decay |w|)`` (1 when a norm is 0), then momentum SGD with weight
+    decay on the rescaled step::
+
+        v = momentum v + lr * local * (g + weight_decay w);   w -= v
+
+    Usable in :func:`labkit.train.fit` as ``optimizer=LARS`` (or ``functools.partial(LARS, momentum=0.0)``).
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1.0, *, momentum: float = MOMENTUM,
+                 weight_decay: float = 0.0, trust_coefficient: float = 1e-3):
+        _checks.positive("lr", lr)
+        _checks.positive("weight_decay", weight_decay, allow_zero=True)
+        _checks.positive("trust_coefficient", trust_coefficient)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                      trust_coefficient=trust_coefficient))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            wd, mom = group["weight_decay"], group["momentum"]
+            for w in group["params"]:
+                if w.grad is None:
+                    continue
+                g = w.grad
+                w_norm, g_norm = w.norm(), g.norm()
+                local = group["trust_coefficient"] * _trust_ratio(w_norm, g_norm + wd * w_norm)
+                update = (g + wd * w) * (group["lr"] * local)
+                state = self.state[w]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(w)
+                v = state["velocity"]
+                v.mul_(mom).add_(update)
+                w.sub_(v)
+        return loss
+
+
+class LAMB(torch.optim.Optimizer):
+    """Layer-wise Adaptive Moments for Batch training (You et al. 2019, "Large Batch Optimization for Deep
+    Learning: Training BERT in 76 minutes", arXiv:1904.00962).
+
+    Adam's bias-corrected direction ``r = m_hat / (sqrt(v_hat) + eps)`` plus decoupled weight decay,
+    ``u = r + weight_decay w``, scaled per parameter tensor by the trust ratio ``|w| / |u|`` (1 when a norm is
+    0; the paper's scaling function phi is the identity here)::
+
+        w -= lr * (|w| / |u|) * u
+
+    Usable in :func:`labkit.train.fit` as ``optimizer=LAMB``.
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1e-3, *, betas: tuple[float, float] = BETAS,
+                 eps: float = 1e-6, weight_decay: float = 0.0):
+        _checks.positive("lr", lr)
+        _checks.positive("weight_decay", weight_decay, allow_zero=True)
+        _checks.positive("eps", eps, allow_zero=True)
+        for i, b in enumerate(betas):
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"betas[{i}] must be in [0, 1), got {b!r}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for w in group["params"]:
+                if w.grad is None:
+                    continue
+                g = w.grad
+                state = self.state[w]
+                if not state:
+                    state["step"], state["m"], state["v"] = 0, torch.zeros_like(w), torch.zeros_like(w)
+                state["step"] += 1
+                t, m, v = state["step"], state["m"], state["v"]
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                r = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + group["eps"])
+                u = r + group["weight_decay"] * w
+                w.sub_(u * (group["lr"] * _trust_ratio(w.norm(), u.norm())))
+        return loss
+
+
+def polynomial(total_steps: int, warmup_steps: int = 0, power: float = 2.0) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup_steps``, then polynomial decay ``(1 - progress)^power`` to 0 at ``total_steps``
+    (the schedule of LARS and LAMB, You et al. 2017, 2019), as an lr multiplier for ``fit(lr_schedule=...)``."""
+    _checks.positive("total_steps", total_steps, integer=True)
+    _checks.positive("warmup_steps", warmup_steps, integer=True, allow_zero=True)
+    _checks.positive("power", power)
+
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        return (1.0 - min(1.0, (step - warmup_steps) / span)) ** power
+
+    return f
+
+
+def warmup_fraction(fraction: float, total_steps: int) -> Callable[[int], float]:
+    """Linear warm-up over the first ``fraction`` of ``total_steps`` (e.g. 0.05, Goyal et al. 2017), then 1."""
+    _checks.positive("fraction", fraction)
+    if fraction > 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    _checks.positive("total_steps", total_steps, integer=True)
+    steps = max(1, round(fraction * total_steps))
+    return warmup(steps)
