@@ -204,14 +204,16 @@ def nngp_posterior(kernel: torch.Tensor, y_train: torch.Tensor, *, noise: float 
 
 
 def gd_ensemble(nngp: torch.Tensor, ntk: torch.Tensor, y_train: torch.Tensor, *, t: Times = None, lr: float = 1.0,
-                diag_reg: float = 0.0, dtype: torch.dtype = torch.float64,
+                diag_reg: float = 0.0, discrete: bool = False, dtype: torch.dtype = torch.float64,
                 max_memory: int = MAX_MEMORY) -> Gaussian:
     """The ensemble of infinitely wide networks trained by gradient descent on MSE, at time(s) ``t``.
 
     ``nngp``, ``ntk``: kernels ``(n + m, n + m)`` on ``[train; test]``; ``y_train`` ``(n,)`` or ``(n, O)``;
     ``t`` in steps of gradient descent with learning rate ``lr`` on labkit's MSE (read as gradient flow),
     a number, a sequence, or ``None`` / ``math.inf`` (converged). ``diag_reg`` is added to the NTK's
-    training block (ridge-regularised flow). Returns the mean ``(m, O)`` and covariance ``(m, m)`` of
+    training block (ridge-regularised flow). ``discrete=True`` follows gradient descent step by step
+    instead of the flow (``1 - exp(-c lam t)`` becomes ``1 - (1 - c lam)^t``; integer ``t``), which is what
+    finite networks trained by :func:`labkit.train.fit_many` do at any learning rate. Returns the mean ``(m, O)`` and covariance ``(m, m)`` of
     the test outputs over initialisations (with a leading time axis for a sequence of times). Finite
     times use one eigendecomposition (defined for any PSD kernel); ``t = inf`` solves with a Cholesky
     factor and raises a ValueError naming the smallest ``diag_reg`` that works when the NTK is singular.
@@ -231,10 +233,13 @@ def gd_ensemble(nngp: torch.Tensor, ntk: torch.Tensor, y_train: torch.Tensor, *,
         lam, vec = torch.linalg.eigh((txx + txx.T) / 2)
         lam = lam.clamp_min(0)
         rate = 2.0 * lr / n
+        if discrete and bool((finite != finite.round()).any()):
+            raise ValueError(f"discrete=True counts whole steps: t must be integers (or inf), got {t!r}")
+        # (1 - exp(-rate lam t)) / lam, or (1 - (1 - rate lam)^t) / lam, with its limit rate t where lam = 0
         x = rate * lam[None] * finite[:, None]  # (T, n)
-        # (1 - exp(-rate lam t)) / lam, with its limit rate t where lam = 0
+        gone = 1 - torch.pow(1 - rate * lam[None], finite[:, None]) if discrete else -torch.expm1(-x)
         safe = torch.where(lam > 0, lam, torch.ones_like(lam))[None]
-        filt = torch.where(lam[None] > 0, -torch.expm1(-x) / safe, rate * finite[:, None].expand_as(x))
+        filt = torch.where(lam[None] > 0, gone / safe, rate * finite[:, None].expand_as(gone))
         b = tsx @ vec  # (m, n)
         filters_finite = iter(torch.einsum("mk,tk,jk->tmj", b, filt, vec))
     if bool(torch.isinf(times).any()):
