@@ -135,25 +135,36 @@ def _inputs(kernels: dict[str, torch.Tensor], y_train: torch.Tensor, dtype: torc
     return {k: v.to(dtype) for k, v in kernels.items()}, y.to(dtype), n, N - n
 
 
+def _factor(a: torch.Tensor) -> torch.Tensor | None:
+    """The Cholesky factor of ``a``, or None when it fails or a pivot is at rounding level (numerically singular:
+    an exactly singular kernel, e.g. with a repeated input, often factorises by luck into garbage)."""
+    chol, info = torch.linalg.cholesky_ex(a)
+    if int(info) != 0:
+        return None
+    floor = len(a) * torch.finfo(a.dtype).eps * float(a.diagonal().abs().max())
+    return chol if float(chol.diagonal().min()) ** 2 > floor else None
+
+
 def _cholesky(a: torch.Tensor, name: str, knob: str, base: float) -> torch.Tensor:
     """Cholesky factor of ``a``; if it fails, a ValueError naming the smallest ``knob`` that makes it work.
 
     ``base`` is the value of ``knob`` already on ``a``'s diagonal. The working value is found by
     doubling from the eigenvalue deficit and then bisecting (to within 10%).
     """
-    chol, info = torch.linalg.cholesky_ex(a)
-    if int(info) == 0:
+    chol = _factor(a)
+    if chol is not None:
         return chol
     lam = torch.linalg.eigvalsh(a)
     scale = float(lam.abs().max()) or 1.0
 
     def works(extra: float) -> bool:
-        return int(torch.linalg.cholesky_ex(a + extra * torch.eye(len(a), dtype=a.dtype, device=a.device))[1]) == 0
+        return _factor(a + extra * torch.eye(len(a), dtype=a.dtype, device=a.device)) is not None
 
-    hi, lo = max(-float(lam[0]), 0.0) + scale * torch.finfo(a.dtype).eps, 0.0
+    tiny = scale * torch.finfo(a.dtype).eps
+    hi, lo = max(-float(lam[0]), 0.0) + tiny, 0.0
     while not works(hi):
         hi, lo = 2 * hi, hi
-    while hi - lo > 0.1 * hi:
+    while hi - lo > 0.1 * hi and hi > tiny:  # bisect down to 10%, or to rounding level
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if works(mid) else (mid, hi)
     zero = (a.diagonal() - base).abs() <= scale * 1e-14
