@@ -149,6 +149,31 @@ def _neural_tangents():
     return nt, stax, jnp
 
 
+def _activation_kernels(x: torch.Tensor, stax, jnp) -> None:
+    """labkit's quadrature kernels against neural-tangents' GELU closed form and its numerical tanh rule."""
+    import warnings
+
+    import numpy as np
+
+    def nt_kernel(act):
+        dense = [stax.Dense(512, W_std=1.0, b_std=0.1, parameterization="ntk") for _ in range(2)]
+        _, _, fn = stax.serial(dense[0], act, dense[1], act, stax.Dense(1, W_std=1.0, b_std=0.1,
+                                                                         parameterization="ntk"))
+        kk = fn(jnp.asarray(x.numpy()), None, ("nngp", "ntk"))
+        return np.asarray(kk.nngp), np.asarray(kk.ntk)
+
+    warnings.filterwarnings("ignore", module="neural_tangents")  # its "numerical activation used" notices
+
+    cases = [("gelu", stax.Gelu(), "stax.Gelu (closed form)")]
+    cases += [("tanh", stax.ElementwiseNumerical(jnp.tanh, deg=deg), f"ElementwiseNumerical(tanh, deg={deg})")
+              for deg in (25, 200)]
+    for act, layer, label in cases:
+        k, th = ntk.analytic(x, depth=2, activation=act, weight_std=1.0, bias_std=0.1, method="quadrature")
+        nk, nth = nt_kernel(layer)
+        errs = [float(np.abs(a.numpy() - b).max() / np.abs(b).max()) for a, b in ((k, nk), (th, nth))]
+        print(f"  {act} quadrature vs {label:<36} nngp {errs[0]:.1e}, ntk {errs[1]:.1e}")
+
+
 def predictive(n: int, m: int, repeats: int = 3) -> None:
     """labkit vs neural-tangents: kernels, NNGP posterior and NTK-GD ensemble (mean + covariance at 4 times)."""
     import math
@@ -220,6 +245,7 @@ def predictive(n: int, m: int, repeats: int = 3) -> None:
             err = float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-300))
             print(f"  {name:<27} max relative difference labkit vs neural-tangents {err:.1e}")
             assert err < 1e-6, name
+        _activation_kernels(x[:48], stax, jnp)
     head = f"{'':<26} {'labkit (s)':>11} {'neural-tangents (s)':>20} {'nt/labkit':>10}"
     print(head)
     print("-" * len(head))
