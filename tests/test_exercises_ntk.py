@@ -130,9 +130,10 @@ def right_coverage(mean, var, y, level):
 def test_coverage(capsys):
     assert check("ntk.coverage", right_coverage)
     assert "correct" in capsys.readouterr().out
-    assert not check("ntk.coverage", lambda mean, var, y, level: float(((y - mean).abs() <= var.sqrt()).double().mean()))
+    assert not check("ntk.coverage", lambda m, v, y, level: float(((y - m).abs() <= v.sqrt()).double().mean()))
     assert "one-standard-deviation" in capsys.readouterr().out
-    assert not check("ntk.coverage", lambda m, v, y, level: float(((y - m).abs() <= 1.6448536269514722 * v).double().mean()))
+    z90 = 1.6448536269514722
+    assert not check("ntk.coverage", lambda m, v, y, level: float(((y - m).abs() <= z90 * v).double().mean()))
     assert "variance" in capsys.readouterr().out
     assert not check("ntk.coverage", lambda mean, var, y, level: level)
     assert "not within tolerance" in capsys.readouterr().out

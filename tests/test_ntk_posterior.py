@@ -149,7 +149,7 @@ def test_discrete_gd_ensemble_matches_iterating_the_linear_map():
 
 def test_gd_ensemble_with_the_nngp_as_its_ntk_is_the_bayesian_posterior():
     """Training only the readout: the NTK is the NNGP kernel and t = inf gives exactly the GP posterior."""
-    k, _, y, n = _task()
+    k, _, y, _ = _task()
     gd, bayes = gd_ensemble(k, k, y), nngp_posterior(k, y)
     torch.testing.assert_close(gd.mean, bayes.mean, rtol=1e-8, atol=1e-9)
     torch.testing.assert_close(gd.covariance, bayes.covariance, rtol=1e-7, atol=1e-8)
@@ -190,7 +190,7 @@ def test_bad_arguments_give_clear_errors():
         gd_ensemble(k, th[:-1, :-1], y)
     with pytest.raises(ValueError, match="y_train must have shape"):
         gd_ensemble(k, th, y[None])
-    with pytest.raises(TypeError, match="y_train must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"y_train must be a torch\.Tensor"):
         gd_ensemble(k, th, y.tolist())
     for bad in (-1.0, [1.0, -2.0], float("nan")):
         with pytest.raises(ValueError, match="t must be >= 0"):

@@ -172,7 +172,8 @@ def _cholesky(a: torch.Tensor, name: str, knob: str, base: float) -> torch.Tenso
            if bool(zero.any()) else "")
     raise ValueError(
         f"{name} ({len(a)} x {len(a)}) is singular or not positive definite (eigenvalues from {float(lam[0]):.3g} "
-        f"to {float(lam[-1]):.3g}{why}; a repeated training input also makes a kernel singular): its Cholesky factorisation fails. The smallest {knob} that works here is "
+        f"to {float(lam[-1]):.3g}{why}; a repeated training input also makes a kernel singular): its Cholesky "
+        f"factorisation fails. The smallest {knob} that works here is "
         f"about {base + hi:.3g} (pass {knob}={base + hi:.3g} or more; it adds that much to the diagonal)"
     )
 
@@ -224,8 +225,8 @@ def gd_ensemble(nngp: torch.Tensor, ntk: torch.Tensor, y_train: torch.Tensor, *,
     a number, a sequence, or ``None`` / ``math.inf`` (converged). ``diag_reg`` is added to the NTK's
     training block (ridge-regularised flow). ``discrete=True`` follows gradient descent step by step
     instead of the flow (``1 - exp(-c lam t)`` becomes ``1 - (1 - c lam)^t``; integer ``t``), which is what
-    finite networks trained by :func:`labkit.train.fit_many` do at any learning rate. Returns the mean ``(m, O)`` and covariance ``(m, m)`` of
-    the test outputs over initialisations (with a leading time axis for a sequence of times). Finite
+    finite networks trained by :func:`labkit.train.fit_many` do at any learning rate. Returns the mean ``(m, O)``
+    and covariance ``(m, m)`` of the test outputs over initialisations (with a leading time axis for a sequence of times). Finite
     times use one eigendecomposition (defined for any PSD kernel); ``t = inf`` solves with a Cholesky
     factor and raises a ValueError naming the smallest ``diag_reg`` that works when the NTK is singular.
     """
