@@ -226,8 +226,8 @@ def gd_ensemble(nngp: torch.Tensor, ntk: torch.Tensor, y_train: torch.Tensor, *,
     training block (ridge-regularised flow). ``discrete=True`` follows gradient descent step by step
     instead of the flow (``1 - exp(-c lam t)`` becomes ``1 - (1 - c lam)^t``; integer ``t``), which is what
     finite networks trained by :func:`labkit.train.fit_many` do at any learning rate. Returns the mean ``(m, O)``
-    and covariance ``(m, m)`` of the test outputs over initialisations (with a leading time axis for a sequence of times). Finite
-    times use one eigendecomposition (defined for any PSD kernel); ``t = inf`` solves with a Cholesky
+    and covariance ``(m, m)`` of the test outputs over initialisations (with a leading time axis for a sequence
+    of times). Finite times use one eigendecomposition (defined for any PSD kernel); ``t = inf`` solves with a Cholesky
     factor and raises a ValueError naming the smallest ``diag_reg`` that works when the NTK is singular.
     """
     _checks.positive("lr", lr)
@@ -239,27 +239,22 @@ def gd_ensemble(nngp: torch.Tensor, ntk: torch.Tensor, y_train: torch.Tensor, *,
     eye = torch.eye(n, dtype=dtype, device=th.device)
     txx, tsx = th[:n, :n] + diag_reg * eye, th[n:, :n]
     kxx, kxs, kss = k[:n, :n], k[:n, n:], k[n:, n:]
-    filters = []  # per time, the (m, n) matrix Theta_*X T(t)
-    finite = times[torch.isfinite(times)]
-    if len(finite):
+    a = torch.empty(len(times), m, n, dtype=dtype, device=th.device)  # per time, Theta_*X T(t)
+    finite = torch.isfinite(times)
+    if bool(finite.any()):
+        ts = times[finite][:, None]
         lam, vec = torch.linalg.eigh((txx + txx.T) / 2)
-        lam = lam.clamp_min(0)
+        lam = lam.clamp_min(0)[None]
         rate = 2.0 * lr / n
-        if discrete and bool((finite != finite.round()).any()):
+        if discrete and bool((ts != ts.round()).any()):
             raise ValueError(f"discrete=True counts whole steps: t must be integers (or inf), got {t!r}")
         # (1 - exp(-rate lam t)) / lam, or (1 - (1 - rate lam)^t) / lam, with its limit rate t where lam = 0
-        x = rate * lam[None] * finite[:, None]  # (T, n)
-        gone = 1 - torch.pow(1 - rate * lam[None], finite[:, None]) if discrete else -torch.expm1(-x)
-        safe = torch.where(lam > 0, lam, torch.ones_like(lam))[None]
-        filt = torch.where(lam[None] > 0, gone / safe, rate * finite[:, None].expand_as(gone))
-        b = tsx @ vec  # (m, n)
-        filters_finite = iter(torch.einsum("mk,tk,jk->tmj", b, filt, vec))
-    if bool(torch.isinf(times).any()):
+        gone = 1 - torch.pow(1 - rate * lam, ts) if discrete else -torch.expm1(-rate * lam * ts)  # (T, n)
+        filt = torch.where(lam > 0, gone / torch.where(lam > 0, lam, torch.ones_like(lam)), rate * ts)
+        a[finite] = torch.einsum("mk,tk,jk->tmj", tsx @ vec, filt, vec)
+    if not bool(finite.all()):
         chol = _cholesky(txx, "the training block of ntk", "diag_reg", diag_reg)
-        inf_filter = torch.cholesky_solve(tsx.T, chol).T  # Theta_*X Theta_XX^-1
-    for s in times:
-        filters.append(inf_filter if torch.isinf(s) else next(filters_finite))
-    a = torch.stack(filters)  # (T, m, n)
+        a[~finite] = torch.cholesky_solve(tsx.T, chol).T  # Theta_*X Theta_XX^-1
     mean = a @ y
     cross = a @ kxs  # (T, m, m): Theta_*X T K_X*
     cov = kss + a @ kxx @ a.transpose(1, 2) - cross - cross.transpose(1, 2)

@@ -31,6 +31,7 @@ import torch
 
 from labkit import _checks
 from labkit.models import ACTIVATIONS
+from labkit.signal import _derivative  # phi' by autograd, shared with the mean-field maps
 
 __all__ = ["DERIVATIVES", "ORDER", "activation_pair", "angle", "gaussian_expectations"]
 
@@ -56,20 +57,10 @@ DERIVATIVES: dict[str, Fn] = {
 }
 
 
-def _autograd_derivative(phi: Fn) -> Fn:
-    def dphi(z: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            z = z.detach().requires_grad_()
-            (g,) = torch.autograd.grad(phi(z).sum(), z)
-        return g
-
-    return dphi
-
-
 def activation_pair(activation: str | Fn) -> tuple[Fn, Fn]:
     """``(phi, phi')`` of a name of :data:`labkit.models.ACTIVATIONS` or of an elementwise torch function."""
     if callable(activation):
-        return activation, _autograd_derivative(activation)
+        return activation, _derivative(activation)
     _checks.choice("activation", activation, DERIVATIVES)
     return ACTIVATIONS[activation], DERIVATIVES[activation]
 
