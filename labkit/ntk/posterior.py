@@ -234,6 +234,7 @@ def gd_ensemble(nngp: torch.Tensor, ntk: torch.Tensor, y_train: torch.Tensor, *,
     _checks.positive("diag_reg", diag_reg, allow_zero=True)
     ks, y, n, m = _inputs({"nngp": nngp, "ntk": ntk}, y_train, dtype, max_memory)
     times, scalar = _times(t, dtype)
+    times = times.to(ks["ntk"].device)
     _check_memory(n, m, len(times), y.shape[1], dtype, max_memory)
     k, th = ks["nngp"], ks["ntk"]
     eye = torch.eye(n, dtype=dtype, device=th.device)

@@ -102,7 +102,7 @@ def gaussian_expectations(phi: Fn, dphi: Fn | None, k11: torch.Tensor, k22: torc
     k11, k22, k12 = (a.reshape(-1).to(torch.float64) for a in (k11, k22, k12))
     s1, s2 = k11.clamp_min(0).sqrt(), k22.clamp_min(0).sqrt()
     a = angle(k11, k22, k12)  # angle between the two Cholesky directions
-    r, wr, x, wx = _rule(order)
+    r, wr, x, wx = (v.to(a.device) for v in _rule(order))
     # two angular pieces per entry: [pi/2, pi/2 + a] and [pi/2 + a, 3 pi/2]; shape (E, 2, A)
     lo = torch.stack([torch.full_like(a, math.pi / 2), math.pi / 2 + a], 1)
     length = torch.stack([a, math.pi - a], 1)
