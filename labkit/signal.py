@@ -72,7 +72,7 @@ def _act(activation: Act) -> Callable[[torch.Tensor], torch.Tensor]:
     return ACTIVATIONS[_checks.choice("activation", activation, ACTIVATIONS)]
 
 
-def _derivative(phi: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def activation_derivative(phi: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """phi' of an elementwise function by autograd (phi(z).sum() differentiated once)."""
 
     def dphi(z: torch.Tensor) -> torch.Tensor:
@@ -221,7 +221,7 @@ def chi(sigma_w2, sigma_b2=0.0, activation: Act = "tanh", c=1.0, q=None) -> np.n
     ``chi_1`` (``c = 1``) is the mean squared singular value of a layer's Jacobian: gradients
     grow like ``chi_1^depth``; ``chi_1 = 1`` is criticality.
     """
-    dphi = _derivative(_act(activation))
+    dphi = activation_derivative(_act(activation))
     if q is None:
         q, _ = fixed_point(sigma_w2, sigma_b2, activation, correlation=False)
     q = _t(q).nan_to_num(posinf=1e30)
