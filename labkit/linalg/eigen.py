@@ -273,6 +273,26 @@ def _region(wanted: torch.Tensor, which: str, thr: float) -> tuple[float, float]
     return (max(w[top:]) - thr if len(w) > top else -math.inf), min(w[:top]) + thr
 
 
+def _copy_region(wanted: torch.Tensor, which: str, thr: float) -> tuple[float, float]:
+    """``(lo, hi)`` where a hidden copy that changes the answer must lie: a copy of one of the wanted values
+    but the last of each end (a copy of that one only ties with it).
+
+    A copy is exact (a repeated eigenvalue, missing from the Krylov space), or within ``3 thr`` of a found
+    value: a cluster wider than that, with ordinary components in the start vector, mixes into the Ritz
+    vector and keeps its residual above ``thr``. Clipped to the values that enter the wanted set at all.
+    """
+    full_lo, full_hi = _region(wanted, which, thr)
+    w = wanted.tolist()
+    if which == "magnitude":
+        edge = max(sorted(abs(x) for x in w)[1] - 3 * thr, full_hi) if len(w) > 1 else math.inf
+        return -edge, edge
+    top = {"largest": len(w), "smallest": 0}.get(which, (len(w) + 1) // 2)
+    upper, lower = sorted(w[:top]), sorted(w[top:], reverse=True)  # each end's values, the last one first
+    hi = max(upper[1] - 3 * thr, full_hi) if len(upper) > 1 else math.inf
+    lo = min(lower[1] + 3 * thr, full_lo) if len(lower) > 1 else -math.inf
+    return lo, hi
+
+
 def _mass_outside(T: torch.Tensor, beta: float, lo: float, hi: float, scale: float) -> float:
     """An upper bound on the weight the spectral measure of a Lanczos start vector puts on
     ``(-inf, lo] U [hi, inf)``, from its ``j`` steps: ``T (j, j)`` and the last residual norm ``beta``.
@@ -325,14 +345,19 @@ def _krylov_eigs(
     Ritz values or residuals hints at the others (in exact arithmetic they are absent from the space).
     Only a vector with its own component in the eigenspace can reveal them.
 
+    What the converged pairs do say is where a copy that matters can be: at one of the first ``k - 1``
+    wanted values (a copy of the last one only ties with it), or within ``3 tol |theta|_max`` of one, since
+    a wider cluster with ordinary components in ``v`` mixes into the Ritz vector and keeps its residual
+    high (``_copy_region``). Anything else a random start misses is the risk plain Lanczos runs too.
+
     So a sequence runs until the ``k`` wanted pairs converge (a sequence whose Krylov space closes goes
     on from a random vector). Then, unless ``b >= k``, a check runs: Lanczos from one random vector ``u``
     orthogonal to the basis, i.e. on the deflated operator ``P A P``. A Ritz value of it that would enter
     the wanted set means something was hidden: the check goes on as an ordinary sequence until the new
     wanted pairs converge, then a fresh check starts. A check passes once the Gauss-Radau bound on the
-    weight ``u`` puts beyond the wanted values is so small that a hidden eigenvector (whose squared
+    weight ``u`` puts where a copy could be is so small that a hidden eigenvector (whose squared
     component in ``u`` is Beta(1/2, (N - 1)/2)) would have shown with probability ``>= 1 - _MISS``. Its
-    length depends on how far the wanted values stand from the rest of ``P A P``, not on ``tol``: a few
+    length depends on how far those values stand from the rest of ``P A P``, not on ``tol``: a few
     products beside outliers (a Hessian's top), tens inside a spectrum clustered at the wanted end.
     """
     n, dt, dev = op.size, op.dtype, op.device
@@ -344,7 +369,7 @@ def _krylov_eigs(
                 torch.zeros(start, start, dtype=torch.float64))
     g = torch.Generator().manual_seed(int(seed) + 1)
     X = torch.linalg.qr(_start_block(n, b, v0, seed, dt, dev))[0]
-    seq, checking, region = 0, False, (-math.inf, math.inf)  # first row of the current sequence; a check runs
+    seq, checking, region = 0, False, ((0.0, 0.0), (0.0, 0.0))  # first row of the current sequence; a check runs
     closed: list[tuple[slice, torch.Tensor]] = []  # last block and residual of each sequence ended early
     paused: tuple[slice, torch.Tensor] | None = None  # the sequence a running check interrupted
     unverified = k > 1 and b < k
@@ -368,10 +393,10 @@ def _krylov_eigs(
         if checking:
             T = st.H[seq:m, seq:m]
             local = torch.linalg.eigvalsh(T)
-            lo, hi = region
+            (lo, hi), (clo, chi) = region
             if bool((local >= hi).any() or (local <= lo).any()):
                 checking = False  # a value the earlier sequences could not see: converge it, then check again
-            elif _miss_probability(_mass_outside(T, 0.0 if exhausted else float(R.norm()), lo, hi, scale),
+            elif _miss_probability(_mass_outside(T, 0.0 if exhausted else float(R.norm()), clo, chi, scale),
                                    n - seq) <= _MISS:
                 unverified = checking = False
                 if ok:
@@ -380,7 +405,11 @@ def _krylov_eigs(
         if fresh:
             if not unverified:
                 break
-            checking, region = True, _region(theta[idx], which, thr)
+            region = _region(theta[idx], which, thr), _copy_region(theta[idx], which, thr)
+            if region[1] == (-math.inf, math.inf):  # k = 2 at both ends: a copy could only tie
+                unverified = False
+                break
+            checking = True
         room = cap - m
         if room <= 0:
             break
@@ -463,8 +492,8 @@ def top_eigenvalues(
     have converged (``k >= 2``) one more sequence from a random vector orthogonal to everything
     found checks for values the first could not see (Lanczos on the deflated operator); a value
     it finds among the wanted ones is added and the check repeats. The check stops as soon as a
-    Gauss-Radau bound says a hidden eigenvalue beyond the wanted ones would have shown with
-    probability >= 98%: a few products beside outliers, so top-5 costs at most ~1.3x plain
+    Gauss-Radau bound says a hidden copy of a wanted value would have shown with probability
+    >= 98%: a few products beside outliers, so top-5 costs 1.1-1.3x the products of plain
     Lanczos (benchmarks/bench_hessian.py). ``block_size=b`` instead
     starts from ``b`` vectors (products batched), which sees up to ``b`` copies directly (no check
     when ``b >= k``). Stops when every wanted Ritz pair has residual ``|A v - theta v| <= tol *
