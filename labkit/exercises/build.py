@@ -49,6 +49,8 @@ ANSWER = "None  # your answer here"
 SOLUTION_TAG, STUDENT_TAG = "solution", "student"
 _MARKER = re.compile(r"#\s*(BEGIN|END)\s+SOLUTION\b")
 _ASSERT_CHECK = re.compile(r"\bassert\s+check\(")
+HIDDEN_BEGIN, HIDDEN_END = "# BEGIN HIDDEN TESTS", "# END HIDDEN TESTS"
+_HIDDEN = re.compile(r"#\s*(BEGIN|END)\s+HIDDEN\s+TESTS\b")
 
 
 class BuildError(ValueError):
@@ -157,11 +159,51 @@ def student_source(source: str, where: str = "cell") -> tuple[str, int]:
     return "\n".join(out), regions
 
 
-def _strip_assert_check(source: str) -> str:
-    """``assert check(id, answer)[, msg]`` -> ``check(id, answer)``: a failing check prints, it does not raise."""
+def hidden_regions(source: str, where: str = "cell") -> list[tuple[int, int]]:
+    """``(first, last)`` line indices of each ``# BEGIN HIDDEN TESTS`` ... ``# END HIDDEN TESTS`` region, checked.
+
+    Hidden tests are a teacher's extra checks in a check cell: nbgrader runs them only when grading, and the
+    student version drops them.
+    """
+    regions, start = [], None
+    for i, line in enumerate(source.split("\n")):
+        match = _HIDDEN.search(line)
+        if match is None:
+            continue
+        if line.strip() not in (HIDDEN_BEGIN, HIDDEN_END):
+            raise BuildError(f"{where}: line {i + 1} has a hidden-tests marker that is not alone on its line")
+        if match.group(1) == "BEGIN":
+            if start is not None:
+                raise BuildError(f"{where}: line {i + 1} opens hidden tests inside another region (line {start + 1})")
+            start = i
+        else:
+            if start is None:
+                raise BuildError(f"{where}: line {i + 1} has {HIDDEN_END!r} without a matching {HIDDEN_BEGIN!r}")
+            regions.append((start, i))
+            start = None
+    if start is not None:
+        raise BuildError(f"{where}: {HIDDEN_BEGIN!r} on line {start + 1} has no matching {HIDDEN_END!r}")
+    return regions
+
+
+def _strip_hidden(source: str, where: str) -> str:
+    lines = source.split("\n")
+    for first, last in reversed(hidden_regions(source, where)):
+        del lines[first : last + 1]
+    return "\n".join(lines)
+
+
+def _strip_assert_check(source: str, graded: bool = False) -> str:
+    """``assert check(id, answer)[, msg]`` -> ``check(id, answer)``: a failing check prints, it does not raise.
+
+    With ``graded`` the call becomes ``check(id, answer, graded=True)`` (a wrong answer raises the verdict as an
+    ``AssertionError``: the check cells of an nbgrader assignment, :mod:`labkit.exercises.course`).
+    """
     try:
         tree = ast.parse(source)
     except SyntaxError:  # IPython syntax (magics): fall back to the plain textual rule
+        if graded:
+            raise BuildError(f"a check cell with IPython syntax cannot be graded: {source!r}") from None
         return _ASSERT_CHECK.sub("check(", source)
     lines = source.split("\n")
     asserts = [
@@ -172,12 +214,18 @@ def _strip_assert_check(source: str) -> str:
         and isinstance(node.test.func, ast.Name)
         and node.test.func.id == "check"
     ]
+    last_statement = tree.body[-1] if tree.body else None
     for node in sorted(asserts, key=lambda n: n.lineno, reverse=True):
         first, last = node.lineno - 1, node.end_lineno - 1
         # ast offsets count UTF-8 bytes, not characters
         head = lines[first].encode()[: node.col_offset].decode()
         tail = lines[last].encode()[node.end_col_offset :].decode()
         call = ast.get_source_segment(source, node.test)
+        if graded:
+            node.test.keywords.append(ast.keyword("graded", ast.Constant(True)))
+            call = ast.unparse(node.test)
+        if node is last_statement:  # the cell's value: ";" keeps "Out[n]: False" from showing under the verdict
+            call += ";"
         lines[first : last + 1] = (head + call + tail).split("\n")
     return "\n".join(lines)
 
@@ -204,6 +252,8 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
         where = f"{name}, cell {index + 1}"
         tags = _tags(cell)
         if SOLUTION_TAG in tags:
+            if _HIDDEN.search(source):
+                raise BuildError(f"{where}: hidden tests belong in a check cell, not in a {SOLUTION_TAG!r} cell")
             new, count = student_source(source, where)
             if count == 0:
                 raise BuildError(f"{where} is tagged {SOLUTION_TAG!r} but has no {BEGIN!r} ... {END!r} region")
@@ -212,6 +262,8 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
             source = new
         elif _MARKER.search(source):
             raise BuildError(f"{where} has solution markers but no {SOLUTION_TAG!r} tag: the solution would leak")
+        else:
+            source = _strip_hidden(source, where)
         if exercises:
             source = _strip_assert_check(source)
         cell["source"] = _lines(source)
