@@ -73,7 +73,7 @@ def _points(items: list[str]) -> dict[str, float]:
     for item in items:
         id, sep, value = item.partition("=")
         try:
-            points[id] = float(value)
+            points[id] = int(float(value)) if float(value).is_integer() else float(value)
         except ValueError:
             sep = ""
         if not sep or not id or points[id] <= 0:
