@@ -30,8 +30,9 @@ def _plotly_html(figure: dict[str, Any]) -> str:
     import plotly.io as pio
 
     figure = {k: v for k, v in figure.items() if k != "config"}
-    return pio.to_html(figure, include_plotlyjs="cdn", full_html=False, validate=False,
-                       config={"displaylogo": False, "responsive": True})
+    height = figure.get("layout", {}).get("height") or 450  # a page has no height for "100%" to fill
+    return pio.to_html(figure, include_plotlyjs="cdn", full_html=False, validate=False, default_height=f"{height}px",
+                       config={"displaylogo": False})
 
 
 def _static(output: dict[str, Any], widgets: dict[str, Any]) -> list[dict[str, Any]]:

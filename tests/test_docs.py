@@ -53,7 +53,7 @@ def test_docs_build_strict_with_the_executed_tour(tmp_path):
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert (site / "notebooks" / path.stem / "index.html").is_file(), f"{path.name} is not a page"
     tour = (site / "notebooks" / "00_tour" / "index.html").read_text(encoding="utf-8")
-    figures = re.findall(r'<div id="[^"]+" class="plotly-graph-div"', tour)
+    figures = re.findall(r'<div class="plotly-graph-div" id="[^"]+" style="height:\d+px', tour)
     assert len(figures) >= 3, "the tour page shows no figures"
     assert "Plotly.newPlot" in tour and "application/vnd.jupyter.widget-view+json" not in tour
     home = (site / "index.html").read_text(encoding="utf-8")
