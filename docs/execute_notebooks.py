@@ -96,6 +96,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     os.environ.setdefault("LABKIT_FAST", "1")
+    os.environ["PLOTLY_RENDERER"] = "plotly_mimetype"  # figures as plotly JSON, made into HTML here (no require.js)
     out, names = Path(argv[0]) / "notebooks", argv[1:]
     paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
     if names:

@@ -132,7 +132,7 @@ def test_lab_from_a_checkout_serves_a_working_copy_and_says_where(fake_jupyter, 
 
 def test_lab_turns_off_the_news_pop_up_through_overrides(fake_jupyter, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    cmd, root = cli.lab_command(None, None, [], is_root=False)
+    cmd, _root = cli.lab_command(None, None, [], is_root=False)
     folder = next(a for a in cmd if a.startswith("--LabApp.app_settings_dir=")).split("=", 1)[1]
     overrides = json.loads((Path(folder) / "overrides.json").read_text())
     assert overrides["@jupyterlab/apputils-extension:notification"] == {"fetchNews": "false", "checkForUpdates": False}
