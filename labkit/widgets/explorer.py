@@ -89,7 +89,9 @@ class FractalExplorer:
         controls = w.VBox([self.preset, self.axes, self.resolution, self.steps, self.factor,
                            w.HBox([self.scan_button, self.stop_button]), w.HBox([self.back_button, self.reset_button]),
                            w.HBox([self.png_button, self.seq_button]), self.info])
-        self.widget = w.VBox([w.HBox([controls, self.fig]), self.crumbs, self.status])
+        reload_note = w.HTML("<small>Reloaded the page and the figure stays empty or clicks do nothing? "
+                             "Run this cell again.</small>")
+        self.widget = w.VBox([w.HBox([controls, self.fig]), self.crumbs, self.status, reload_note])
         self.windows: list[tuple] = []  # breadcrumb of windows ((x_lo, x_hi), (y_lo, y_hi))
         self.result = None
         self._error: str | None = None  # a refused window (not a run)
