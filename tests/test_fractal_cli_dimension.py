@@ -1,6 +1,6 @@
-import re
 """box_counting_dimension on sets of known dimension, the PNG writer, the fractal-over-decades check, the CLI."""
 
+import re
 import struct
 import zlib
 
