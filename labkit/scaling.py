@@ -421,6 +421,7 @@ def live_plot(panels: Any, x_title: str = "step", *, log_x: bool = True, log_y: 
 
     ``LivePlot`` draws its x axis as a linear "step"; scaling laws live on log-log axes.
     """
+    from labkit.viz import theme
     from labkit.viz.live import LivePlot
 
     class _LogXPlot(LivePlot):
@@ -430,7 +431,7 @@ def live_plot(panels: Any, x_title: str = "step", *, log_x: bool = True, log_y: 
                 if key.startswith("xaxis"):
                     axis["type"] = "log" if log_x else "linear"
                     axis["title"] = {"text": x_title}
-            return layout
+            return theme.decade_ticks(layout)  # narrow log panels: one tick label per decade
 
     return _LogXPlot(panels, log_y=log_y, **kwargs)
 
