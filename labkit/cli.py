@@ -113,6 +113,36 @@ def _checkout_notebooks() -> Path | None:
     return nb if (root / "pyproject.toml").is_file() and any(nb.glob("*.ipynb")) else None
 
 
+WORKING_COPY = "labkit-notebooks"
+
+# JupyterLab settings for labkit's sessions: no "receive news?" pop-up and no update check (the pop-up covers
+# the figures' legends on a first visit; a classroom needs neither)
+LAB_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
+
+
+def lab_settings(root: Path) -> Path:
+    """A JupyterLab application-settings folder holding ``overrides.json`` with :data:`LAB_OVERRIDES` (merged into
+    the installation's own overrides, if it has any); written under ``root/.labkit-lab``; returns the folder."""
+    import json
+
+    from labkit import _io
+
+    overrides: dict = {}
+    try:
+        from jupyterlab.commands import get_app_dir
+
+        installed = Path(get_app_dir()) / "settings" / "overrides.json"
+        if installed.is_file():
+            overrides = json.loads(installed.read_text(encoding="utf-8"))
+    except (ImportError, OSError, ValueError):
+        pass
+    for plugin, values in LAB_OVERRIDES.items():
+        overrides[plugin] = {**overrides.get(plugin, {}), **values}
+    folder = _io.ensure_folder(Path(root) / ".labkit-lab")
+    _io.write_text(folder / "overrides.json", json.dumps(overrides, indent=1, sort_keys=True) + "\n")
+    return folder.resolve()
+
+
 def lab_command(port: int | None, directory: str | None, extra: list[str], *, is_root: bool) -> tuple[list[str], str]:
     """The ``jupyter lab`` command line and the folder it serves (created from the bundled notebooks if needed)."""
     exe = shutil.which("jupyter")
@@ -122,13 +152,13 @@ def lab_command(port: int | None, directory: str | None, extra: list[str], *, is
         root = Path(directory)
         if not root.is_dir():
             raise FileNotFoundError(f"--dir {directory!r} is not a folder")
-    elif (checkout := _checkout_notebooks()) is not None:
-        root = checkout
-    else:  # an installed labkit: work on a copy, so edits never go into site-packages
-        root = Path("labkit-notebooks")
-        print(f"serving a copy of the bundled notebooks in {root}/ (your edits there are kept):")
+    else:  # a working copy, so edits and outputs never go into site-packages or a clone's tracked notebooks
+        root = Path(WORKING_COPY)
+        origin = "the repository's notebooks/ (they stay clean)" if _checkout_notebooks() else "the bundled notebooks"
+        print(f"serving a working copy of {origin} in {root.resolve()}/ (your edits there are kept; "
+              "--dir notebooks serves the originals):")
         copy_notebooks(str(root))
-    cmd = [exe, "lab", f"--notebook-dir={root.resolve()}"]
+    cmd = [exe, "lab", f"--notebook-dir={root.resolve()}", f"--LabApp.app_settings_dir={lab_settings(root)}"]
     if port:
         cmd.append(f"--port={port}")
     if (root / TOUR).is_file() and not any(a.startswith(("--LabApp.default_url", "--ServerApp.default_url"))
@@ -200,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start JupyterLab on the labkit notebooks, open on the tour. As root it adds "
                        "--allow-root. Arguments after -- go to jupyter lab: labkit lab -- --no-browser --ip 0.0.0.0")
     p.add_argument("--port", type=int, default=None, help="port for JupyterLab (default: its own, 8888 or next free)")
-    p.add_argument("--dir", default=None, help="folder to open (default: the checkout's notebooks/, or a copy of "
-                   "the bundled ones in ./labkit-notebooks)")
+    p.add_argument("--dir", default=None, help="folder to open (default: a working copy of the notebooks in "
+                   "./labkit-notebooks, made on first use and kept)")
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="after --: arguments for jupyter lab")
     p = sub.add_parser("notebooks", help="copy the bundled notebooks to DEST (keeps files already there)")
     p.add_argument("dest")

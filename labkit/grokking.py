@@ -275,7 +275,7 @@ class GrokRun:
         fig.update_xaxes(type="log", title_text="step + 1")
         fig.update_yaxes(type="log", row=1, col=2)
         fig.update_layout(height=380)
-        return fig
+        return theme.decade_ticks(fig)  # four narrow log-x panels: one label per decade
 
     def spectrum_figure(self, record: int = -1, labels: Sequence[str] | None = None) -> Any:
         """Each member's embedding spectrum at one recorded step: fraction of power at each ``k``."""

@@ -127,11 +127,11 @@ def test_assert_check_becomes_check_in_every_form():
     student, regions = student_notebook(nb, "t")
     assert regions == 1
     sources = [_source(c) for c in student["cells"]]
-    assert sources[1] == 'check("t.a", a)'
+    assert sources[1] == 'check("t.a", a);'  # ";": no "Out[n]: False" under the verdict
     assert sources[2] == 'if True:\n    check("t.a", a)\nassert a == 1'
-    assert sources[3] == 'check(\n    "t.a",\n    a,\n)  # trailing comment'
+    assert sources[3] == 'check(\n    "t.a",\n    a,\n);  # trailing comment'
     assert sources[4] == '%time check("t.a", a)'
-    assert sources[5] == 'λ = a\ncheck("t.λ", λ)  # λ_max, not λ_min'
+    assert sources[5] == 'λ = a\ncheck("t.λ", λ);  # λ_max, not λ_min'
     assert student["cells"][0]["metadata"]["tags"] == ["student"]
     assert nb["cells"][0]["metadata"]["tags"] == ["solution"], "the input notebook must not be modified"
 
@@ -140,7 +140,7 @@ def test_assert_check_becomes_check_in_every_form():
 
 EXPECTED_EXERCISE_CELLS = {
     5: f'def double(x):\n    """Return 2 x."""\n    {STUB}',
-    6: 'check("fixture.double", double)',
+    6: 'check("fixture.double", double);',
     8: (
         "width, height = 3.0, 4.0\narea = None  # your answer here\nperimeter = None  # your answer here\n"
         'print("answers ready")'

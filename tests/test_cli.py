@@ -1,6 +1,8 @@
+import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,14 +108,34 @@ def test_lab_as_root_adds_allow_root_and_says_why(fake_jupyter, capsys):
     assert cmd.count("--allow-root") == 1
 
 
-def test_lab_passes_arguments_through_and_opens_on_the_tour(fake_jupyter, monkeypatch):
+def test_lab_passes_arguments_through_and_opens_on_the_tour(fake_jupyter, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
     seen = {}
     monkeypatch.setattr(cli.os, "execv", lambda exe, cmd: seen.update(exe=exe, cmd=cmd))
     assert cli.main(["lab", "--port", "9999", "--", "--no-browser", "--ip", "0.0.0.0"]) == 0
     cmd = seen["cmd"]
     assert cmd[:2] == ["/usr/bin/jupyter", "lab"] and cmd[-3:] == ["--no-browser", "--ip", "0.0.0.0"]
     assert "--port=9999" in cmd and f"--LabApp.default_url=/lab/tree/{cli.TOUR}" in cmd
-    assert f"--notebook-dir={cli.notebooks_dir().resolve()}" in cmd
+    assert f"--notebook-dir={(tmp_path / cli.WORKING_COPY).resolve()}" in cmd
+
+
+def test_lab_from_a_checkout_serves_a_working_copy_and_says_where(fake_jupyter, monkeypatch, tmp_path, capsys):
+    """JupyterLab's autosave writes outputs into the notebooks it serves: never the tracked ones."""
+    monkeypatch.chdir(tmp_path)
+    assert cli._checkout_notebooks() is not None  # the tests run from a checkout
+    cmd, root = cli.lab_command(None, None, [], is_root=False)
+    out = capsys.readouterr().out
+    assert f"working copy of the repository's notebooks/ (they stay clean) in {(tmp_path / root).resolve()}" in out
+    assert f"--notebook-dir={(tmp_path / root).resolve()}" in cmd
+    assert (tmp_path / root / cli.TOUR).read_bytes() == (cli.notebooks_dir() / cli.TOUR).read_bytes()
+
+
+def test_lab_turns_off_the_news_pop_up_through_overrides(fake_jupyter, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    cmd, _root = cli.lab_command(None, None, [], is_root=False)
+    folder = next(a for a in cmd if a.startswith("--LabApp.app_settings_dir=")).split("=", 1)[1]
+    overrides = json.loads((Path(folder) / "overrides.json").read_text())
+    assert overrides["@jupyterlab/apputils-extension:notification"] == {"fetchNews": "false", "checkForUpdates": False}
 
 
 def test_lab_outside_a_checkout_serves_a_copy_of_the_bundled_notebooks(fake_jupyter, monkeypatch, tmp_path):

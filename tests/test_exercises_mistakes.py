@@ -31,6 +31,10 @@ CASES = [
     ("optimizers.threshold", lambda lr, opt, beta: 2 / lr if opt == "momentum" else
      {"sgd": 2 / lr, "adam": (2 + 2 * beta) / lr}[opt], "for momentum you gave GD's 2/lr"),
     ("optimizers.threshold", lambda lr, opt, beta: (2 + 2 * beta) / lr, "heavy ball's (2 + 2 beta1)/lr"),
+    ("optimizers.threshold", lambda lr, opt, beta: (2 + 2 * beta) / lr if opt == "momentum" else 2 / lr,
+     "Adam is heavy ball on the"),
+    ("fractal.max_stable_lr", lambda H: 2 / np.linalg.eigvalsh(H).min(), "that is 2 / lambda_min"),
+    ("hessian.outliers_7_classes", "6", "is the text '6', not a number: remove the quotes"),
     ("optimizers.ema_rho", lambda rho, kappa: 1 - (1 - rho) * kappa, "first-order approximation"),
     ("optimizers.ema_rho", lambda rho, kappa: rho ** (1 / kappa), "not rho ** (1 / kappa)"),
     ("batchsize.scale_lr_4x", lambda lr, k, opt: lr * (math.sqrt(k) if opt == "sgd" else k), "it is the other one"),

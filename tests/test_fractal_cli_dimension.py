@@ -1,5 +1,6 @@
 """box_counting_dimension on sets of known dimension, the PNG writer, the fractal-over-decades check, the CLI."""
 
+import re
 import struct
 import zlib
 
@@ -163,10 +164,17 @@ def test_cli_figure_export_falls_back_to_html_without_a_renderer(tmp_path, capsy
     def no_kaleido(self, *args, **kwargs):
         raise ValueError("Image export using the \"kaleido\" engine requires the kaleido package")
 
+    import importlib.util
+
     monkeypatch.setattr(go.Figure, "to_image", no_kaleido)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kaleido" else
+                        real_find_spec(name, *a))
     assert main(["fractal", "--resolution", "6", "--steps", "20", "--quiet", "--figure",
                  "--out", str(tmp_path / "q")]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "kaleido is not installed (pip install kaleido), so the figure will be a self-contained HTML file" in err
+    assert re.search(r"\d+\.\d MB\)", out), out  # the size is said
     html = tmp_path / "q-figure.png.html"
     assert html.is_file() and "self-contained HTML figure instead" in out and "kaleido" in out
     text = html.read_text()

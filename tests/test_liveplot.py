@@ -239,3 +239,18 @@ def test_figure_json_never_holds_nan_or_inf():
         for t, v in enumerate([1.0, math.nan, math.inf, -math.inf, 0.5]):
             live.append(t, loss=v, x=np.array([v, 1.0]))
         json.dumps(live._figure_dict(), allow_nan=False)  # raises on NaN / Infinity
+
+
+def test_a_diverged_members_eval_line_ends_where_its_training_loss_did():
+    """fit_many keeps evaluating a diverged member (its eval loss can look finite, e.g. 0.693 from saturated
+    logits): the live figure must not draw that member's eval line past the divergence; the healthy member's
+    eval line and a single run's series are untouched."""
+    from labkit.viz import LivePlot
+
+    live = LivePlot(backend="static", member_labels=["ok", "diverged"])
+    for t in range(6):
+        loss = np.array([1.0 / (t + 1), 1.0 if t < 3 else np.inf])
+        live.append(t, loss=loss, eval_loss=np.array([1.1 / (t + 1), 0.693]))
+    traces = {tr["name"]: tr["y"] for tr in live.figure().to_dict()["data"]}
+    assert traces["eval_loss: diverged"] == [0.693, 0.693, 0.693, None, None, None]
+    assert None not in traces["eval_loss: ok"]

@@ -5,6 +5,7 @@ checked without running them: clean in git, header, setup cell, badges, exercise
 """
 
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -20,7 +21,13 @@ SETUP = '''# Setup: on Colab install labkit (keeping Colab's own torch) and enab
 elsewhere nothing.
 import sys
 if "google.colab" in sys.modules:
-    %pip install -q "labkit-dynamics @ git+https://github.com/labkit-dev/labkit"
+    import subprocess
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                          "labkit-dynamics @ git+https://github.com/labkit-dev/labkit"], capture_output=True, text=True)
+    if pip.returncode != 0:
+        print(pip.stderr[-1500:])
+        raise SystemExit("Installing labkit failed (pip's message is above): check that this runtime can reach "
+                         "github.com, then run this cell again.")
     from google.colab import output
     output.enable_custom_widget_manager()
 import labkit
@@ -66,6 +73,20 @@ def test_setup_cell_is_exactly_the_standard_one(nb):
     cell = nb.cells[1]
     assert cell.cell_type == "code" and cell.source.strip() == SETUP, (
         f"{nb.path.name}: cell 2 must be exactly the setup cell of notebooks/README.md")
+
+
+def test_setup_cell_on_colab_stops_with_one_sentence_when_the_install_fails(monkeypatch, capsys):
+    """No ModuleNotFoundError two lines later: the cell stops right after pip fails, saying what to do."""
+    import subprocess
+    import types
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    failed = subprocess.CompletedProcess([], 1, "", "ERROR: could not reach github.com")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: failed)
+    reached = []
+    with pytest.raises(SystemExit, match=r"^Installing labkit failed .* then run this cell again\.$"):
+        exec(SETUP.replace("import labkit", "reached.append(True)"), {"reached": reached})
+    assert not reached and "could not reach github.com" in capsys.readouterr().out
 
 
 def test_themed_notebooks_end_with_exercises(nb):

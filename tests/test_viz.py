@@ -214,3 +214,22 @@ def test_a_diverging_run_leaves_a_log_loss_plot_through_the_top():
         live.append(t, loss=np.array([1.0 / (t + 1), v]))
     drawn = {t["name"]: t["y"] for t in live._figure_dict()["data"]}
     assert drawn["loss: member 1"] == [1.0, 1e3, None, None] and drawn["loss: member 0"][-1] == 0.25
+
+
+def test_decade_ticks_only_on_narrow_log_axes():
+    """07's four-panel figure: narrow log-x panels get one label per decade (no "10²2"); wide or linear axes
+    keep plotly's ticks."""
+    from plotly.subplots import make_subplots
+
+    from labkit.viz import theme
+
+    fig = make_subplots(rows=1, cols=4)
+    fig.update_xaxes(type="log")
+    fig.update_xaxes(type="linear", row=1, col=4)
+    theme.decade_ticks(fig)
+    assert [a.dtick for a in fig.select_xaxes()] == [1, 1, 1, None]
+    wide = make_subplots(rows=1, cols=1)
+    wide.update_xaxes(type="log")
+    assert next(iter(theme.decade_ticks(wide).select_xaxes())).dtick is None
+    layout = {"xaxis": {"type": "log", "domain": [0.0, 0.2]}, "xaxis2": {"type": "log", "domain": [0.5, 1.0]}}
+    assert theme.decade_ticks(layout)["xaxis"]["dtick"] == 1 and "dtick" not in layout["xaxis2"]

@@ -242,3 +242,16 @@ def test_run_button_presses_draw_new_seeds_but_changes_and_code_keep_it():
     for expected in (1, 2):
         panel.runner.run_button.click()
         assert panel.runner.wait(T) and panel.history.hparams["seed"] == expected
+
+
+def test_train_panel_says_diverged_not_done_and_flags_controls_changed_while_idle():
+    panel = widgets.train_panel(lr=5.0, steps=50, n=256, width=32, depth=2)  # the tour: diverges in ~6 steps
+    panel.run(wait=True, timeout=120)
+    assert panel.history.diverged
+    status = panel.runner.status_line.value
+    assert "diverged at step" in status and "done" not in status, status
+    panel.set(lr=0.1)  # idle: nothing runs, so the figure still shows the lr = 10 run and must say so
+    assert not panel.runner.running
+    assert "controls changed: the figure still shows the last run; press <b>Run</b>" in panel.runner.status_line.value
+    panel.run(wait=True, timeout=120)
+    assert not panel.history.diverged and panel.runner.status_line.value.startswith("done in")

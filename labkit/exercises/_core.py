@@ -106,13 +106,17 @@ def list_exercises() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def check(id: str, answer: Any, *, quiet: bool = False) -> bool:
+def check(id: str, answer: Any, *, quiet: bool = False, graded: bool = False) -> bool:
     """Check ``answer`` for exercise ``id``; print a verdict and return True when right.
 
     Never raises because of the answer: a wrong answer, a missing answer
     (``None`` or an unimplemented function) and a function that crashes are all
-    reported as a verdict with a pointer to :func:`hint`.
+    reported as a verdict with a pointer to :func:`hint`. With ``graded=True``
+    (the check cells of an nbgrader assignment) a wrong answer instead raises
+    ``AssertionError`` whose message is the verdict and the first hint: an
+    autograder's feedback shows the exception, not what was printed.
     """
+    __tracebackhide__ = True  # IPython: the feedback shows the verdict, not labkit's frames
     ex = _get(id)
     if answer is None or answer is Ellipsis:
         message = "no answer yet: replace None with your answer (or your function) and run this cell again."
@@ -129,6 +133,9 @@ def check(id: str, answer: Any, *, quiet: bool = False) -> bool:
             ok, message = False, "not implemented yet: write your code where the NotImplementedError is raised."
         except Exception as err:  # a checker tripped over an unexpected answer: report, never crash
             ok, message = False, f"the check could not use your answer ({type(err).__name__}: {err})"
+    if graded and not ok:
+        tip = f"\n   Hint: {ex.hints[0]}" if ex.hints else ""
+        raise AssertionError(f"❌ [{ex.title}] {message}{tip}")
     if not quiet:
         mark = "✅" if ok else "❌"
         tip = "" if ok or not ex.hints else f"\n   Stuck? hint({id!r}) reveals a hint ({len(ex.hints)} available)."
@@ -169,6 +176,16 @@ def call_student(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise _StudentError(f"your function raised {type(err).__name__}: {err}{where}") from None
 
 
+def _no_quoted_number(value: Any, what: str) -> None:
+    """A number typed in quotes ("6") is a string: say so, rather than "should be a whole number"."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return
+        raise Wrong(f"{what} is the text {value!r}, not a number: remove the quotes")
+
+
 def _as_array(value: Any, what: str) -> np.ndarray:
     if value is None:
         raise Wrong(f"{what} is None: did you forget to return it?")
@@ -179,6 +196,7 @@ def _as_array(value: Any, what: str) -> np.ndarray:
             value = value.detach().cpu().numpy()
     except ImportError:  # pragma: no cover
         pass
+    _no_quoted_number(value, what)
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
@@ -231,6 +249,7 @@ def expect_close(
 
 def expect_integer(value: Any, expected: int, *, what: str = "your answer") -> None:
     """Raise :class:`Wrong` unless ``value`` is the integer ``expected`` (says higher/lower)."""
+    _no_quoted_number(value, what)
     if isinstance(value, bool) or (not isinstance(value, (int, np.integer)) and not (
         isinstance(value, float) and value.is_integer()
     )):

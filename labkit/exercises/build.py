@@ -49,6 +49,8 @@ ANSWER = "None  # your answer here"
 SOLUTION_TAG, STUDENT_TAG = "solution", "student"
 _MARKER = re.compile(r"#\s*(BEGIN|END)\s+SOLUTION\b")
 _ASSERT_CHECK = re.compile(r"\bassert\s+check\(")
+HIDDEN_BEGIN, HIDDEN_END = "# BEGIN HIDDEN TESTS", "# END HIDDEN TESTS"
+_HIDDEN = re.compile(r"#\s*(BEGIN|END)\s+HIDDEN\s+TESTS\b")
 
 
 class BuildError(ValueError):
@@ -64,20 +66,20 @@ class BuildResult:
     regions: int
 
 
-def _text(source: str | list[str]) -> str:
+def cell_text(source: str | list[str]) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
-def _lines(text: str) -> list[str]:
+def cell_lines(text: str) -> list[str]:
     """nbformat's on-disk form of a multi-line string: a list of lines that keep their newline."""
     return text.splitlines(keepends=True)
 
 
-def _tags(cell: dict[str, Any]) -> list[str]:
+def cell_tags(cell: dict[str, Any]) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
-def _assigned_names(region: str, where: str, offset: int) -> list[str]:
+def assigned_names(region: str, where: str, offset: int) -> list[str]:
     """Names assigned by a top-level region (cell line ``offset + 1`` is its first); error unless all assignments."""
     try:
         tree = ast.parse(region)
@@ -151,17 +153,57 @@ def student_source(source: str, where: str = "cell") -> tuple[str, int]:
         if indent:
             out.append(indent + STUB)
         else:
-            out.extend(f"{name} = {ANSWER}" for name in _assigned_names("\n".join(body), where, i + 1))
+            out.extend(f"{name} = {ANSWER}" for name in assigned_names("\n".join(body), where, i + 1))
         regions += 1
         i = end + 1
     return "\n".join(out), regions
 
 
-def _strip_assert_check(source: str) -> str:
-    """``assert check(id, answer)[, msg]`` -> ``check(id, answer)``: a failing check prints, it does not raise."""
+def hidden_regions(source: str, where: str = "cell") -> list[tuple[int, int]]:
+    """``(first, last)`` line indices of each ``# BEGIN HIDDEN TESTS`` ... ``# END HIDDEN TESTS`` region, checked.
+
+    Hidden tests are a teacher's extra checks in a check cell: nbgrader runs them only when grading, and the
+    student version drops them.
+    """
+    regions, start = [], None
+    for i, line in enumerate(source.split("\n")):
+        match = _HIDDEN.search(line)
+        if match is None:
+            continue
+        if line.strip() not in (HIDDEN_BEGIN, HIDDEN_END):
+            raise BuildError(f"{where}: line {i + 1} has a hidden-tests marker that is not alone on its line")
+        if match.group(1) == "BEGIN":
+            if start is not None:
+                raise BuildError(f"{where}: line {i + 1} opens hidden tests inside another region (line {start + 1})")
+            start = i
+        else:
+            if start is None:
+                raise BuildError(f"{where}: line {i + 1} has {HIDDEN_END!r} without a matching {HIDDEN_BEGIN!r}")
+            regions.append((start, i))
+            start = None
+    if start is not None:
+        raise BuildError(f"{where}: {HIDDEN_BEGIN!r} on line {start + 1} has no matching {HIDDEN_END!r}")
+    return regions
+
+
+def _strip_hidden(source: str, where: str) -> str:
+    lines = source.split("\n")
+    for first, last in reversed(hidden_regions(source, where)):
+        del lines[first : last + 1]
+    return "\n".join(lines)
+
+
+def strip_assert_check(source: str, graded: bool = False) -> str:
+    """``assert check(id, answer)[, msg]`` -> ``check(id, answer)``: a failing check prints, it does not raise.
+
+    With ``graded`` the call becomes ``check(id, answer, graded=True)`` (a wrong answer raises the verdict as an
+    ``AssertionError``: the check cells of an nbgrader assignment, :mod:`labkit.exercises.course`).
+    """
     try:
         tree = ast.parse(source)
     except SyntaxError:  # IPython syntax (magics): fall back to the plain textual rule
+        if graded:
+            raise BuildError(f"a check cell with IPython syntax cannot be graded: {source!r}") from None
         return _ASSERT_CHECK.sub("check(", source)
     lines = source.split("\n")
     asserts = [
@@ -172,19 +214,25 @@ def _strip_assert_check(source: str) -> str:
         and isinstance(node.test.func, ast.Name)
         and node.test.func.id == "check"
     ]
+    last_statement = tree.body[-1] if tree.body else None
     for node in sorted(asserts, key=lambda n: n.lineno, reverse=True):
         first, last = node.lineno - 1, node.end_lineno - 1
         # ast offsets count UTF-8 bytes, not characters
         head = lines[first].encode()[: node.col_offset].decode()
         tail = lines[last].encode()[node.end_col_offset :].decode()
         call = ast.get_source_segment(source, node.test)
+        if graded:
+            node.test.keywords.append(ast.keyword("graded", ast.Constant(True)))
+            call = ast.unparse(node.test)
+        if node is last_statement:  # the cell's value: ";" keeps "Out[n]: False" from showing under the verdict
+            call += ";"
         lines[first : last + 1] = (head + call + tail).split("\n")
     return "\n".join(lines)
 
 
 def has_solutions(nb: dict[str, Any]) -> bool:
     """Whether a notebook (parsed JSON) has any cell tagged ``solution``."""
-    return any(SOLUTION_TAG in _tags(cell) for cell in nb.get("cells", []))
+    return any(SOLUTION_TAG in cell_tags(cell) for cell in nb.get("cells", []))
 
 
 def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[str, Any], int]:
@@ -200,10 +248,12 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
         if cell.get("cell_type") != "code":
             continue
         cell["outputs"], cell["execution_count"] = [], None
-        source = _text(cell.get("source", ""))
+        source = cell_text(cell.get("source", ""))
         where = f"{name}, cell {index + 1}"
-        tags = _tags(cell)
+        tags = cell_tags(cell)
         if SOLUTION_TAG in tags:
+            if _HIDDEN.search(source):
+                raise BuildError(f"{where}: hidden tests belong in a check cell, not in a {SOLUTION_TAG!r} cell")
             new, count = student_source(source, where)
             if count == 0:
                 raise BuildError(f"{where} is tagged {SOLUTION_TAG!r} but has no {BEGIN!r} ... {END!r} region")
@@ -212,13 +262,15 @@ def student_notebook(nb: dict[str, Any], name: str = "notebook") -> tuple[dict[s
             source = new
         elif _MARKER.search(source):
             raise BuildError(f"{where} has solution markers but no {SOLUTION_TAG!r} tag: the solution would leak")
+        else:
+            source = _strip_hidden(source, where)
         if exercises:
-            source = _strip_assert_check(source)
-        cell["source"] = _lines(source)
+            source = strip_assert_check(source)
+        cell["source"] = cell_lines(source)
     return nb, regions
 
 
-def _dumps(nb: dict[str, Any]) -> str:
+def notebook_json(nb: dict[str, Any]) -> str:
     return json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
 
@@ -240,7 +292,7 @@ def render(src: str | Path) -> list[tuple[Path, str, int]]:
         except json.JSONDecodeError as err:
             raise BuildError(f"{path.name} is not a valid notebook: {err}") from None
         student, regions = student_notebook(nb, path.name)
-        built.append((path, _dumps(student), regions))
+        built.append((path, notebook_json(student), regions))
     return built
 
 
@@ -257,7 +309,7 @@ def _holds_solutions(path: Path) -> bool:
     if not isinstance(nb, dict):
         return False
     return has_solutions(nb) or any(
-        cell.get("cell_type") == "code" and _MARKER.search(_text(cell.get("source", "")))
+        cell.get("cell_type") == "code" and _MARKER.search(cell_text(cell.get("source", "")))
         for cell in nb.get("cells", [])
     )
 

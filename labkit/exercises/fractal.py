@@ -26,7 +26,10 @@ def _max_stable_lr(fn):
     for seed, n in ((0, 3), (1, 5), (2, 8)):
         h = _spd(seed, n)
         got = call_student(fn, h.copy())
-        expect_close(got, 2.0 / np.linalg.eigvalsh(h).max(), rtol=1e-6, what=f"your learning rate for a {n}x{n} H")
+        lam = np.linalg.eigvalsh(h)
+        expect_close(got, 2.0 / lam.max(), rtol=1e-6, what=f"your learning rate for a {n}x{n} H", mistakes=[
+            (2.0 / lam.min(), "that is 2 / lambda_min: at that learning rate the direction of the largest "
+             "eigenvalue has long diverged; the largest eigenvalue sets the limit")])
 
 
 def _reference_boundary(converged: np.ndarray) -> np.ndarray:

@@ -23,7 +23,9 @@ def _threshold(fn) -> None:
         for optimizer, beta in (("sgd", 0.0), ("momentum", 0.9), ("momentum", 0.5), ("adam", 0.9), ("adam", 0.8)):
             got = call_student(fn, lr, optimizer, beta)
             want = edge.threshold(lr, optimizer, beta=beta)
-            mistakes = [(2 / lr, f"for {optimizer} you gave GD's 2/lr: momentum raises the threshold")]
+            mistakes = [(2 / lr, f"for {optimizer} you gave GD's 2/lr: "
+                         + ("momentum raises the threshold" if optimizer == "momentum" else
+                            "Adam is heavy ball on the preconditioned curvature, with effective step lr (1 - beta1)"))]
             if optimizer == "adam":
                 mistakes.insert(0, ((2 + 2 * beta) / lr, "for adam you gave heavy ball's (2 + 2 beta1)/lr: Adam's m "
                                     "averages the gradient with weight (1 - beta1), so its effective step is "

@@ -16,6 +16,7 @@ Heavy imports (torch) happen inside :func:`run`, so ``labkit --help`` stays fast
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 PRESET_NAMES = ("paper", "relu", "identity", "minibatch", "single_point", "offset", "quick")
@@ -25,8 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="quick", choices=PRESET_NAMES, help="experiment preset (default: quick)")
     parser.add_argument("--resolution", type=int, default=256, help="pixels per axis (default: 256)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
-    parser.add_argument("--x-range", type=float, nargs=2, metavar=("LO", "HI"), default=None)
-    parser.add_argument("--y-range", type=float, nargs=2, metavar=("LO", "HI"), default=None)
+    parser.add_argument("--x-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                        help="window on the x axis (input-layer lr, or the offset with --axes offset; log-spaced for "
+                             "learning rates): e.g. --x-range 0.1 10 (default: the preset's)")
+    parser.add_argument("--y-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
+                        help="window on the y axis (output-layer lr, or the lr with --axes offset): e.g. "
+                             "--y-range 0.1 10 (default: the preset's)")
     parser.add_argument("--axes", choices=("lr", "offset"), default=None,
                         help="lr: (lr_in, lr_out); offset: (offset, lr) (default: the preset's)")
     parser.add_argument("--dtype", choices=("float64", "float32"), default=None)
@@ -37,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", type=int, default=1, help="enlarge the PNG by this integer factor")
     parser.add_argument("--out", default="fractal", help="output path prefix: writes PREFIX.npz and PREFIX.png")
     parser.add_argument("--figure", action="store_true",
-                        help="also write PREFIX-figure.png with axes, colour bar and title (needs kaleido; "
-                             "else a self-contained PREFIX-figure.png.html)")
+                        help="also write PREFIX-figure.png with axes, colour bar and title (needs kaleido: pip "
+                             "install kaleido; without it a self-contained PREFIX-figure.png.html of about 5 MB)")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS|local",
                         help="run the tiles on a Dask cluster: a scheduler address, or 'local' for a LocalCluster "
                              'on this machine (needs pip install "labkit-dynamics[distributed]")')
@@ -96,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
             exp = exp.replace(x_range=default, y_range=(1e-2, 1e3) if changes["axes"][0] == "offset" else default)
         if not args.max_memory > 0:
             raise ValueError(f"--max-memory must be > 0 GiB, got {args.max_memory}")
+        if args.figure and importlib.util.find_spec("kaleido") is None:  # say it before the scan, not after
+            print("labkit fractal: --figure: kaleido is not installed (pip install kaleido), so the figure will be "
+                  "a self-contained HTML file of about 5 MB (plotly.js inlined, opens offline) instead of a PNG",
+                  file=sys.stderr)
         executor = _executor(args)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="scan interrupted")  # the summary below says it
@@ -109,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.figure:
         path, note = res.write_figure(prefix.with_name(prefix.name + "-figure.png"))
         written.append(path)
-        notes.append(note)
+        notes.append(f"{note}; {path.stat().st_size / 2**20:.1f} MB")
     done = res.cells_done
     rate = done * exp.steps / max(res.wall_time, 1e-9)
     print(f"{res.summary()}; on {res.device} in {res.wall_time:.2f} s ({rate:,.0f} network-steps/s)")

@@ -90,7 +90,7 @@ class LiveFigure:
                                  col=i % cols + 1)
                 fig.update_yaxes(title_text=label, type="log" if log else "linear", row=i // cols + 1,
                                  col=i % cols + 1)
-            self._layout = fig.layout.to_plotly_json()
+            self._layout = theme.decade_ticks(fig.layout.to_plotly_json())  # narrow log panels: one label a decade
         return self._layout
 
     def _is_log(self, panel: str) -> bool:
@@ -117,11 +117,15 @@ class LiveFigure:
         for s in self._series.values():
             if self._is_log(s.panel) and "loss" in s.panel.lower():
                 starts[s.panel] = float(np.fmax(starts.get(s.panel, math.nan), first_value(s.y)))
+        diverged_at = self._members_diverged_at()
         for k, (name, s) in enumerate(self._series.items()):
             n = min(len(s.x), len(s.y))
             keep = self._thin(n)
             x = np.asarray(s.x[:n], dtype=float)[keep]
             y = np.asarray(s.y[:n], dtype=float)[keep]
+            if s.vector and name != "loss" and diverged_at is not None and y.ndim == 2 and \
+                    y.shape[1] == diverged_at.size:  # a diverged member's other series end where its loss did
+                y = np.where(x[:, None] >= diverged_at[None, :], np.nan, y)
             smooth = np.asarray(s.ema[:n], dtype=float)[keep] if s.beta else None
             if s.panel in starts:
                 y = cut_above(y, starts[s.panel])
@@ -163,6 +167,19 @@ class LiveFigure:
                            "name": f"{label} = {value:.4g}",
                            "line": {"color": theme.REFERENCE, "dash": "dash", "width": 1.5}})
         return traces
+
+    def _members_diverged_at(self) -> np.ndarray | None:
+        """Per member of a population run, the first step whose training loss is not finite (inf: never)."""
+        s = self._series.get("loss")
+        if s is None or not s.vector or not s.y:
+            return None
+        n = min(len(s.x), len(s.y))
+        y = np.asarray(s.y[:n], dtype=float)
+        if y.ndim != 2:
+            return None
+        bad = ~np.isfinite(y)
+        first = np.where(bad.any(0), np.asarray(s.x[:n], dtype=float)[bad.argmax(0)], np.inf)
+        return first
 
     @staticmethod
     def _raw_and_smooth(base: dict[str, Any], raw: np.ndarray, smooth: np.ndarray, name: str, group: str, color: str,

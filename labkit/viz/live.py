@@ -354,9 +354,9 @@ class LivePlot(LiveFigure):
 
                 self._widget = ipywidgets.Output()
             else:
-                import plotly.graph_objects as go
+                from labkit.viz._figurewidget import figure_widget
 
-                self._widget = go.FigureWidget()
+                self._widget = figure_widget()  # a reloaded page redraws its current data
             self._shown_at = -1  # embedded by the caller
         return self._widget
 

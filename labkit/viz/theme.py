@@ -61,3 +61,22 @@ def figure(
     fig.update_xaxes(title_text=x, type="log" if log_x else "linear")
     fig.update_yaxes(title_text=y, type="log" if log_y else "linear")
     return fig
+
+
+def decade_ticks(fig: Any, narrow: float = 0.3) -> Any:
+    """One tick label per decade on every log axis narrower than ``narrow`` of the figure's width or height.
+
+    ``fig``: a ``go.Figure`` or a layout as a JSON dict; changed in place and returned. plotly labels a log axis
+    spanning few decades at 2 and 5 too ("10² 2 5 10³"); in a narrow panel those labels run into each other
+    ("10²2"). Powers of ten only (``dtick=1``, written 10ⁿ) keep them apart.
+    """
+    if isinstance(fig, go.Figure):
+        axes = [*fig.select_xaxes(), *fig.select_yaxes()]
+        entries = [(a, a.type, a.domain or (0.0, 1.0)) for a in axes]
+    else:
+        entries = [(a, a.get("type"), a.get("domain", (0.0, 1.0))) for k, a in fig.items()
+                   if k.startswith(("xaxis", "yaxis")) and isinstance(a, dict)]
+    for axis, kind, domain in entries:
+        if kind == "log" and domain[1] - domain[0] < narrow:
+            axis.update(dtick=1, exponentformat="power")
+    return fig

@@ -47,6 +47,7 @@ class FractalExplorer:
 
         from labkit.fractal.experiment import PRESETS, Experiment
         from labkit.viz import theme
+        from labkit.viz._figurewidget import figure_widget
 
         self._Experiment = Experiment
         exp = Experiment.preset(preset)
@@ -73,7 +74,7 @@ class FractalExplorer:
         self.seq_button = w.Button(description="Sequence", icon="film")
         self.crumbs = w.HTML("")
         self.info = w.HTML("")
-        self.fig = go.FigureWidget(theme.figure("", "", "", height=460, width=520))
+        self.fig = figure_widget(theme.figure("", "", "", height=460, width=520))  # redrawn after a page reload
         self.fig.add_trace(go.Heatmap(z=[[None]], colorscale=theme.DIVERGING, zmin=-1, zmax=1, showscale=False,
                                       hovertemplate="x=%{x:.6g}<br>y=%{y:.6g}<extra></extra>"))
         self.fig.update_layout(dragmode="zoom", margin=dict(l=70, r=10, t=30, b=60))
@@ -88,7 +89,9 @@ class FractalExplorer:
         controls = w.VBox([self.preset, self.axes, self.resolution, self.steps, self.factor,
                            w.HBox([self.scan_button, self.stop_button]), w.HBox([self.back_button, self.reset_button]),
                            w.HBox([self.png_button, self.seq_button]), self.info])
-        self.widget = w.VBox([w.HBox([controls, self.fig]), self.crumbs, self.status])
+        reload_note = w.HTML("<small>Reloaded the page and the figure stays empty or clicks do nothing? "
+                             "Run this cell again.</small>")
+        self.widget = w.VBox([w.HBox([controls, self.fig]), self.crumbs, self.status, reload_note])
         self.windows: list[tuple] = []  # breadcrumb of windows ((x_lo, x_hi), (y_lo, y_hi))
         self.result = None
         self._error: str | None = None  # a refused window (not a run)

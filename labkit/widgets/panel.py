@@ -147,6 +147,9 @@ class TrainPanel:
                    eval_data=test, eval_every=max(1, p["steps"] // 100), progress=False,
                    callbacks=[self.live, *extra, ctx.callback], device=self.device or labkit.device(), **options)
         self.history, self.model_ = hist, model
+        if hist.diverged:  # the status line must not read as a success
+            ctx.outcome = f"diverged at step {hist.diverged_at}"
+            ctx.note = "the loss is no longer finite: try a smaller learning rate"
         return hist
 
     # ------------------------------------------------------------ driving it

@@ -78,6 +78,8 @@ class RunContext:
     _status: Callable[[str], None] = field(repr=False, default=lambda _msg: None)
     #: set by the work to add a word to the final status line ("done in 1.2 s; <note>")
     note: str = ""
+    #: set by the work when the run ended badly although nothing raised (e.g. "diverged"): replaces "done"
+    outcome: str = ""
 
     def stopped(self) -> bool:
         """True once Stop was pressed or a newer run was requested: return soon."""
@@ -216,6 +218,9 @@ class Runner:
     def _control_changed(self, change: dict[str, Any]) -> None:
         if self.restart_on_change and self.running:
             self.start("change")
+        elif not self.running and self.result is not None:  # idle: the figure shows a run with other values
+            self.status_line.value = (f"controls changed: the figure still shows the last run; press "
+                                      f"<b>{self.run_label}</b> to run with the new values")
 
     def _set_status(self, run_id: int, message: str) -> None:
         with self._lock:
@@ -238,7 +243,8 @@ class Runner:
             with self._lock:
                 self.result, self.error = result, None
             took = f"{time.perf_counter() - start:.1f} s"
-            final = (f"stopped after {took}" if event.is_set() else f"done in {took}") + (
+            outcome = f"<span style='color:#B2182B'>{ctx.outcome}</span> after" if ctx.outcome else "done in"
+            final = (f"stopped after {took}" if event.is_set() else f"{outcome} {took}") + (
                 f"; {ctx.note}" if ctx.note else "")
         except BaseException as err:  # KeyboardInterrupt and SystemExit too: shown here, re-raised by wait()
             with self._lock:

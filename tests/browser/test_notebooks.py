@@ -1,8 +1,9 @@
 """Every notebook, as a reader sees it: headless JupyterLab + Chromium, Run All, then look at the page.
 
 For each ``notebooks/*.ipynb`` (found at collection time): no error output, every widget rendered, every
-plotly figure holding drawn data, and the main live figure changing while a run started from the page is in
-progress and after it (see labdriver.py for the convention). The fixture notebooks prove the check itself:
+plotly figure holding drawn data, the main live figure changing while a run started from the page is in
+progress and after it (see labdriver.py for the convention), and every widget and figure back after a page
+reload with the kernel alive. The fixture notebooks prove the check itself:
 the good ones pass, the deliberately broken one fails for each of its faults.
 """
 
@@ -75,3 +76,12 @@ def test_unreadable_fixture_fails_for_each_defect(page, lab, artifacts, record):
     assert not missed, f"the browser check missed {missed}:\n{report.summary()}"
     assert "cell 6" not in text and "cell 7" not in text, report.summary()  # tagged warning, readable figure
     assert len(report.gallery) == 3 and all(g["png"] and g["png"].stat().st_size > 1000 for g in report.gallery)
+
+
+def test_reload_fixture_fails_for_the_widget_that_does_not_come_back(page, lab, artifacts, record):
+    """The reload pass: a widget whose model the kernel closed cannot be drawn by a reloaded page (cell 2's
+    second view); the slider still alive and the static figure come back (no other problem)."""
+    report = check_notebook(page, lab, lab.root / "fixtures" / "reload.ipynb", artifacts, live=False)
+    record(report)
+    assert report.problems == ["after a page reload: widget in cell 2 not rendered: "
+                               "'Error displaying widget: model not found'"], report.summary()

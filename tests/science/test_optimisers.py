@@ -1,6 +1,6 @@
 """Notebook 09's claims, each with the negative control on which the same check must fail (seeded, test size).
 
-Thresholds come from theory (labkit.edge's table; lessons.md pattern 1): the run starts below 0.7 x its
+Thresholds come from theory (labkit.edge's table; docs/lessons.md, pattern 1): the run starts below 0.7 x its
 threshold and the median of the last third of the measurements is within 10% of it.
 """
 
