@@ -45,6 +45,7 @@ __all__ = [
     "Preconditioned",
     "adam_preconditioner",
     "at_edge",
+    "catapult",
     "demo_data",
     "demo_run",
     "edge_ratio",
@@ -320,3 +321,29 @@ def edge_ratio(values: Any, thresholds: Any, tail: float = 1 / 3) -> float:
     v, thr = np.asarray(values, dtype=float), np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(values))
     k = max(1, round(len(v) * tail))
     return float(np.median(v[-k:] / thr[-k:]))
+
+
+def catapult(factor: float, *, steps: int = 300, every: int = 10, window: tuple[int, int] = (50, 300),
+             seed: int = 0) -> dict[str, Any]:
+    """Full-batch GD on :func:`demo_run`'s network at ``lr = factor x 2/lambda_0`` (lambda_0: its initial sharpness).
+
+    Lewkowycz et al. 2020: for ``factor`` in (1, ~2) the loss spikes and the network lands somewhere flatter.
+    Measured here: it lands *at the edge of stability*, not below it. Returns the loss spike (peak over the first
+    ``window[0]`` steps above the initial loss), ``ratio``: the median sharpness x lr/2 over steps ``window``,
+    ``above``: the share of those measurements above 2/lr, ``diverged``, and ``holds``: spike, and the median within
+    10% of 2/lr (above 2/lr GD is unstable, and it does not fall back below: the edge-of-stability band of
+    :func:`at_edge`).
+    """
+    probe, _ = demo_run("sgd", 1e-3, 1, 1, seed=seed)
+    lam0 = float(probe.array("sharpness")[0])
+    lr = factor * 2 / lam0
+    tracker, hist = demo_run("sgd", lr, steps, every, seed=seed)
+    loss, t = np.asarray(hist.loss, dtype=float), np.asarray(tracker.steps)
+    inside = (t >= window[0]) & (t <= window[1])
+    ratio = tracker.array("sharpness")[inside] * lr / 2
+    spike = bool(np.nanmax(loss[:window[0]]) > loss[0])
+    median = float(np.median(ratio)) if ratio.size and not hist.diverged else float("nan")
+    return {"lr": lr, "lambda0": lam0, "spike": spike, "peak_loss": float(np.nanmax(loss[:window[0]])),
+            "initial_loss": float(loss[0]), "final_loss": float(loss[-1]), "ratio": median,
+            "above": float(np.mean(ratio > 1)) if ratio.size else float("nan"), "diverged": bool(hist.diverged),
+            "holds": bool(spike and abs(median - 1) <= 0.1)}
