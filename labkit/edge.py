@@ -46,6 +46,8 @@ __all__ = [
     "adam_preconditioner",
     "at_edge",
     "catapult",
+    "hovers",
+    "sgd_leaves_sharp_region",
     "demo_data",
     "demo_run",
     "edge_ratio",
@@ -316,6 +318,21 @@ def at_edge(values: Any, thresholds: Any, *, start_below: float = 0.7, within: f
     return bool(v[0] < start_below * thr[0] and abs(edge_ratio(v, thr, tail) - 1) <= within)
 
 
+def hovers(values: Any, threshold: float, *, within: float = 0.1, rise: float = 0.05, tail: float = 1 / 3) -> bool:
+    """Has the sharpness stopped at ``threshold``? The median of the last ``tail`` within ``within`` of it, and the
+    least-squares rise over that tail below ``rise`` x threshold (half the band).
+
+    The second half tells "stopped at 2/lr" from "passing through 2/lr while still climbing": at half the
+    learning rate the same network's sharpness crosses the first run's 2/lr and keeps rising.
+    """
+    v = np.asarray(values, dtype=float) / float(threshold)
+    k = max(3, round(len(v) * tail))
+    if len(v) < k:
+        raise ValueError(f"need at least {k} measurements, got {len(v)}")
+    climb = float(np.polyfit(np.arange(k), v[-k:], 1)[0] * (k - 1))
+    return bool(abs(float(np.median(v[-k:])) - 1) <= within and climb < rise)
+
+
 def edge_ratio(values: Any, thresholds: Any, tail: float = 1 / 3) -> float:
     """Median of ``value / threshold`` over the last ``tail`` of the measurements."""
     v, thr = np.asarray(values, dtype=float), np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(values))
@@ -347,3 +364,28 @@ def catapult(factor: float, *, steps: int = 300, every: int = 10, window: tuple[
             "initial_loss": float(loss[0]), "final_loss": float(loss[-1]), "ratio": median,
             "above": float(np.mean(ratio > 1)) if ratio.size else float("nan"), "diverged": bool(hist.diverged),
             "holds": bool(spike and abs(median - 1) <= 0.1)}
+
+
+def sgd_leaves_sharp_region(factor: float, *, batch_size: int = 16, gd_steps: int = 600, sgd_steps: int = 300,
+                            seed: int = 0) -> dict[str, Any]:
+    """Mini-batch SGD also has a stability threshold (Wu, Ma & E 2018: at a minimum it needs lambda_max <= 2/lr).
+
+    :func:`demo_run`'s network is first trained by full-batch GD at lr 0.03 (2/lr = 67, above its sharpness) to a
+    low-loss point of sharpness ``S0``; from there SGD (``batch_size``) runs at ``lr = factor x 2/S0``. Returns
+    ``S0``, ``S1`` (sharpness after SGD), ``ratio`` = ``S1 x lr/2`` and ``holds``: the sharpness fell by more than
+    10% (SGD left the region it could not stay in). Expected: holds for ``factor > 1``, not for ``factor < 1``.
+    """
+    from labkit.hessian import top_eigenvalues
+    from labkit.models import mlp
+    from labkit.train import fit
+
+    data = demo_data()
+    net = mlp(4, [32, 32], 3, activation="tanh", seed=seed).double()
+    fit(net, data, loss="mse", lr=0.03, steps=gd_steps, progress=False)
+    sharp = lambda: float(top_eigenvalues(net, "mse", data, k=1).values[0])  # noqa: E731
+    s0 = sharp()
+    lr = factor * 2 / s0
+    hist = fit(net, data, loss="mse", lr=lr, batch_size=batch_size, steps=sgd_steps, progress=False, seed=seed)
+    s1 = sharp() if not hist.diverged else float("nan")
+    return {"lr": lr, "S0": s0, "S1": s1, "ratio": s1 * lr / 2, "diverged": bool(hist.diverged),
+            "holds": bool(s1 < 0.9 * s0)}

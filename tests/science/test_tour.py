@@ -22,3 +22,27 @@ def test_fit_many_large_lr_diverges_small_lr_does_not():
                                   hparams={"lr": lrs, "seed": [0, 0]}, steps=40, progress=False)
     assert hists[1].diverged  # claim
     assert not hists[0].diverged  # control: the same check fails at a small learning rate
+
+
+def test_sgd_cannot_stay_where_the_sharpness_exceeds_2_over_lr():
+    """Wu, Ma & E 2018: mini-batch SGD also needs lambda_max <= 2/lr (the tour used to say no threshold applies).
+
+    From a GD-trained point of sharpness S0, SGD (batch 16) at 1.5 x 2/S0 leaves it: the sharpness falls > 10%.
+    Control: at 0.5 x 2/S0 the point is stable for SGD and its sharpness stays, so the same check fails because the
+    sharpness is below 2/lr, the threshold the claim is about.
+    """
+    assert labkit.edge.sgd_leaves_sharp_region(1.5, seed=0)["holds"]
+    assert not labkit.edge.sgd_leaves_sharp_region(0.5, seed=0)["holds"]
+
+
+def test_full_batch_gd_stops_at_2_over_lr_and_half_the_lr_does_not():
+    """Cohen et al.: the sharpness climbs to 2/lr and stops there (median of the last third within 10% and no longer
+    rising). Control: lr/2 on the same network, judged against the same 40; its sharpness passes through 40 while
+    still climbing, so it fails because 40 is not its threshold (a control at lr/20 would fail trivially, 800 being
+    out of reach)."""
+    from labkit.hessian import probes
+
+    probe, _ = probes.edge_of_stability_run(0.05, n=64, steps=800, every=8)
+    assert probe.top[0] < 0.7 * 40 and labkit.edge.hovers(probe.top, 40.0)
+    control, _ = probes.edge_of_stability_run(0.025, n=64, steps=800, every=8)
+    assert not labkit.edge.hovers(control.top, 40.0)
