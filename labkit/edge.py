@@ -46,12 +46,12 @@ __all__ = [
     "adam_preconditioner",
     "at_edge",
     "catapult",
-    "hovers",
-    "sgd_leaves_sharp_region",
     "demo_data",
     "demo_run",
     "edge_ratio",
+    "hovers",
     "monitor",
+    "sgd_leaves_sharp_region",
     "threshold",
 ]
 

@@ -147,9 +147,10 @@ def test_explorer_and_cli_never_print_a_boundary_dimension_below_1(monkeypatch, 
     ex.run()
     ex.wait(60)
     assert "not resolved at this size" in ex.info.value and not below.search(ex.info.value)
-    cli.main(["fractal", "--preset", "quick", "--quiet", "--resolution", "16", "--steps", "20", "--out", str(tmp_path / "scan")])
+    args = ["fractal", "--preset", "quick", "--quiet", "--resolution", "16", "--steps", "20", "--out"]
+    cli.main([*args, str(tmp_path / "scan")])
     out = capsys.readouterr().out
     assert "not resolved at this size" in out and not below.search(out)
     monkeypatch.setattr(result.ScanResult, "dimension", lambda self: 1.25)
-    cli.main(["fractal", "--preset", "quick", "--quiet", "--resolution", "16", "--steps", "20", "--out", str(tmp_path / "scan2")])
+    cli.main([*args, str(tmp_path / "scan2")])
     assert "boundary dimension 1.250" in capsys.readouterr().out

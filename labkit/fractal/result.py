@@ -112,7 +112,9 @@ def format_dimension(dim: float) -> str:
     """
     if not math.isfinite(dim):
         return "undefined (not enough scales)"
-    return f"{dim:.3f}" if dim >= 1 else "not resolved at this size (box counting gave less than 1, a curve's dimension)"
+    if dim < 1:
+        return "not resolved at this size (box counting gave less than 1, a curve's dimension)"
+    return f"{dim:.3f}"
 
 
 def _mid(a: float, b: float, log: bool) -> float:

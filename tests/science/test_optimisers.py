@@ -6,7 +6,6 @@ threshold and the median of the last third of the measurements is within 10% of 
 
 import numpy as np
 import pytest
-import torch
 
 import labkit
 from labkit import edge, trajectory
