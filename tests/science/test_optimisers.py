@@ -10,6 +10,7 @@ import pytest
 import labkit
 from labkit import edge, trajectory
 from labkit.batchsize.nqm import NQM
+from labkit.lessons import edge as lesson
 
 # (optimizer, lr, steps, every): lr chosen so that the threshold is ~1.5x the initial sharpness (23) or more
 RUNS = {"sgd": (0.055, 2000, 50), "momentum": (0.1, 1500, 50), "adam": (0.01, 1000, 50)}
@@ -19,8 +20,8 @@ RUNS = {"sgd": (0.055, 2000, 50), "momentum": (0.1, 1500, 50), "adam": (0.01, 10
 def runs():
     out = {}
     for name, (lr, steps, every) in RUNS.items():
-        out[name] = edge.demo_run(name, lr, steps, every)[0]
-        out[name + "/20"] = edge.demo_run(name, lr / 20, steps, every)[0]  # control: never reaches its threshold
+        out[name] = lesson.demo_run(name, lr, steps, every)[0]
+        out[name + "/20"] = lesson.demo_run(name, lr / 20, steps, every)[0]  # control: never reaches its threshold
     return out
 
 
@@ -92,7 +93,7 @@ def test_catapult_lands_at_the_edge_of_stability_not_below_it():
     its sharpness stays below 2/lr over the same steps (0.73 x), so the at-the-edge check fails because the
     network sits below its threshold, which is exactly what the corrected text says a catapult does not do.
     """
-    landed = edge.catapult(1.7, seed=0)
+    landed = lesson.catapult(1.7, seed=0)
     assert landed["spike"] and landed["holds"] and not landed["ratio"] < 0.9
-    control = edge.catapult(0.6, seed=0)
+    control = lesson.catapult(0.6, seed=0)
     assert not control["spike"] and not control["holds"] and control["ratio"] < 0.9

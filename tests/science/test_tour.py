@@ -1,6 +1,7 @@
 """Claims of 00_tour, each with its control (the curvature and fractal claims are in test_curvature / test_fractal)."""
 
 import labkit
+from labkit.lessons import edge as lesson
 
 
 def test_panel_lr_5_blows_up_and_lr_01_trains():
@@ -31,8 +32,8 @@ def test_sgd_cannot_stay_where_the_sharpness_exceeds_2_over_lr():
     Control: at 0.5 x 2/S0 the point is stable for SGD and its sharpness stays, so the same check fails because the
     sharpness is below 2/lr, the threshold the claim is about.
     """
-    assert labkit.edge.sgd_leaves_sharp_region(1.5, seed=0)["holds"]
-    assert not labkit.edge.sgd_leaves_sharp_region(0.5, seed=0)["holds"]
+    assert lesson.sgd_leaves_sharp_region(1.5, seed=0)["holds"]
+    assert not lesson.sgd_leaves_sharp_region(0.5, seed=0)["holds"]
 
 
 def test_full_batch_gd_stops_at_2_over_lr_and_half_the_lr_does_not():
