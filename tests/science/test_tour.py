@@ -41,9 +41,7 @@ def test_full_batch_gd_stops_at_2_over_lr_and_half_the_lr_does_not():
     rising). Control: lr/2 on the same network, judged against the same 40; its sharpness passes through 40 while
     still climbing, so it fails because 40 is not its threshold (a control at lr/20 would fail trivially, 800 being
     out of reach)."""
-    from labkit.hessian import probes
-
-    probe, _ = probes.edge_of_stability_run(0.05, n=64, steps=800, every=8)
-    assert probe.top[0] < 0.7 * 40 and labkit.edge.hovers(probe.top, 40.0)
-    control, _ = probes.edge_of_stability_run(0.025, n=64, steps=800, every=8)
-    assert not labkit.edge.hovers(control.top, 40.0)
+    probe = lesson.demo_run("sgd", 0.05, 800, 8)[0].array("sharpness")
+    assert probe[0] < 0.7 * 40 and labkit.edge.hovers(probe, 40.0)
+    control = lesson.demo_run("sgd", 0.025, 800, 8)[0].array("sharpness")
+    assert not labkit.edge.hovers(control, 40.0)
