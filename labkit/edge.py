@@ -47,6 +47,7 @@ __all__ = [
     "adam_preconditioner",
     "at_edge",
     "edge_ratio",
+    "hovers",
     "monitor",
     "threshold",
 ]
@@ -275,6 +276,21 @@ def at_edge(values: Any, thresholds: Any, *, start_below: float = START_BELOW, w
         raise ValueError(f"tail must be a fraction in (0, 1], got {tail!r}")
     n_end = max(1, round(len(v) * tail))
     return EdgeVerdict(float(thr[0]), float(v[0] / thr[0]), edge_ratio(v, thr, tail), n_end, start_below, within)
+
+
+def hovers(values: Any, threshold: float, *, within: float = WITHIN, rise: float = 0.05, tail: float = TAIL) -> bool:
+    """Has the sharpness stopped at ``threshold``? The median of the last ``tail`` within ``within`` of it, and the
+    least-squares rise over that tail below ``rise`` x threshold (half the band).
+
+    The second half tells "stopped at 2/lr" from "passing through 2/lr while still climbing": at half the
+    learning rate the same network's sharpness crosses the first run's 2/lr and keeps rising.
+    """
+    v = np.asarray(values, dtype=float) / float(threshold)
+    k = max(3, round(len(v) * tail))
+    if len(v) < k:
+        raise ValueError(f"need at least {k} measurements, got {len(v)}")
+    climb = float(np.polyfit(np.arange(k), v[-k:], 1)[0] * (k - 1))
+    return bool(abs(float(np.median(v[-k:])) - 1) <= within and climb < rise)
 
 
 def edge_ratio(values: Any, thresholds: Any, tail: float = TAIL) -> float:

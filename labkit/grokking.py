@@ -245,6 +245,30 @@ class GrokRun:
             level = self.sparsity_level if measure == "sparsity" else self.concentration_level
         return self._first(getattr(self, measure)[member], level, self.record_steps)
 
+    def norm_path(self, member: int = 0) -> dict[str, Any]:
+        """The weight norm's path after memorisation: is it monotone, and does it keep growing?
+
+        ``peak`` (and ``t_peak``): the largest norm before ``10 t_mem`` (memorisation's bump); ``low``/``t_low``:
+        the smallest norm after the peak; ``at_mem``, ``at_grok`` (None if no grokking), ``end``. Verdicts:
+        ``falls``: the low is > 10% below the peak (weight decay pulling the memorising weights in);
+        ``grows_after_mem``: the final norm is > 25% above the norm at ``t_mem`` (nothing holds it: cross-entropy
+        keeps scaling up a fitted network's logits, as for separable data).
+        """
+        w, steps = self.weight_norm[member], np.asarray(self.steps)
+        t_mem, t_grok = self.t_mem(member), self.t_grok(member)
+        if t_mem is None:
+            raise ValueError(f"member {member} never memorised (train accuracy < {MEM_ACC}): no path after it")
+        early = steps <= 10 * t_mem
+        i_peak = int(np.argmax(np.where(early, w, -np.inf)))
+        i_low = i_peak + int(np.argmin(w[i_peak:]))
+        at = lambda t: float(w[np.searchsorted(steps, t)])  # noqa: E731
+        out = {"peak": float(w[i_peak]), "t_peak": int(steps[i_peak]), "low": float(w[i_low]),
+               "t_low": int(steps[i_low]), "at_mem": at(t_mem), "at_grok": None if t_grok is None else at(t_grok),
+               "end": float(w[-1])}
+        out["falls"] = out["low"] < 0.9 * out["peak"]
+        out["grows_after_mem"] = out["end"] > 1.25 * out["at_mem"]
+        return out
+
     def labels(self) -> list[str]:
         """One short label per member."""
         return [f"frac {h['train_frac']:.2f}, wd {h['weight_decay']:g}" + (f", seed {h['seed']}" if h["seed"] else "")

@@ -394,6 +394,12 @@ class Frontier:
         """Log-log slope of the compute-optimal size against compute."""
         return slope(self.compute, self.size)
 
+    def scales(self, tol: float = 0.15) -> bool:
+        """The frontier claim: the best loss falls with compute and the best size grows with it, both log-log
+        slopes resolved from 0 by more than ``tol`` (the exponent tolerance used throughout). Either alone can
+        hold by chance: on noise the frontier may still hop to larger sizes while its loss stays flat."""
+        return bool(self.loss_slope()[0] < -tol and self.size_slope()[0] > tol)
+
 
 def frontier(runs: Sequence[tuple[float, Any, Any]], points: int = 30) -> Frontier:
     """Compute-optimal frontier from ``runs = [(size, compute_curve, loss_curve), ...]``.

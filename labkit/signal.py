@@ -429,11 +429,14 @@ def propagate(
     return Propagation(as_np(q), as_np(c), as_np(grad_sq), as_np(ntk), settings)
 
 
-def log_slope(q: np.ndarray) -> float:
-    """Least-squares slope of ``log q_l`` against the layer ``l`` (q: per-layer values)."""
+def log_slope(q: np.ndarray, at: np.ndarray | None = None) -> float:
+    """Least-squares slope of ``log q_l`` against the layer ``l`` (q: per-layer values), or against ``at``.
+
+    ``exp(log_slope(ratios, at=depths))`` is a per-layer growth factor measured over several depths.
+    """
     q = np.asarray(q, dtype=float)
-    layers = np.arange(1, len(q) + 1)
-    return float(np.polyfit(layers, np.log(q), 1)[0])
+    x = np.arange(1, len(q) + 1) if at is None else np.asarray(at, dtype=float)
+    return float(np.polyfit(x, np.log(q), 1)[0])
 
 
 # ---------------------------------------------------------------- finite width

@@ -109,7 +109,14 @@ class Distance(Every):
 
 
 def log_fit(steps: Any, distance: Any) -> dict[str, float]:
-    """R^2 of the least-squares fits ``d = a + b log t`` and ``d = a + b sqrt t`` (steps > 0 only)."""
+    """R^2 of the least-squares fits ``d = a + b log t`` and ``d = a + b sqrt t`` (steps > 0 only), and a verdict.
+
+    A slow power law ``t^0.1`` also fits ``log t`` with R^2 > 0.99 over two decades, so the verdict also asks for
+    the local exponent ``d log d / d log t`` (fitted on each half of the measurements) to fall: ``b / (a + b log t)``
+    does, a power law's stays constant. Keys: ``r2_log``, ``r2_sqrt``, ``exponent_early``, ``exponent_late``,
+    ``holds``: R^2(log) > 0.99 and above R^2(sqrt), and ``exponent_late < 0.84 exponent_early`` (halfway between
+    a power law's ratio 1 and a log law's ~0.68 between the halves' centres, ~140 and ~1400 steps for 20..2000).
+    """
     t, d = np.asarray(steps, dtype=float), np.asarray(distance, dtype=float)
     keep = (t > 0) & np.isfinite(d)
     t, d = t[keep], d[keep]
@@ -122,4 +129,9 @@ def log_fit(steps: Any, distance: Any) -> dict[str, float]:
         tot = ((d - d.mean()) ** 2).sum()
         return float(1 - (res**2).sum() / tot) if tot > 0 else math.nan
 
-    return {"r2_log": r2(np.log(t)), "r2_sqrt": r2(np.sqrt(t))}
+    m, logd = len(t) // 2, np.log(np.maximum(d, np.finfo(float).tiny))
+    early, late = (float(np.polyfit(np.log(t[s]), logd[s], 1)[0]) if m >= 2 else math.nan
+                   for s in (slice(None, m), slice(m, None)))
+    out = {"r2_log": r2(np.log(t)), "r2_sqrt": r2(np.sqrt(t)), "exponent_early": early, "exponent_late": late}
+    out["holds"] = bool(out["r2_log"] > 0.99 and out["r2_log"] > out["r2_sqrt"] and late < 0.84 * early)
+    return out

@@ -128,3 +128,29 @@ def test_explorer_shows_a_dimension_only_when_defined(monkeypatch):
     ex.zoom_to((1e-3, 2e-3), (1e-3, 2e-3))  # deep in the converged phase: no boundary at all
     ex.wait(60)
     assert "no boundary" in ex.info.value
+
+
+def test_explorer_and_cli_never_print_a_boundary_dimension_below_1(monkeypatch, capsys, tmp_path):
+    """A boundary is at least a curve: a box count below 1 (0.875 on a 64-pixel zoom) is not a measurement.
+
+    Control: 1.25 on the same window is printed as a number (the text depends on the value, not the window).
+    """
+    import re
+
+    from labkit import cli
+    from labkit.fractal import result
+    from labkit.widgets import fractal_explorer
+
+    below = re.compile(r"boundary dimension(</b>)? 0\.\d")
+    monkeypatch.setattr(result.ScanResult, "dimension", lambda self: 0.875)
+    ex = fractal_explorer("quick", resolution=16, steps=20)
+    ex.run()
+    ex.wait(60)
+    assert "not resolved at this size" in ex.info.value and not below.search(ex.info.value)
+    args = ["fractal", "--preset", "quick", "--quiet", "--resolution", "16", "--steps", "20", "--out"]
+    cli.main([*args, str(tmp_path / "scan")])
+    out = capsys.readouterr().out
+    assert "not resolved at this size" in out and not below.search(out)
+    monkeypatch.setattr(result.ScanResult, "dimension", lambda self: 1.25)
+    cli.main([*args, str(tmp_path / "scan2")])
+    assert "boundary dimension 1.250" in capsys.readouterr().out

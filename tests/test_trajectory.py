@@ -95,3 +95,11 @@ def test_log_fit_recognises_log_and_sqrt():
     with pytest.raises(ValueError, match="at least 3"):
         trajectory.log_fit([0, 1], [0, 1])
     assert math.isnan(trajectory.log_fit([1, 2, 3], [1, 1, 1])["r2_log"])
+
+
+def test_log_fit_verdict_tells_log_t_from_a_slow_power_law():
+    t = np.arange(20, 2001, 20.0)
+    assert trajectory.log_fit(t, 3 * np.log(t) + 1)["holds"]
+    slow = trajectory.log_fit(t, t**0.1)  # R^2(log t) 0.996: the R^2 alone would accept it
+    assert slow["r2_log"] > 0.99 and slow["exponent_late"] == pytest.approx(slow["exponent_early"])
+    assert not slow["holds"]

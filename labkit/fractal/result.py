@@ -105,8 +105,16 @@ def zoom_window(center: Any, ranges: Any, log: tuple[bool, bool], factor: float)
 
 
 def format_dimension(dim: float) -> str:
-    """``"1.234"`` for a defined dimension, ``"undefined (not enough scales)"`` for NaN."""
-    return f"{dim:.3f}" if math.isfinite(dim) else "undefined (not enough scales)"
+    """``"1.234"`` for a defined dimension, ``"undefined (not enough scales)"`` for NaN.
+
+    A boundary between two phases is at least a curve, so a box count below 1 says the window has too few
+    pixels to resolve it (e.g. 0.875 on a 64-pixel zoom): that is reported, not printed as a dimension.
+    """
+    if not math.isfinite(dim):
+        return "undefined (not enough scales)"
+    if dim < 1:
+        return "not resolved at this size (box counting gave less than 1, a curve's dimension)"
+    return f"{dim:.3f}"
 
 
 def _mid(a: float, b: float, log: bool) -> float:

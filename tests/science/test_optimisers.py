@@ -6,7 +6,6 @@ threshold and the median of the last third of the measurements is within 10% of 
 
 import numpy as np
 import pytest
-import torch
 
 import labkit
 from labkit import edge, trajectory
@@ -67,33 +66,34 @@ def test_momentum_pays_only_when_gradient_noise_is_small():
 
 
 def test_distance_from_init_grows_like_log_t():
-    """Hoffer et al. 2017: ||w_t - w_0|| ~ log t under SGD (digits, batch 32); control: a random walk is sqrt t."""
+    """Hoffer et al. 2017: ||w_t - w_0|| ~ log t under SGD (digits, batch 32).
+
+    Controls, the same verdict (trajectory.log_fit) on known answers: a random walk (sqrt t) fails on R^2; a slow
+    power law t^0.1 passes the R^2 checks (0.996) and fails because its local exponent does not fall, which is
+    what tells a logarithm from a power law.
+    """
 
     dist = trajectory.Distance(every=20)
     net = labkit.models.mlp(64, [64], 10, seed=0)
     labkit.train.fit(net, labkit.data.digits(), lr=0.1, batch_size=32, steps=2000, callbacks=[dist], progress=False)
     fits = trajectory.log_fit(dist.steps, dist.distances)
-    assert fits["r2_log"] > 0.99 and fits["r2_log"] > fits["r2_sqrt"]
-    # control, the same pipeline on a known answer: a random walk of independent steps drifts like sqrt t
+    assert fits["holds"]  # measured: exponent 0.42 on the first half, 0.24 on the second
     walk = np.linalg.norm(np.cumsum(np.random.default_rng(0).normal(size=(2000, 500)), 0), axis=1)
     steps = np.arange(1, 2001)[::20]
-    control = trajectory.log_fit(steps, walk[steps - 1])
-    assert not (control["r2_log"] > 0.99 and control["r2_log"] > control["r2_sqrt"])
+    assert not trajectory.log_fit(steps, walk[steps - 1])["holds"]
+    slow = trajectory.log_fit(np.asarray(dist.steps[1:]), np.asarray(dist.steps[1:], dtype=float) ** 0.1)
+    assert slow["r2_log"] > 0.99 and not slow["holds"]
 
 
-def test_large_batch_given_equal_updates_closes_the_gap():
-    """Hoffer et al. 2017's regime adaptation (digits): within 1 pp of batch 16 at equal updates, not equal epochs."""
+def test_catapult_lands_at_the_edge_of_stability_not_below_it():
+    """After the spike the sharpness hovers at 2/lr (median over steps 50-300 within 10% of it), not below it.
 
-    ds = labkit.data.digits()
-    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))
-    train, held_out = ds[perm[:1000]], ds[perm[1000:]]
-
-    def acc(batch_size, steps):
-        hs = labkit.train.fit_many(lambda s: labkit.models.mlp(64, [64], 10, seed=s), train,
-                                   hparams={"seed": [0, 1, 2]}, lr=0.05, batch_size=batch_size, steps=steps,
-                                   eval_data=held_out, eval_every=steps, progress=False)
-        return float(np.mean([h.eval["accuracy"][-1] for h in hs]))
-
-    small = acc(16, 1000)
-    assert abs(acc(256, 1000) - small) < 0.01
-    assert not abs(acc(256, 62) - small) < 0.01  # control: equal epochs
+    Claim at lr = 1.7 x 2/lambda_0 (seed 0: spike 1.90 -> 5.61, median 1.063 x 2/lr). The old text's "settles
+    below 2/lr" (median < 0.9 x 2/lr) must fail on the same run. Control: lr = 0.6 x 2/lambda_0 has no spike and
+    its sharpness stays below 2/lr over the same steps (0.73 x), so the at-the-edge check fails because the
+    network sits below its threshold, which is exactly what the corrected text says a catapult does not do.
+    """
+    landed = lesson.catapult(1.7, seed=0)
+    assert landed["spike"] and landed["holds"] and not landed["ratio"] < 0.9
+    control = lesson.catapult(0.6, seed=0)
+    assert not control["spike"] and not control["holds"] and control["ratio"] < 0.9
