@@ -96,7 +96,8 @@ def _first_dense(risk: Risk) -> str | None:
     name, first = next(iter(m._modules.items()))
     if not isinstance(first, (Dense, nn.Linear)):
         return None
-    return name
+    own = [f"{name}.weight"] + ([f"{name}.bias"] if first.bias is not None else [])
+    return name if all(n in risk.params for n in own) else None
 
 
 def _activation_numel(model: nn.Module, x: torch.Tensor) -> int:
@@ -319,7 +320,7 @@ class _Saved:
             elif isinstance(v, float) and not math.isfinite(v):
                 v = None
             out[f.name] = v
-        return {"kind": type(self).__name__, **out}
+        return {"result": type(self).__name__, **out}
 
     def save(self, path: str | Path) -> Path:
         """Save as ``.npz`` (appended when missing; written atomically); read back with :meth:`load`."""
@@ -329,7 +330,7 @@ class _Saved:
         arrays = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
         meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._ARRAYS}
         with _io.atomic(path) as fh:
-            np.savez_compressed(fh, meta=np.array(json.dumps({"kind": type(self).__name__, **meta})), **arrays)
+            np.savez_compressed(fh, meta=np.array(json.dumps({"result": type(self).__name__, **meta})), **arrays)
         return path
 
     @classmethod
@@ -337,9 +338,9 @@ class _Saved:
         """Read a file written by :meth:`save`."""
         with np.load(Path(path), allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
-            kind = meta.pop("kind")
-            if kind != cls.__name__:
-                raise ValueError(f"{str(path)!r} holds a {kind}, not a {cls.__name__}")
+            result = meta.pop("result")
+            if result != cls.__name__:
+                raise ValueError(f"{str(path)!r} holds a {result}, not a {cls.__name__}")
             arrays = {k: f[k] for k in cls._ARRAYS if k in f.files}
         return cls(**meta, **{k: arrays.get(k) for k in cls._ARRAYS})
 
@@ -514,7 +515,8 @@ def project(points: torch.Tensor, origin: torch.Tensor, directions: torch.Tensor
 def plane(model: nn.Module | Risk, data: Any = None, directions: Any = "filter", *, loss: Any = "auto",
           origin: Any = None, x_range: tuple[float, float] | None = None, y_range: tuple[float, float] | None = None,
           resolution: int | tuple[int, int] = 41, path: Any = None, seed: int = 0, batch_size: int | None = None,
-          max_memory: int = 1 << 30, chunk: int | None = None, executor: Any = None, progress: bool = True) -> Plane:
+          max_memory: int = 1 << 30, chunk: int | None = None, executor: Any = None, tile: int | None = None,
+          progress: bool = True) -> Plane:
     """The loss on a plane through ``origin`` (default: the model's parameters) as one vectorised grid.
 
     ``directions``: ``"filter"`` (random, filter-normalised at the origin; Li et al. 2018), ``"random"``
@@ -524,7 +526,7 @@ def plane(model: nn.Module | Risk, data: Any = None, directions: Any = "filter",
     tensor. ``path`` (a Trajectory or ``(T, P)`` snapshots) is projected onto the plane (least squares).
     Ranges default to ``(-1, 1)`` (filter / random / custom), ``+-2/sqrt(lambda_1)`` (Hessian) or the path's
     extent plus a margin (PCA). ``resolution`` is ``n`` or ``(nx, ny)``. ``max_memory``, ``chunk``,
-    ``executor``: as in :func:`evaluate`.
+    ``executor``, ``tile``: as in :func:`evaluate`.
     """
     risk = _risk(model, loss, data, batch_size)
     begin = time.perf_counter()
@@ -571,6 +573,6 @@ def plane(model: nn.Module | Risk, data: Any = None, directions: Any = "filter",
     a, b = np.meshgrid(xs, ys)  # row-major: value[j, i] at (xs[i], ys[j])
     coords = np.stack([a.ravel(), b.ravel()], 1)
     values = evaluate(risk, None, theta0, d, coords, max_memory=max_memory, chunk=chunk, executor=executor,
-                      progress=progress, _shape=(ny, nx))
+                      tile=tile, progress=progress, _shape=(ny, nx))
     return Plane(xs, ys, values.reshape(ny, nx), kind, path_xy, [int(s) for s in steps], extra.get("explained"),
                  extra.get("eigenvalues"), time.perf_counter() - begin)
