@@ -255,3 +255,26 @@ def test_bad_ranges_and_names(problem):
         landscape.evaluate(model, (x, y), model, landscape.random_directions(model, 2), np.zeros((3, 3)))
     with pytest.raises(TypeError, match="model must be"):
         landscape.plane("net", (x, y), progress=False)
+
+
+def test_live_explorer_headless():
+    """The widget trains in its thread, the path grows, the slider and a click evaluate without a browser."""
+    from labkit.widgets import landscape_explorer
+
+    ds = labkit.data.gaussian_mixture(n=64, dim=4, classes=3, seed=0)
+    ex = landscape_explorer(lambda: mlp(4, [8], 3, activation="tanh", seed=0), ds, steps=40, lr=0.5, every=5,
+                            resolution=9)
+    ex.run()
+    hist = ex.wait(120)
+    assert hist.steps == 40 and len(ex.path) == 9 and ex.step.max == 8
+    assert "PCA plane" in ex.fig.layout.title.text and ex.plane.kind == "pca"
+    ex.step.value = 2
+    assert ex.info.value.startswith("step 10:")
+    value = ex.probe(0.0, 0.0)
+    np.testing.assert_allclose(value, ex.plane.values[4, 4], rtol=1e-5)  # the grid's centre is the origin
+
+    class Click:
+        xs, ys = [1e9], [0.0]
+
+    ex._on_click(Click)  # an absurd point evaluates (divergence is data), never raises
+    assert len(ex.probes) == 2

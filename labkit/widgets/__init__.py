@@ -5,7 +5,8 @@
   ``dataset_dropdown``, ``optimizer_dropdown``;
 - :class:`~labkit.widgets.runner.Runner`: Run / Stop buttons running your work
   function in a background thread (cancel-and-restart when a control changes);
-- :func:`~labkit.widgets.panel.train_panel`: a ready live-training panel.
+- :func:`~labkit.widgets.panel.train_panel`: a ready live-training panel;
+- :func:`~labkit.widgets.landscape.landscape_explorer`: the loss landscape live (path, slider, click to probe).
 
 Names are imported lazily from the submodules listed in ``_EXPORTS``.
 """
@@ -17,6 +18,8 @@ from labkit._lazy import lazy_exports
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
     "fractal_explorer": "explorer",
+    "LandscapeExplorer": "landscape",
+    "landscape_explorer": "landscape",
     "DATASETS": "controls",
     "batch_size_slider": "controls",
     "batch_size_value": "controls",
