@@ -32,6 +32,7 @@ __all__ = [
     "fractal",
     "grokking",
     "hessian",
+    "landscape",
     "linalg",
     "models",
     "mup",
@@ -58,6 +59,7 @@ _SUBMODULES = {
     "batched", "batchsize", "curvature", "data", "edge", "exercises", "fractal", "grokking", "hessian", "linalg",
     "losses", "machine", "models", "mup", "notebook", "ntk", "optim", "parallel", "risk", "scaling", "signal",
     "structure", "testing", "tracking", "train", "trajectory", "viz", "widgets",
+    "landscape",
 }
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -17,14 +17,15 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CORE = ["labkit.linalg", "labkit.risk", "labkit.curvature", "labkit.testing"]  # these load data, models, losses
-ABOVE_CORE = ["labkit.train", "labkit.tracking", "labkit.hessian", "labkit.ntk", "labkit.batchsize",
+ABOVE_CORE = ["labkit.train", "labkit.tracking", "labkit.hessian", "labkit.ntk", "labkit.batchsize", "labkit.landscape",
               "labkit.viz", "labkit.widgets", "labkit.exercises", "labkit.fractal"]
-PROBES = ["labkit.hessian", "labkit.ntk", "labkit.batchsize"]
+PROBES = ["labkit.hessian", "labkit.ntk", "labkit.batchsize", "labkit.landscape"]
 UI = ["labkit.viz", "labkit.widgets", "plotly", "ipywidgets"]
 
 CASES = [(m, ABOVE_CORE + UI) for m in CORE]
 CASES += [("labkit.train", ["labkit.tracking", *PROBES, *UI]), ("labkit.tracking", PROBES + UI)]
 CASES += [(m, UI) for m in PROBES]
+CASES += [(f"labkit.landscape.{m}", UI) for m in ("surface", "recorder", "claims")]  # the package's modules too
 CASES += [("labkit.batched", ["labkit.tracking", *PROBES, *UI])]  # part of train's layer
 CASES += [("labkit.machine", ["labkit.risk", "labkit.curvature", *ABOVE_CORE, *UI])]  # below the core
 
