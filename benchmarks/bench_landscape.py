@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import labkit  # noqa: E402
-from labkit import landscape  # noqa: E402
-from labkit.models import ParamSpec, param_dict  # noqa: E402
+import labkit
+from labkit import landscape
+from labkit.models import ParamSpec, param_dict
 
 
 def _their_points(steps: int) -> np.ndarray:
@@ -72,7 +72,7 @@ def peer_comparison(steps: int = 41) -> dict:
     coords = _their_points(steps).reshape(-1, 2) * scale
     ours_same_points = landscape.evaluate(model, (x, y), corner, d, coords, progress=False).reshape(steps, steps)
     diff = float(np.abs(ours_same_points - np.asarray(theirs)).max())
-    t_ours, plane = _best(lambda: landscape.plane(model, (x, y), d, resolution=steps, progress=False), 5)
+    t_ours, _ = _best(lambda: landscape.plane(model, (x, y), d, resolution=steps, progress=False), 5)
     return dict(steps=steps, theirs=t_theirs, ours=t_ours, diff=diff, P=spec.numel)
 
 

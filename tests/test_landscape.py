@@ -199,7 +199,7 @@ def test_bad_directions(problem):
     P = ParamSpec.of(model).numel
     with pytest.raises(ValueError, match=rf"shape \(k, {P}\)"):
         landscape.plane(model, (x, y), torch.randn(2, P + 1, dtype=torch.float64), progress=False)
-    with pytest.raises(TypeError, match="float32 but the model's parameters are torch.float64"):
+    with pytest.raises(TypeError, match=r"float32 but the model's parameters are torch\.float64"):
         landscape.plane(model, (x, y), torch.randn(2, P), progress=False)
     with pytest.raises(TypeError, match="floating point"):
         landscape.plane(model, (x, y), torch.ones(2, P, dtype=torch.long), progress=False)
@@ -223,7 +223,7 @@ def test_short_trajectory_and_bad_snapshots():
     with pytest.raises(ValueError, match="never moves"):
         landscape.pca_directions(torch.ones(4, 5, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="no snapshots yet"):
-        landscape.Trajectory().snapshots
+        _ = landscape.Trajectory().snapshots
 
 
 def test_grid_over_max_memory_is_refused_naming_what_fits(problem):

@@ -19,6 +19,7 @@ Both results have ``figure()``, ``to_dict()`` and atomic ``save()`` / ``load()``
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -33,7 +34,6 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from labkit import _checks
-from labkit.losses import LOSSES
 from labkit.landscape.directions import (
     PCA,
     check_directions,
@@ -42,6 +42,7 @@ from labkit.landscape.directions import (
     pca_directions,
     random_directions,
 )
+from labkit.losses import LOSSES
 from labkit.models import Dense, ParamSpec, param_dict
 from labkit.risk import Risk
 
@@ -49,7 +50,7 @@ __all__ = ["DIRECTIONS", "Line", "Plane", "estimate_memory", "evaluate", "interp
 
 #: the named direction kinds :func:`plane` builds itself
 DIRECTIONS = ("filter", "random", "hessian")
-_CPU_CHUNK_BYTES = 64 << 20  # working memory of one chunk on a CPU (40-100 points of a digits MLP: per-call overhead amortised)
+_CPU_CHUNK_BYTES = 64 << 20  # working memory of one chunk on a CPU (~40 points of a digits MLP: overhead amortised)
 _RESULT_BYTES = 8  # float64 value per grid point (coordinates are generated per chunk, never stored)
 
 
@@ -292,7 +293,7 @@ def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, c
             _checks.positive("tile", tile, integer=True)
             tile = -(-tile // size) * size  # a multiple of the chunk: the same chunks as in-process
             bounds = [*range(0, len(c), tile), len(c)]
-            args = [(risk, theta0.cpu(), d.cpu(), c[lo:hi], size) for lo, hi in zip(bounds, bounds[1:])]
+            args = [(risk, theta0.cpu(), d.cpu(), c[lo:hi], size) for lo, hi in itertools.pairwise(bounds)]
             for i, values in parallel.submit(_tile, args, name="landscape-tile", executor=executor):
                 out[bounds[i] : bounds[i + 1]] = values
                 bar.update(bounds[i + 1] - bounds[i])

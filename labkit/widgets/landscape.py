@@ -203,7 +203,7 @@ class LandscapeExplorer:
         if points.xs:
             try:
                 self.probe(points.xs[0], points.ys[0])
-            except Exception as err:  # noqa: BLE001 - a click must never crash the page
+            except Exception as err:
                 self.info.value = f"cannot evaluate there: {err}"
 
     # ------------------------------------------------------------ control
