@@ -98,7 +98,9 @@ def _first_dense(risk: Risk) -> str | None:
     if not isinstance(first, (Dense, nn.Linear)):
         return None
     own = [f"{name}.weight"] + ([f"{name}.bias"] if first.bias is not None else [])
-    return name if all(n in risk.params for n in own) else None
+    names = list(risk.params)
+    # its parameters lead the flat vector and later layers have some: the rest is one slice of it
+    return name if sorted(names[: len(own)]) == sorted(own) and len(names) > len(own) else None
 
 
 def _activation_numel(model: nn.Module, x: torch.Tensor) -> int:
@@ -130,6 +132,11 @@ class _Evaluator:
         self.rows = max(len(x) for x, _ in risk.batches)
         self.itemsize = torch.finfo(risk.dtype).bits // 8
         self._pre: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        if self.first is not None:  # where the later layers' parameters start in the flat vector, and their layout
+            own = sum(1 for n in self.spec.names if n.startswith(self.first + "."))
+            lo = sum(self.spec.sizes[:own])
+            self._rest = (lo, ParamSpec(self.spec.names[own:], self.spec.shapes[own:], self.spec.dtype,
+                                        self.spec.device))
 
     def bytes_per_point(self) -> int:
         """Working memory of one parameter point of a chunk (its vector and its activations on a batch)."""
@@ -178,19 +185,20 @@ class _Evaluator:
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
         risk = self.risk
         c = coords.to(risk.device, risk.dtype)
-        params = self.spec.unflatten(self.origin + c @ self.directions)  # {name: (m, *shape)}
         total = torch.zeros(len(c), dtype=risk.dtype, device=risk.device)
         with torch.no_grad():
             if self.first is None:
+                params = self.spec.unflatten(self.origin + c @ self.directions)  # {name: (m, *shape)}
                 forward = vmap(risk.forward, in_dims=(0, None))
                 for x, y in risk.batches:
                     total += self._mean_losses(forward(params, x), y) * (len(x) / risk.num_examples)
                 return total
             if self._pre is None:
                 self._pre = self._precompute()
-            model, first = risk.model, self.first
-            rest = nn.Sequential(OrderedDict(list(model._modules.items())[1:]))
-            rest_params = {n: v for n, v in params.items() if not n.startswith(first + ".")}
+            rest = nn.Sequential(OrderedDict(list(risk.model._modules.items())[1:]))
+            # only the later layers' parameters vary per point: the first layer's are in the pre-activations
+            lo, spec = self._rest
+            rest_params = spec.unflatten(self.origin[lo:] + c @ self.directions[:, lo:])
             forward = vmap(lambda p, z: functional_call(rest, p, (z,)), in_dims=(0, 0))
             for (_, y), (z0, zk) in zip(risk.batches, self._pre):
                 z = z0 + torch.einsum("mk,knh->mnh", c, zk)
