@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import labkit
 from labkit import landscape
+from labkit.machine import timed
 from labkit.models import ParamSpec, param_dict
 
 
@@ -31,15 +32,6 @@ def _their_points(steps: int) -> np.ndarray:
     """The (i, j) step counts ``planar_interpolation`` evaluates, in its output's order: row i covers j = 1..steps
     when i is even and j = 0..steps-1 when i is odd (it walks the grid boustrophedon with in-place adds)."""
     return np.array([[(i, j + 1 if i % 2 == 0 else j) for j in range(steps)] for i in range(steps)], dtype=float)
-
-
-def _best(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def peer_comparison(steps: int = 41, examples: int = 500) -> dict:
@@ -67,12 +59,16 @@ def peer_comparison(steps: int = 41, examples: int = 500) -> dict:
 
     start, end_one, end_two = at(corner), at(corner + steps * scale * d[0]), at(corner + steps * scale * d[1])
     metric = Loss(torch.nn.functional.cross_entropy, x, y)
-    t_theirs, theirs = _best(lambda: loss_landscapes.planar_interpolation(
-        copy.deepcopy(start), end_one, end_two, metric, steps=steps), 3)
+    def theirs_grid() -> np.ndarray:
+        return np.asarray(loss_landscapes.planar_interpolation(copy.deepcopy(start), end_one, end_two, metric,
+                                                               steps=steps))
+
+    theirs = theirs_grid()
+    t_theirs = timed(theirs_grid, reps=3)
     coords = _their_points(steps).reshape(-1, 2) * scale
     ours_same_points = landscape.evaluate(model, (x, y), corner, d, coords, progress=False).reshape(steps, steps)
-    diff = float(np.abs(ours_same_points - np.asarray(theirs)).max())
-    t_ours, _ = _best(lambda: landscape.plane(model, (x, y), d, resolution=steps, progress=False), 5)
+    diff = float(np.abs(ours_same_points - theirs).max())
+    t_ours = timed(lambda: landscape.plane(model, (x, y), d, resolution=steps, progress=False), reps=5)
     return dict(steps=steps, theirs=t_theirs, ours=t_ours, diff=diff, P=spec.numel, examples=examples)
 
 
@@ -80,8 +76,10 @@ def digits_plane(resolution: int = 201) -> dict:
     ds = labkit.data.digits()
     model = labkit.models.mlp(64, [32], 10, seed=0)
     labkit.train.fit(model, ds, lr=0.1, steps=100, progress=False)
-    landscape.plane(model, ds, "filter", resolution=21, progress=False)  # warm-up
-    t, plane = _best(lambda: landscape.plane(model, ds, "filter", resolution=resolution, progress=False), 2)
+    landscape.plane(model, ds, "filter", resolution=21, progress=False)  # warm-up (first-call set-up)
+    start = time.perf_counter()
+    plane = landscape.plane(model, ds, "filter", resolution=resolution, progress=False)
+    t = time.perf_counter() - start
     need = landscape.estimate_memory(model, ds, resolution**2)
     return dict(resolution=resolution, seconds=t, examples=len(ds), mib=need["total"] / 2**20,
                 finite=bool(np.isfinite(plane.values).all()))

@@ -23,9 +23,10 @@ import time
 
 import torch
 
-from labkit import batched, data, models, train
+from labkit import data, models, train
 from labkit.fractal import Experiment, scan, scanner
 from labkit.machine import matmul_rate
+from labkit.population import batched
 
 
 def per_call(fn, reps: int = 50) -> float:

@@ -2,7 +2,7 @@
 
 Both populations of issue 19 (256 ReLU members, 64 tanh members), each timed three ways in the same run
 on the same machine: sequential ``train.fit`` calls (the baseline), ``fit_many(engine="vmap")`` (the general
-engine, and the only one before issue 19) and ``fit_many(engine="batched")`` (``labkit.batched``, what
+engine, and the only one before issue 19) and ``fit_many(engine="batched")`` (``labkit.population.batched``, what
 ``engine="auto"`` picks for these networks). Target: batched >= 25x sequential.
 
 Every path is warmed up before it is timed (a first call pays one-off costs that no sweep pays twice). The

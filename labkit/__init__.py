@@ -59,6 +59,7 @@ _SUBMODULES = {
     "batched", "batchsize", "curvature", "data", "edge", "exercises", "fractal", "grokking", "hessian", "linalg",
     "losses", "machine", "models", "mup", "notebook", "ntk", "optim", "parallel", "risk", "scaling", "signal",
     "structure", "testing", "tracking", "train", "trajectory", "viz", "widgets",
+    "history", "lessons", "population", "prepare",  # issue 26: loop types, lesson code, populations, pre-run checks
     "landscape",
 }
 

@@ -1,85 +1,87 @@
-"""The edge of stability for every optimiser: thresholds, Adam's preconditioned Hessian, a tracker, a live monitor.
+"""The edge of stability, once: the threshold, the sharpness tracker, the at-the-edge check, the demo run.
 
-On a quadratic with curvature ``lambda`` each optimiser is stable iff ``lr lambda`` stays below a
-number that depends only on its momentum (Cohen et al. 2021, arXiv:2103.00065; 2022,
-"Adaptive Gradient Methods at the Edge of Stability", arXiv:2207.14484):
+On a quadratic with curvature ``lambda`` each optimiser is stable iff ``lr lambda`` stays below a number that
+depends only on its momentum (update rules as in :mod:`labkit.optim`; Cohen et al. 2021, "Gradient descent on
+neural networks typically occurs at the edge of stability"; Cohen et al. 2022, "Adaptive gradient methods at the
+edge of stability"):
 
-==================  ==============================================  ================================
-optimiser           update (labkit's conventions, :mod:`labkit.optim`)  stable iff
-==================  ==============================================  ================================
-``sgd``             ``p -= lr g``                                   ``lambda < 2 / lr``
-``momentum`` beta   ``m = beta m + g; p -= lr m``                   ``lambda < (2 + 2 beta) / lr``
-``adam`` beta1      ``m = beta1 m + (1 - beta1) g; p -= lr m / P``  ``lambda(P^-1/2 H P^-1/2) <
-                    with ``P = sqrt(v_hat) + eps`` held fixed        (2 + 2 beta1) / ((1 - beta1) lr)``
-==================  ==============================================  ================================
+- ``sgd`` (``p -= lr g``): ``lambda_max(H) < 2 / lr``;
+- ``momentum`` beta (``m = beta m + g; p -= lr m``): ``lambda_max(H) < (2 + 2 beta) / lr``;
+- ``nesterov`` beta (``m = beta m + g; p -= lr (g + beta m)``, torch's form):
+  ``lambda_max(H) < (2 + 2 beta) / ((1 + 2 beta) lr)``;
+- ``rmsprop`` (``v = a v + (1 - a) g^2; p -= lr g / P``): ``lambda_max(P^-1/2 H P^-1/2) < 2 / lr``;
+- ``adam``/``adamw`` beta1 (``m = beta1 m + (1 - beta1) g; p -= lr m_hat / P`` with ``P = sqrt(v_hat) + eps``
+  held fixed): ``lambda_max(P^-1/2 H P^-1/2) < (2 + 2 beta1) / ((1 - beta1) lr)``.
 
-For Adam the curvature that matters is that of the *preconditioned* Hessian ``P^-1/2 H P^-1/2``
-(38/lr for beta1 = 0.9); the raw sharpness need not come near 2/lr. :class:`Preconditioned`
-builds that operator from any :class:`labkit.linalg.LinearOperator` and a diagonal ``P``;
-:class:`EdgeOfStability` (a :class:`labkit.tracking.Every`) records the raw sharpness, the
-preconditioned one and the threshold during :func:`labkit.train.fit`, for ``"sgd"``,
-``"momentum"``, ``"adam"`` and ``"adamw"`` (Adam's second moment is rebuilt from the gradients
-``fit`` computed, exactly as ``torch.optim.Adam`` builds it) or for a torch optimiser made by
-:meth:`EdgeOfStability.optimizer` (``torch.optim.SGD``, ``Adam``, ``AdamW``, ``RMSprop``: its state is read).
-:func:`monitor` is the live figure: loss, sharpness and threshold.
+For Adam (and AdamW, and RMSprop) the curvature that matters is that of the *preconditioned* Hessian
+``P^-1/2 H P^-1/2`` (38/lr for beta1 = 0.9, Cohen et al. 2022); the raw sharpness need not come near 2/lr, and
+no threshold on it exists. :func:`threshold` is the table; :class:`EdgeOfStability` the one tracker (top-``k``
+Hessian eigenvalues every ``every`` steps of :func:`labkit.train.fit`, warm-started, plus the preconditioned
+sharpness for adaptive optimisers, read from the optimiser's own state through ``StepInfo.optimizer_state``);
+:func:`at_edge` the one criterion, returning its evidence (:class:`EdgeVerdict`); :func:`monitor` the live
+figure. The one demonstration (a tanh MLP trained full batch to its edge) is lesson code:
+:func:`labkit.lessons.edge.demo_run`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from labkit import _checks, linalg
+from labkit import _checks, _deprecated, linalg, optim
 from labkit.curvature import HessianOperator
 from labkit.data import as_dataset
+from labkit.history import StepInfo
 from labkit.linalg import LinearOperator
 from labkit.optim import BETAS, EPS, MOMENTUM
 from labkit.tracking import Every
-from labkit.train import StepInfo
 
 __all__ = [
     "EdgeOfStability",
+    "EdgeVerdict",
     "Preconditioned",
     "adam_preconditioner",
     "at_edge",
-    "demo_data",
-    "demo_run",
     "edge_ratio",
     "monitor",
     "threshold",
 ]
 
 ADAPTIVE = ("adam", "adamw", "rmsprop")
+KINDS = ("sgd", "momentum", "nesterov", *ADAPTIVE)
 
 
 def threshold(lr: float, optimizer: str = "sgd", *, beta: float | None = None) -> float:
-    """The sharpness at which ``optimizer`` becomes unstable on a quadratic (table in the module docstring).
+    """The sharpness at which ``optimizer`` becomes unstable on a quadratic (the table in the module docstring).
 
-    ``beta`` is the momentum (``"momentum"``, default labkit's 0.9) or ``beta1`` (``"adam"``, ``"adamw"``,
-    default 0.9); for ``"adam"``/``"adamw"``/``"rmsprop"`` the threshold is on the *preconditioned*
-    sharpness (``"rmsprop"``: no momentum, ``2/lr``).
+    ``beta`` is the momentum (``"momentum"``, ``"nesterov"``; default labkit's 0.9) or ``beta1`` (``"adam"``,
+    ``"adamw"``; default 0.9). For ``"adam"``, ``"adamw"`` and ``"rmsprop"`` the threshold is on the
+    *preconditioned* sharpness ``lambda_max(P^-1/2 H P^-1/2)``; for the others on ``lambda_max(H)``.
     """
     lr = _checks.positive("lr", lr)
-    _checks.choice("optimizer", optimizer, ("sgd", "momentum", *ADAPTIVE))
+    _checks.choice("optimizer", optimizer, KINDS)
     if optimizer in ("sgd", "rmsprop"):
         b = 0.0 if beta is None else beta
     else:
-        b = (MOMENTUM if optimizer == "momentum" else BETAS[0]) if beta is None else beta
+        b = (MOMENTUM if optimizer in ("momentum", "nesterov") else BETAS[0]) if beta is None else beta
     if not 0 <= b < 1:
         raise ValueError(f"beta must be in [0, 1), got {beta!r}")
     if optimizer in ("adam", "adamw"):  # heavy ball with an EMA of the gradient: effective step lr (1 - beta1)
         return (2 + 2 * b) / ((1 - b) * lr)
+    if optimizer == "nesterov":  # the look-ahead adds beta lr lambda to each step's contraction
+        return (2 + 2 * b) / ((1 + 2 * b) * lr)
     return (2 + 2 * b) / lr
 
 
 def adam_preconditioner(exp_avg_sq: torch.Tensor, step: int, beta2: float = BETAS[1],
                         eps: float = EPS) -> torch.Tensor:
-    """Adam's diagonal ``P = sqrt(v / (1 - beta2^step)) + eps`` (Cohen et al. 2022), what torch Adam divides by."""
+    """Adam's diagonal ``P = sqrt(v / (1 - beta2^step)) + eps`` (:func:`labkit.optim.adam_denominator`)."""
     _checks.positive("step", step, integer=True)
-    return (exp_avg_sq / (1 - beta2**step)).sqrt() + eps
+    return optim.adam_denominator(exp_avg_sq, step, beta2, eps)
 
 
 class Preconditioned(LinearOperator):
@@ -104,133 +106,67 @@ class Preconditioned(LinearOperator):
         return s * self.op.matmat(s * V)
 
 
-def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
 class EdgeOfStability(Every):
-    """Raw sharpness, preconditioned sharpness and the threshold every ``every`` steps of ``fit``.
+    """The sharpness tracker: Hessian eigenvalues against the optimiser's threshold every ``every`` steps of ``fit``.
 
-    Records ``sharpness`` (top eigenvalue of ``H``), ``preconditioned`` (of ``P^-1/2 H P^-1/2``; equal to
-    ``sharpness`` for SGD and momentum, where ``P = I``), ``threshold`` (:func:`threshold` at the current
-    lr), ``gd_threshold`` (``2/lr``) and ``lr``. ``data``/``max_examples``: the data the Hessian is
-    taken on (default the training data). ``live``: a LivePlot (see :func:`monitor`).
+    Each measurement runs Lanczos warm-started from the previous eigenvectors (typically a few tens of HVPs).
+    Records ``sharpness`` (top eigenvalue of ``H``), ``values`` (its top ``k``), ``preconditioned`` (top of
+    ``P^-1/2 H P^-1/2`` with the ``P`` this step's update divides by; equal to ``sharpness`` for SGD and
+    momentum, where ``P = I``), ``threshold`` (:func:`threshold` at the current lr: on ``preconditioned`` for
+    adaptive optimisers, on ``sharpness`` otherwise), ``gd_threshold`` (``2/lr``), ``lr`` and ``n_matvec``.
+    ``data``/``max_examples``: the data the Hessian is taken on (default the training data; Cohen et al. used
+    the first 5,000 examples). ``live``: a LivePlot (see :func:`monitor`).
 
-    For ``optimizer="adam"``/``"adamw"`` it follows Adam's second moment from the gradients at every
-    step (``v = beta2 v + (1 - beta2) g^2`` with ``g`` including L2 weight decay for ``"adam"``);
-    for any torch optimiser, build it with :meth:`optimizer` and the state is read from it.
+    The optimiser is read from ``StepInfo.optimizer_state`` (the ``torch.optim`` optimiser ``fit`` steps):
+    SGD (plain, heavy-ball, Nesterov), Adam, AdamW and RMSprop; others are refused before the first step.
     """
 
-    def __init__(self, every: int = 10, *, data: Any = None, max_examples: int | None = None, tol: float = 1e-4,
-                 live: Any = None):
+    def __init__(self, every: int = 10, k: int = 1, *, data: Any = None, max_examples: int | None = None,
+                 tol: float = 1e-4, live: Any = None):
         super().__init__(every, live=live)
+        self.k = _checks.positive("k", k, integer=True)
         self.data, self.max_examples, self.tol = data, max_examples, tol
-        self.torch_optimizer: torch.optim.Optimizer | None = None
         self._v0: dict[str, torch.Tensor | None] = {"raw": None, "pre": None}
-        self._v: torch.Tensor | None = None
-        self._t = 0
         self._kind: str | None = None
         self._beta: float = 0.0
-        self._wd = 0.0
-
-    # ------------------------------------------------------------ a torch optimiser whose state is read
 
     def optimizer(self, cls: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
                   **kwargs: Any) -> Callable[..., torch.optim.Optimizer]:
-        """A factory for ``fit(optimizer=...)``: builds ``cls(params, lr=, weight_decay=, **kwargs)`` and keeps it."""
+        """A factory for ``fit(optimizer=...)``: ``cls(params, lr=, weight_decay=, **kwargs)`` (any readable class)."""
         def make(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-            self.torch_optimizer = cls(params, lr=lr, weight_decay=weight_decay, **kwargs)
-            return self.torch_optimizer
+            return cls(params, lr=lr, weight_decay=weight_decay, **kwargs)
         return make
-
-    def _kind_of_torch(self) -> tuple[str, float]:
-        opt = self.torch_optimizer
-        group = opt.param_groups[0]
-        if isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
-            return ("adamw" if isinstance(opt, torch.optim.AdamW) else "adam"), group["betas"][0]
-        if isinstance(opt, torch.optim.RMSprop):
-            if group.get("momentum", 0) or group.get("centered", False):
-                raise TypeError("EdgeOfStability reads RMSprop without momentum or centring only")
-            return "rmsprop", 0.0
-        if isinstance(opt, torch.optim.SGD):
-            if group.get("nesterov") or group.get("dampening", 0):
-                raise TypeError("EdgeOfStability reads SGD with heavy-ball momentum (no Nesterov, no dampening)")
-            return ("momentum" if group["momentum"] else "sgd"), group["momentum"]
-        raise TypeError(f"EdgeOfStability knows torch.optim SGD, Adam, AdamW and RMSprop, not {type(opt).__name__}")
-
-    # ------------------------------------------------------------ the loop
 
     def on_start(self, info: StepInfo) -> None:
         super().on_start(info)
-        if self.torch_optimizer is not None:
-            self._kind, self._beta = self._kind_of_torch()
-        elif isinstance(info.optimizer, str):
-            self._kind = info.optimizer
-            self._beta = {"sgd": 0.0, "momentum": MOMENTUM}.get(info.optimizer, BETAS[0])
-        else:
-            raise TypeError("EdgeOfStability needs optimizer='sgd', 'momentum', 'adam' or 'adamw', or a torch "
-                            "optimiser built by tracker.optimizer(cls, ...) so that its state can be read")
-        history = info.history
-        self._wd = float(getattr(history, "hparams", {}).get("weight_decay", 0.0) or 0.0)
-        self._v, self._t = None, 0
-
-    def on_step(self, info: StepInfo) -> bool | None:
-        if self._kind in ("adam", "adamw") and self.torch_optimizer is None:
-            self._follow_second_moment(info)
-        return super().on_step(info)
-
-    @torch.no_grad()
-    def _follow_second_moment(self, info: StepInfo) -> None:
-        """Adam's ``v`` after this step's update (the preconditioner this step divides by)."""
-        params = [p for p in info.model.parameters() if p.requires_grad]
-        g = _flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
-        if self._kind == "adam" and self._wd:
-            g = g + self._wd * _flat([p.detach() for p in params])
-        b2 = BETAS[1]
-        self._v = (1 - b2) * g * g if self._v is None else b2 * self._v + (1 - b2) * g * g
-        self._t += 1
-
-    def preconditioner(self, info: StepInfo) -> torch.Tensor | None:
-        """The diagonal ``P`` this step's update divides by (None for SGD and momentum)."""
-        if self._kind in ("sgd", "momentum"):
-            return None
-        if self.torch_optimizer is None:
-            return adam_preconditioner(self._v, self._t)
-        opt = self.torch_optimizer
-        group = opt.param_groups[0]
-        params = [p for p in info.model.parameters() if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        if self._kind == "rmsprop":  # v after this step: alpha v + (1 - alpha) g^2, no bias correction
-            a = group["alpha"]
-            g = _flat(grads) + group["weight_decay"] * _flat([p.detach() for p in params])
-            state = [opt.state[p].get("square_avg") for p in params]
-            v = (1 - a) * g * g if state[0] is None else a * _flat(state) + (1 - a) * g * g
-            return v.sqrt() + group["eps"]
-        b2 = group["betas"][1]
-        g = _flat(grads)
-        if self._kind == "adam" and group["weight_decay"]:
-            g = g + group["weight_decay"] * _flat([p.detach() for p in params])
-        state = [opt.state[p].get("exp_avg_sq") for p in params]
-        step = int(opt.state[params[0]]["step"]) + 1 if state[0] is not None else 1
-        v = (1 - b2) * g * g if state[0] is None else b2 * _flat(state) + (1 - b2) * g * g
-        return adam_preconditioner(v, step, b2, group["eps"])
+        try:
+            self._kind, self._beta = optim.describe(info.optimizer_state)
+        except TypeError as err:
+            raise TypeError(f"EdgeOfStability needs an optimiser whose update it can read: {err}") from None
+        self._v0 = {"raw": None, "pre": None}
 
     def measure(self, info: StepInfo) -> dict[str, Any]:
         ds = as_dataset(self.data if self.data is not None else info.data)
         if self.max_examples is not None:
             ds = ds[: self.max_examples]
         H = HessianOperator(info.model, info.loss_fn, ds)
-        raw = self._top(H, "raw")
-        P = self.preconditioner(info)
-        pre = raw if P is None else self._top(Preconditioned(H, P.to(H.dtype)), "pre")
+        res = self._top(H, "raw", self.k)
+        values = [float(v) for v in res.values]
+        n_matvec = res.n_matvec
+        P = optim.preconditioner(info.optimizer_state, [p for p in info.model.parameters() if p.requires_grad])
+        pre = values[0]
+        if P is not None:
+            res_p = self._top(Preconditioned(H, P.to(H.dtype)), "pre", 1)
+            pre, n_matvec = float(res_p.values[0]), n_matvec + res_p.n_matvec
         lr = float(info.lr)
-        return {"sharpness": raw, "preconditioned": pre, "threshold": threshold(lr, self._kind, beta=self._beta),
-                "gd_threshold": 2.0 / lr, "lr": lr}
+        return {"sharpness": values[0], "values": values, "preconditioned": pre,
+                "threshold": threshold(lr, self._kind, beta=self._beta), "gd_threshold": 2.0 / lr, "lr": lr,
+                "n_matvec": n_matvec}
 
-    def _top(self, op: LinearOperator, key: str) -> float:
-        res = linalg.top_eigenvalues(op, 1, tol=self.tol, v0=self._v0[key], dense=False)
+    def _top(self, op: LinearOperator, key: str, k: int) -> linalg.EigResult:
+        res = linalg.top_eigenvalues(op, k, tol=self.tol, v0=self._v0[key], dense=False)
         self._v0[key] = res.vectors
-        return float(res.values[0])
+        return res
 
     def live_values(self, record: dict[str, Any]) -> dict[str, float]:
         out = {"sharpness": record["sharpness"], "threshold": record["threshold"]}
@@ -241,6 +177,21 @@ class EdgeOfStability(Every):
     def array(self, key: str) -> np.ndarray:
         """One recorded quantity as an array (``"sharpness"``, ``"preconditioned"``, ``"threshold"``, ...)."""
         return np.array(self.series(key), dtype=float)
+
+    @property
+    def top(self) -> np.ndarray:
+        """lambda_max of ``H`` at each recorded step (``array("sharpness")``)."""
+        return self.array("sharpness")
+
+    values = property(lambda self: self.series("values"), doc="The ``k`` top eigenvalues at each record.")
+    lrs = property(lambda self: self.series("lr"), doc="The learning rate at each record.")
+    thresholds = property(lambda self: self.series("threshold"), doc="The threshold at each record.")
+    n_matvec = property(lambda self: self.series("n_matvec"), doc="HVPs each measurement took.")
+
+    def verdict(self, **kwargs: Any) -> EdgeVerdict:
+        """:func:`at_edge` on the sharpness this optimiser's threshold applies to (preconditioned if adaptive)."""
+        key = "preconditioned" if self._kind in ADAPTIVE else "sharpness"
+        return at_edge(self.array(key), self.array("threshold"), **kwargs)
 
     def figure(self) -> Any:
         """Sharpness (and preconditioned sharpness) against step, with the threshold."""
@@ -274,49 +225,64 @@ def monitor(optimizer: str = "sgd", title: str | None = None, **kwargs: Any) -> 
 
 
 
-# ---------------------------------------------------------------- the experiment notebook 09 and its tests run
+#: The run must start clearly below its threshold (or "ends at the threshold" is true from step 0) ...
+START_BELOW = 0.7
+#: ... and end within this fraction of it: above it the optimiser is unstable, and at the edge it does not fall back.
+WITHIN = 0.1
+#: The end is the median over this last fraction of the measurements (a third: long enough to average the
+#: oscillation at the edge, short enough to leave out the climb).
+TAIL = 1 / 3
 
 
-def demo_data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 3-class Gaussian mixture in 4 dimensions with one-hot MSE targets, float64 (lessons.md's EoS task)."""
-    from labkit.data import gaussian_mixture
+@dataclass(frozen=True)
+class EdgeVerdict:
+    """The evidence of :func:`at_edge`: ``start`` and ``end`` as fractions of the threshold, and the rule's limits.
 
-    ds = gaussian_mixture(n, dim=4, classes=3, separation=2.0, seed=seed).to(dtype=torch.float64)
-    return ds.inputs, torch.nn.functional.one_hot(ds.targets, 3).double()
-
-
-def demo_run(optimizer: str, lr: float, steps: int, every: int, *, data: Any = None, seed: int = 0,
-             live: Any = None, callbacks: Any = ()) -> tuple[EdgeOfStability, Any]:
-    """Full-batch training of a tanh MLP 4-32-32-3 (MSE) with an :class:`EdgeOfStability` tracker.
-
-    Returns ``(tracker, history)``; ``live`` (a :func:`monitor`) is fed the loss and the sharpness.
+    True (``holds``) iff ``start < start_below`` and ``|end - 1| <= within``.
     """
-    from labkit.models import mlp
-    from labkit.train import fit
 
-    net = mlp(4, [32, 32], 3, activation="tanh", seed=seed).double()
-    tracker = EdgeOfStability(every, live=live)
-    extra = [tracker] + ([live] if live is not None else []) + list(callbacks)
-    hist = fit(net, demo_data() if data is None else data, loss="mse", optimizer=optimizer, lr=lr, steps=steps,
-               callbacks=extra, progress=False)
-    return tracker, hist
+    threshold: float  # the threshold at the first measurement
+    start: float  # first measurement / its threshold
+    end: float  # median of measurement / threshold over the last `tail` of the measurements
+    n_end: int  # how many measurements that median is over
+    start_below: float = START_BELOW
+    within: float = WITHIN
+
+    @property
+    def holds(self) -> bool:
+        """The run climbed from below its threshold to it: start < start_below, end within ``within`` of 1."""
+        return bool(self.start < self.start_below and abs(self.end - 1) <= self.within)
+
+    def __bool__(self) -> bool:
+        return self.holds
 
 
-def at_edge(values: Any, thresholds: Any, *, start_below: float = 0.7, within: float = 0.1,
-            tail: float = 1 / 3) -> bool:
-    """The edge-of-stability claim as a check that can fail (lessons.md, pattern 1).
+def at_edge(values: Any, thresholds: Any, *, start_below: float = START_BELOW, within: float = WITHIN,
+            tail: float = TAIL) -> EdgeVerdict:
+    """The one at-the-edge criterion, a check that can fail: did the sharpness climb from below its threshold to it?
 
-    True iff the first value is below ``start_below`` x its threshold (the run starts away from the
-    edge) and the median of the last ``tail`` of the values is within ``within`` of the threshold.
+    ``values`` are sharpness measurements (the preconditioned ones for adaptive optimisers: see
+    :func:`threshold`), ``thresholds`` one threshold or one per measurement. Holds iff the first value is below
+    ``start_below`` (0.7) x its threshold (the run starts away from the edge) and the median of
+    ``value / threshold`` over the last ``tail`` (a third) of the measurements is within ``within`` (10%) of 1.
+    Returns the evidence (:class:`EdgeVerdict`), which is truthy iff the criterion holds.
     """
-    v, thr = np.asarray(values, dtype=float), np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(values))
-    if len(v) < 3:
-        raise ValueError(f"need at least 3 measurements, got {len(v)}")
-    return bool(v[0] < start_below * thr[0] and abs(edge_ratio(v, thr, tail) - 1) <= within)
+    v = np.asarray(values, dtype=float)
+    thr = np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(v))
+    if v.ndim != 1 or len(v) < 3:
+        raise ValueError(f"values must be a 1-D series of at least 3 measurements, got shape {v.shape}")
+    if not 0 < tail <= 1:
+        raise ValueError(f"tail must be a fraction in (0, 1], got {tail!r}")
+    n_end = max(1, round(len(v) * tail))
+    return EdgeVerdict(float(thr[0]), float(v[0] / thr[0]), edge_ratio(v, thr, tail), n_end, start_below, within)
 
 
-def edge_ratio(values: Any, thresholds: Any, tail: float = 1 / 3) -> float:
-    """Median of ``value / threshold`` over the last ``tail`` of the measurements."""
+def edge_ratio(values: Any, thresholds: Any, tail: float = TAIL) -> float:
+    """Median of ``value / threshold`` over the last ``tail`` of the measurements (:attr:`EdgeVerdict.end`)."""
     v, thr = np.asarray(values, dtype=float), np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(values))
     k = max(1, round(len(v) * tail))
     return float(np.median(v[-k:] / thr[-k:]))
+
+
+__getattr__ = _deprecated.moved(__name__, {"demo_run": "labkit.lessons.edge:demo_run",
+                                          "demo_data": "labkit.lessons.edge:demo_data"})

@@ -50,10 +50,11 @@ from torch.func import stack_module_state
 
 from labkit import _checks
 from labkit.data import Dataset, modular_addition
+from labkit.history import Callback, StepInfo, as_callbacks
 from labkit.losses import resolve
 from labkit.models import mlp
 from labkit.optim import Functional
-from labkit.train import Callback, StepInfo
+from labkit.population.loop import Run
 
 __all__ = ["GROK_ACC", "MEM_ACC", "GrokRun", "concentration", "forward", "fourier_power", "fourier_spectrum",
            "live_plot", "make_model", "midpoint", "neuron_sparsity", "null_concentration", "null_sparsity",
@@ -322,6 +323,7 @@ def run(
     live: Any = None,
     callbacks: Iterable[Callback | Callable] = (),
     device: torch.device | str | None = None,
+    progress: bool = True,
 ) -> GrokRun:
     """Train one network per member on modular addition, full batch, AdamW; return the curves.
 
@@ -331,11 +333,11 @@ def run(
     pairs. At ~``records`` log-spaced steps the measures go to ``live`` (a
     :class:`labkit.viz.LivePlot`, e.g. :func:`live_plot`) and to ``callbacks`` (labkit
     callbacks or functions of :class:`~labkit.train.StepInfo`; ``info.metrics`` holds one
-    value per member; returning True stops the run). ``top_k`` (default ``min(5, p // 2)``)
-    sets :attr:`GrokRun.concentration`. A non-finite loss is recorded, not raised.
+    value per member; returning True stops the run after that step's update, which is then measured as the
+    last step). ``top_k`` (default ``min(5, p // 2)``) sets :attr:`GrokRun.concentration`. A non-finite loss
+    is recorded, not raised. The loop is the population loop of :func:`labkit.train.fit_many`
+    (:class:`labkit.population.Run`: progress bar, Ctrl-C, the all-diverged stop).
     """
-    from labkit.train import _callbacks
-
     members = _members(train_frac=train_frac, weight_decay=weight_decay, seed=seed)
     _checks.in_range("p", p, 3, 1000)
     _checks.positive("lr", lr)
@@ -345,10 +347,10 @@ def run(
     top_k = min(5, p // 2) if top_k is None else _checks.in_range("top_k", top_k, 1, p // 2)
     for m in members:
         _checks.positive("weight_decay", m["weight_decay"], allow_zero=True)
-    cbs = _callbacks(callbacks)
-    data = table(p)
+    cbs = as_callbacks(callbacks)
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    x, y = data.inputs.to(dev), data.targets.to(dev)
+    data = table(p).to(dev)
+    x, y = data.inputs, data.targets
     train = split_masks(p, [m["train_frac"] for m in members], [split_seed] * len(members), split).to(dev)
     train_w = train.float() / train.sum(1, keepdim=True)  # (M, p^2): mean over each member's training pairs
     test_w = (~train).float() / (~train).sum(1, keepdim=True)
@@ -362,49 +364,68 @@ def run(
     is_record = np.zeros(steps + 1, dtype=bool)
     is_record[grid] = True
     curves = torch.full((steps + 1, 5, M), math.nan, device=dev)
-    spectra, sparsity = [], []
-    stub: list[Any] = []
+    spectra, sparsity, recorded = [], [], []
     loss_fn = resolve("cross_entropy")
     names = ("train accuracy", "test accuracy", "train loss", "test loss", "weight norm")
+    # The shared population loop (labkit.population.loop.Run): progress bar, Ctrl-C, the all-diverged stop, and
+    # the final measurement after the last update. A callback's stop takes effect after that step's update, as in
+    # fit and fit_many (steps count updates applied).
+    pop = Run([{**m, "lr": lr} for m in members], data, None, steps)
     if live is not None:
         live.clear()
 
-    start = time.perf_counter()
-    taken = steps
-    for t in range(steps + 1):
-        prm = {k: v.detach().requires_grad_(t < steps) for k, v in params.items()}
-        with torch.set_grad_enabled(t < steps):
-            logits = forward(prm, x)  # (M, p^2, p): every pair, training and test alike
-            ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(M, -1), reduction="none")
-            train_loss = (ce * train_w).sum(1)  # (M,)
+    def measure(t: int, logits: torch.Tensor, ce: torch.Tensor, train_loss: torch.Tensor, final: bool) -> bool:
+        """Step ``t``'s curves (every step) and, at record steps and at the end, the Fourier measures."""
         with torch.no_grad():
             right = (logits.argmax(-1) == y).float()
             norm = sum(v.square().flatten(1).sum(1) for v in params.values()).sqrt()
             curves[t] = torch.stack([(right * train_w).sum(1),
                                      (right * test_w).sum(1), train_loss, (ce * test_w).sum(1), norm])
-        stop = False
-        if is_record[t]:
-            w1 = params["0.weight"]
-            spectra.append(fourier_spectrum(w1, p))
-            sparsity.append(neuron_sparsity(w1, p))
-            metrics = dict(zip(names, curves[t].cpu().double().numpy()))
-            metrics[SPARSITY] = sparsity[-1].cpu().numpy()
-            metrics[TOP_K] = concentration(spectra[-1], top_k).cpu().numpy()
-            if live is not None:
-                live.append(t + 1, **metrics)
-            info = StepInfo(t, curves[t, 2], lr_t, metrics, None, params, loss_fn, data, None, "adamw", stub)
-            stop = any([bool(cb.on_step(info)) for cb in cbs])
-        if t == steps or stop:
-            taken = t
-            break
+        if not (is_record[t] or final):
+            return False
+        w1 = params["0.weight"]
+        spectra.append(fourier_spectrum(w1, p))
+        sparsity.append(neuron_sparsity(w1, p))
+        recorded.append(t)
+        pop.evaluated(t, {"loss": curves[t, 3], "accuracy": curves[t, 1]})  # the test set's, per member
+        metrics = dict(zip(names, curves[t].cpu().double().numpy()))
+        metrics[SPARSITY] = sparsity[-1].cpu().numpy()
+        metrics[TOP_K] = concentration(spectra[-1], top_k).cpu().numpy()
+        if live is not None:
+            live.append(t + 1, **metrics)
+        info = StepInfo(t, curves[t, 2], lr_t, metrics, None, params, loss_fn, data, None, "adamw", None, opt)
+        return any([bool(cb.on_step(info)) for cb in cbs])
+
+    def losses(prm: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = forward(prm, x)  # (M, p^2, p): every pair, training and test alike
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), y.expand(M, -1), reduction="none")
+        return logits, ce, (ce * train_w).sum(1)  # train loss (M,)
+
+    def step(t: int) -> bool:
+        nonlocal params
+        prm = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        logits, ce, train_loss = losses(prm)
+        pop.record(t, train_loss.detach())
+        stop = measure(t, logits, ce, train_loss.detach(), False)
         grads = torch.autograd.grad(train_loss.sum(), list(prm.values()))  # members independent: sum = each
         params = opt.step(params, dict(zip(prm, grads)), lr_t, wd_t)
+        return stop
+
+    def final(t: int) -> None:  # after the last update applied: measured, recorded, shown
+        nonlocal taken
+        taken = t
+        with torch.no_grad():
+            measure(t, *losses(params), True)
+
+    taken = steps
+    start = time.perf_counter()
+    pop.drive(step, f"grokking ({M} models)", progress, "adamw", lambda t: 1.0, final, cbs)
     wall = time.perf_counter() - start
     if live is not None:
         live.flush()
 
     c = curves[: taken + 1].cpu().double().numpy()
-    rec = grid[grid <= taken]
+    rec = np.array(recorded)
     spec = torch.stack(spectra, 1)  # (M, records, p // 2)
     res = GrokRun(
         p=p, top_k=top_k,
@@ -416,8 +437,6 @@ def run(
         sparsity=torch.stack(sparsity, 1).cpu().numpy(), wall_time=wall, stopped_early=taken < steps,
         params={k: v.cpu() for k, v in params.items()},
     )
-    for cb in cbs:
-        cb.on_end(stub)
     return res
 
 
@@ -428,12 +447,12 @@ def live_plot(p: int, member_labels: Sequence[str] | None = None, **kwargs: Any)
     sparsity's decision level (:attr:`GrokRun.sparsity_level`) as a dashed line. Line styles match
     :meth:`GrokRun.figure`: train solid, test dotted (LivePlot dots the series :func:`run` reports second).
     """
-    from labkit.scaling import live_plot as loglog
+    from labkit.viz import LivePlot
 
     kwargs.setdefault("title", "solid: train, dotted: test (Fourier: solid per-unit sparsity, dotted top-k share)")
     kwargs.setdefault("height", 400)  # per row of panels: room between row 1's axis titles and row 2's panel title
-    live = loglog({"accuracy": ["train accuracy", "test accuracy"], "loss": ["train loss", "test loss"],
-                   "weight norm": ["weight norm"], "Fourier": [SPARSITY, TOP_K]}, "step + 1",
-                  member_labels=member_labels, log_y={"loss"}, **kwargs)
+    live = LivePlot({"accuracy": ["train accuracy", "test accuracy"], "loss": ["train loss", "test loss"],
+                     "weight norm": ["weight norm"], "Fourier": [SPARSITY, TOP_K]}, x_title="step + 1", log_x=True,
+                    member_labels=member_labels, log_y={"loss"}, **kwargs)
     live.reference("Fourier", midpoint(null_sparsity(p)), "per-unit midpoint")
     return live

@@ -20,7 +20,11 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["describe", "matmul_rate", "sync", "timed"]
+__all__ = ["MAX_MEMORY", "describe", "matmul_rate", "sync", "timed"]
+
+#: The default ``max_memory`` of every bounded computation (bytes): 1 GiB leaves room for torch and the notebook
+#: on a 2 GB Binder. Each refusal names what would fit and how to raise it.
+MAX_MEMORY = 1 << 30
 
 
 def _as_device(device: torch.device | str | None) -> torch.device:

@@ -48,6 +48,8 @@ __all__ = [
     "cnn",
     "init_weight",
     "mlp",
+    "mup_mlp",
+    "mup_multipliers",
     "orthogonal",
     "param_dict",
     "resmlp",
@@ -187,6 +189,67 @@ PARAMETERIZATIONS: dict[str, Callable[[int, int, bool, float, float], LayerScale
     "ntk": _ntk,
     "mean_field": _mean_field,
 }
+
+
+# ---------------------------------------------------------------- muP: a parameterisation with per-layer lr
+
+
+def mup_multipliers(n_layers: int, width_ratio: float, optimizer: str = "sgd") -> list[dict[str, float]]:
+    """muP's table (Yang et al. 2021, Table 3) for ``n_layers`` layers at width ratio ``m = width / base_width``:
+    per layer ``{"init": variance factor, "lr": weight lr factor, "bias_lr": bias lr factor}``."""
+    _checks.choice("optimizer", optimizer, ("sgd", "momentum", "adam", "adamw"))
+    m = _checks.positive("width_ratio", width_ratio)
+    sgd = optimizer in ("sgd", "momentum")
+    out = []
+    for i in range(n_layers):
+        first, last = i == 0, i == n_layers - 1
+        if last:
+            row = {"init": 1 / m, "lr": 1 / m, "bias_lr": 1.0}
+        elif first:
+            row = {"init": 1.0, "lr": m if sgd else 1.0, "bias_lr": m if sgd else 1.0}
+        else:
+            row = {"init": 1.0, "lr": 1.0 if sgd else 1 / m, "bias_lr": m if sgd else 1.0}
+        out.append(row)
+    return out
+
+
+def mup_mlp(in_dim: int, widths: Iterable[int], out_dim: int, activation: str = "relu", bias: bool = True, *,
+        optimizer: str = "sgd", base_width: int = 32, weight_std: float | None = None, bias_std: float = 0.1,
+        seed: int | None = None) -> nn.Sequential:
+    """An MLP of :class:`Dense` layers in muP for ``optimizer`` (Yang et al. 2021, "Tensor Programs V", Table 3;
+    the table and the forward multipliers are explained in :mod:`labkit.mup`'s docstring).
+
+    ``base_width``: the width at which it equals :func:`labkit.models.mlp`'s standard parameterisation
+    (the width ratio ``m`` is the last hidden width over it). Train it with one global ``lr``.
+    """
+    widths = list(widths)
+    _checks.positive("in_dim", in_dim, integer=True)
+    _checks.positive("out_dim", out_dim, integer=True)
+    if not widths:
+        raise ValueError("muP needs at least one hidden layer (widths=[] is a linear model)")
+    for i, w in enumerate(widths):
+        _checks.positive(f"widths[{i}]", w, integer=True)
+    _checks.positive("base_width", base_width, integer=True)
+    _checks.choice("activation", activation, ACTIVATIONS)
+    sgd = _checks.choice("optimizer", optimizer, ("sgd", "momentum", "adam", "adamw")) in ("sgd", "momentum")
+    sw = float(weight_std) if weight_std is not None else (math.sqrt(2.0) if activation == "relu" else 1.0)
+    sizes = [in_dim, *widths, out_dim]
+    rows = mup_multipliers(len(sizes) - 1, widths[-1] / base_width, optimizer)
+    g = None if seed is None else torch.Generator().manual_seed(int(seed))
+    layers: list[nn.Module] = []
+    for (fan_in, fan_out), row in zip(itertools.pairwise(sizes), rows):
+        c_w = math.sqrt(row["lr"]) if sgd else row["lr"]
+        c_b = math.sqrt(row["bias_lr"]) if sgd else row["bias_lr"]
+        layer = Dense(fan_in, fan_out, bias, c_w, c_b)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(fan_out, fan_in, generator=g) * sw * math.sqrt(row["init"] / fan_in) / c_w)
+            if layer.bias is not None:
+                layer.bias.copy_(torch.randn(fan_out, generator=g) * bias_std / c_b)
+        layers.append(layer)
+        if len(layers) < 2 * len(rows) - 1:
+            layers.append(Activation(activation))
+    return nn.Sequential(*layers)
+
 
 
 # ---------------------------------------------------------------- normalisation layers
@@ -366,13 +429,11 @@ def mlp(
         _checks.positive(f"widths[{i}]", w, integer=True)
     _checks.choice("activation", activation, ACTIVATIONS)
     _checks.choice("parameterization", parameterization, [*PARAMETERIZATIONS, "mup"])
-    if parameterization == "mup":  # muP's table lives in labkit.mup (SGD's table at base width 32)
+    if parameterization == "mup":  # muP is its own table (mup_mlp: SGD's, at base width 32)
         if init != "gaussian" or norm is not None:
             raise ValueError(f"parameterization='mup' supports init='gaussian' and norm=None, got init={init!r}, "
                              f"norm={norm!r}")
-        from labkit import mup
-
-        return mup.mlp(in_dim, widths, out_dim, activation, bias, weight_std=weight_std, bias_std=bias_std, seed=seed)
+        return mup_mlp(in_dim, widths, out_dim, activation, bias, weight_std=weight_std, bias_std=bias_std, seed=seed)
     _checks.choice("init", init, INITS)
     _check_norm(norm, virtual_batch)
     sw = float(weight_std) if weight_std is not None else (math.sqrt(2.0) if activation == "relu" else 1.0)

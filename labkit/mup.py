@@ -1,4 +1,8 @@
-"""The maximal-update parameterisation (muP) for MLPs, and the coordinate check.
+"""The maximal-update parameterisation (muP) for MLPs: its experiments (the coordinate check, lr transfer).
+
+The parameterisation itself (the table below) is :func:`labkit.models.mup_mlp` and
+:func:`labkit.models.mup_multipliers`, beside the standard, NTK and mean-field ones; ``mup.mlp`` and
+``mup.multipliers`` are the same functions.
 
 Yang et al. 2021 ("Tensor Programs V: Tuning Large Neural Networks via Zero-Shot Hyperparameter
 Transfer", arXiv:2203.03466), Table 3, with ``m = width / base_width`` (so muP *is* the standard
@@ -26,9 +30,8 @@ not depend on width, under the standard parameterisation it grows or vanishes.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,64 +39,15 @@ import torch
 from torch import nn
 
 from labkit import _checks
-from labkit.models import ACTIVATIONS, Activation, Dense
+from labkit.models import Dense, mup_mlp, mup_multipliers
+from labkit.scaling import loglog_slope
+
+#: The muP network and its table are a parameterisation of :mod:`labkit.models` (``models.mlp(...,
+#: parameterization="mup")``, :func:`labkit.models.mup_mlp`); this module keeps the experiments.
+mlp = mup_mlp
+multipliers = mup_multipliers
 
 __all__ = ["coord_check", "lr_sweep", "mlp", "multipliers", "slopes"]
-
-
-def multipliers(n_layers: int, width_ratio: float, optimizer: str = "sgd") -> list[dict[str, float]]:
-    """Per layer ``{"init": variance factor, "lr": weight lr factor, "bias_lr": bias lr factor}`` of the table."""
-    _checks.choice("optimizer", optimizer, ("sgd", "momentum", "adam", "adamw"))
-    m = _checks.positive("width_ratio", width_ratio)
-    sgd = optimizer in ("sgd", "momentum")
-    out = []
-    for i in range(n_layers):
-        first, last = i == 0, i == n_layers - 1
-        if last:
-            row = {"init": 1 / m, "lr": 1 / m, "bias_lr": 1.0}
-        elif first:
-            row = {"init": 1.0, "lr": m if sgd else 1.0, "bias_lr": m if sgd else 1.0}
-        else:
-            row = {"init": 1.0, "lr": 1.0 if sgd else 1 / m, "bias_lr": m if sgd else 1.0}
-        out.append(row)
-    return out
-
-
-def mlp(in_dim: int, widths: Iterable[int], out_dim: int, activation: str = "relu", bias: bool = True, *,
-        optimizer: str = "sgd", base_width: int = 32, weight_std: float | None = None, bias_std: float = 0.1,
-        seed: int | None = None) -> nn.Sequential:
-    """An MLP of :class:`labkit.models.Dense` layers in muP for ``optimizer`` (table in the module docstring).
-
-    ``base_width``: the width at which it equals :func:`labkit.models.mlp`'s standard parameterisation
-    (the width ratio ``m`` is the last hidden width over it). Train it with one global ``lr``.
-    """
-    widths = list(widths)
-    _checks.positive("in_dim", in_dim, integer=True)
-    _checks.positive("out_dim", out_dim, integer=True)
-    if not widths:
-        raise ValueError("muP needs at least one hidden layer (widths=[] is a linear model)")
-    for i, w in enumerate(widths):
-        _checks.positive(f"widths[{i}]", w, integer=True)
-    _checks.positive("base_width", base_width, integer=True)
-    _checks.choice("activation", activation, ACTIVATIONS)
-    sgd = _checks.choice("optimizer", optimizer, ("sgd", "momentum", "adam", "adamw")) in ("sgd", "momentum")
-    sw = float(weight_std) if weight_std is not None else (math.sqrt(2.0) if activation == "relu" else 1.0)
-    sizes = [in_dim, *widths, out_dim]
-    rows = multipliers(len(sizes) - 1, widths[-1] / base_width, optimizer)
-    g = None if seed is None else torch.Generator().manual_seed(int(seed))
-    layers: list[nn.Module] = []
-    for (fan_in, fan_out), row in zip(itertools.pairwise(sizes), rows):
-        c_w = math.sqrt(row["lr"]) if sgd else row["lr"]
-        c_b = math.sqrt(row["bias_lr"]) if sgd else row["bias_lr"]
-        layer = Dense(fan_in, fan_out, bias, c_w, c_b)
-        with torch.no_grad():
-            layer.weight.copy_(torch.randn(fan_out, fan_in, generator=g) * sw * math.sqrt(row["init"] / fan_in) / c_w)
-            if layer.bias is not None:
-                layer.bias.copy_(torch.randn(fan_out, generator=g) * bias_std / c_b)
-        layers.append(layer)
-        if len(layers) < 2 * len(rows) - 1:
-            layers.append(Activation(activation))
-    return nn.Sequential(*layers)
 
 
 def _preactivations(model: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
@@ -141,11 +95,9 @@ def coord_check(make_model: Callable[[int, int], nn.Module], widths: Sequence[in
 
 
 def slopes(widths: Any, values: Any) -> np.ndarray:
-    """Per layer, the least-squares slope of ``log value`` against ``log width`` (0: width-independent)."""
-    x = np.log(np.asarray(widths, dtype=float))
-    y = np.log(np.asarray(values, dtype=float))
-    x = x - x.mean()
-    return (x[:, None] * (y - y.mean(0))).sum(0) / (x**2).sum()
+    """Per layer, the least-squares slope of ``log value`` against ``log width`` (0: width-independent):
+    :func:`labkit.scaling.loglog_slope` on each column of ``values`` ``(widths, layers)``."""
+    return np.asarray(loglog_slope(widths, np.asarray(values, dtype=float).reshape(len(widths), -1))[0])
 
 
 def lr_sweep(make_model: Callable[[int, int], nn.Module], widths: Sequence[int], lrs: Sequence[float], data: Any, *,

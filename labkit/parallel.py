@@ -20,14 +20,11 @@ optional extra: ``pip install "labkit-dynamics[distributed]"``.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = [
-    "INSTALL_HINT", "Stream", "client", "close_local", "fit_many", "local_client", "n_workers", "submit", "task_key",
-]
+__all__ = ["INSTALL_HINT", "Stream", "client", "close_local", "local_client", "n_workers", "submit", "task_key"]
 
 INSTALL_HINT = 'pip install "labkit-dynamics[distributed]"'
 _local: dict[str, Any] = {}  # the one LocalCluster and Client behind executor="local" (see close_local)
@@ -165,39 +162,10 @@ def submit(
     return Stream(fn, args, keys, client(executor), priority)
 
 
-def _fit_group(make_model: Callable, data: Any, hparams: dict, kwargs: dict) -> list:
-    from labkit import train
+def __getattr__(name: str):
+    if name == "fit_many":  # moved: fit_many(executor=, groups=) is labkit.train.fit_many's
+        from labkit import _deprecated
 
-    return train.fit_many(make_model, data, hparams=hparams, progress=False, **kwargs)
-
-
-def fit_many(
-    make_model: Callable[[int], Any], data: Any, *, hparams: dict, executor: Any = None, groups: int | None = None,
-    **kwargs: Any,
-) -> list:
-    """:func:`labkit.train.fit_many` with its members split into ``groups`` vectorised groups on ``executor``.
-
-    Each group is one ``fit_many`` call on one worker (one vectorised computation, not one network per task);
-    the histories come back in member order and equal those of a single in-process ``fit_many`` call.
-    ``groups`` defaults to the number of workers. ``kwargs`` are ``fit_many``'s (steps, lr, optimizer, ...).
-    """
-    from labkit import train
-
-    members = train._members(hparams, {})
-    if groups is None:
-        groups = n_workers(executor)
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
-    groups = min(groups, len(members))
-    bounds = [round(i * len(members) / groups) for i in range(groups + 1)]
-    c = client(executor)
-    shared = data if c is None else c.scatter(data, broadcast=True)  # the data travels once
-    args = []
-    for lo, hi in itertools.pairwise(bounds):
-        sub = {k: [m[k] for m in members[lo:hi]] for k in hparams}
-        args.append((make_model, shared, sub, kwargs))
-    keys = [task_key("fit_many", *a) for a in args] if c is not None else None
-    out: list[list] = [[] for _ in args]
-    for i, histories in submit(_fit_group, args, name="fit_many", executor=executor, keys=keys):
-        out[i] = histories
-    return [h for group in out for h in group]
+        _deprecated.warn("labkit.parallel.fit_many", "labkit.train.fit_many(..., executor=, groups=)")
+        return _deprecated.resolve("labkit.population.fit:fit_many")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

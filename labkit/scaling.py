@@ -39,8 +39,8 @@ import torch
 from labkit import _checks
 
 __all__ = ["Frontier", "PowerLawCheck", "PowerLawFit", "SizeSweep", "fit_power_law", "frontier", "live_plot",
-           "mlp_sweep", "power_law_check", "rf_loss_infinite_data", "rf_loss_ridgeless", "rf_problem", "rf_simulate",
-           "rf_simulate_kernel", "slope", "spectrum"]
+           "loglog_slope", "mlp_sweep", "power_law_check", "rf_loss_infinite_data", "rf_loss_ridgeless", "rf_problem",
+           "rf_simulate", "rf_simulate_kernel", "slope", "spectrum"]
 
 
 # ---------------------------------------------------------------- fitting
@@ -57,16 +57,29 @@ def _xy(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def slope(x: Any, y: Any) -> tuple[float, float]:
-    """Slope of the least-squares line through ``(log x, log y)`` and its standard error."""
-    x, y = _xy(x, y)
-    lx, ly = np.log(x), np.log(y)
+def loglog_slope(x: Any, y: Any) -> tuple[Any, Any]:
+    """The one log-log slope: least squares of ``log y`` on ``log x``, and its standard error (NaN with 2 points).
+
+    ``y`` is ``(n,)`` (floats returned) or ``(n, k)``: ``k`` columns fitted at once (arrays returned), as the
+    per-layer slopes of :func:`labkit.mup.slopes`. No checks: :func:`slope` is the checked entry point.
+    """
+    lx = np.log(np.asarray(x, dtype=float))
+    ly = np.log(np.asarray(y, dtype=float))
     A = np.stack([lx, np.ones_like(lx)], 1)
     coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
     r = ly - A @ coef
-    dof = max(len(x) - 2, 1)
-    cov = (r @ r / dof) * np.linalg.inv(A.T @ A)
-    return float(coef[0]), float(np.sqrt(cov[0, 0]))
+    dof = len(lx) - 2
+    var = (r * r).sum(0) / dof if dof > 0 else np.full(np.shape(coef[0]), np.nan)
+    se = np.sqrt(var * np.linalg.inv(A.T @ A)[0, 0])
+    if ly.ndim == 1:
+        return float(coef[0]), float(se)
+    return coef[0], se
+
+
+def slope(x: Any, y: Any) -> tuple[float, float]:
+    """Slope of the least-squares line through ``(log x, log y)`` and its standard error (3 points or more)."""
+    x, y = _xy(x, y)
+    return loglog_slope(x, y)
 
 
 @dataclass
@@ -417,22 +430,11 @@ def frontier(runs: Sequence[tuple[float, Any, Any]], points: int = 30) -> Fronti
 
 
 def live_plot(panels: Any, x_title: str = "step", *, log_x: bool = True, log_y: Any = True, **kwargs: Any) -> Any:
-    """A :class:`labkit.viz.LivePlot` whose x axes are log-scaled and titled ``x_title`` (for scaling curves).
+    """A :class:`labkit.viz.LivePlot` on log-log axes, its x axes titled ``x_title`` (for scaling curves):
+    ``LivePlot(panels, x_title=x_title, log_x=log_x, log_y=log_y, ...)``, the one live-plot factory."""
+    from labkit.viz import LivePlot
 
-    ``LivePlot`` draws its x axis as a linear "step"; scaling laws live on log-log axes.
-    """
-    from labkit.viz.live import LivePlot
-
-    class _LogXPlot(LivePlot):
-        def _layout_dict(self) -> dict[str, Any]:
-            layout = super()._layout_dict()
-            for key, axis in layout.items():
-                if key.startswith("xaxis"):
-                    axis["type"] = "log" if log_x else "linear"
-                    axis["title"] = {"text": x_title}
-            return layout
-
-    return _LogXPlot(panels, log_y=log_y, **kwargs)
+    return LivePlot(panels, x_title=x_title, log_x=log_x, log_y=log_y, **kwargs)
 
 
 # ---------------------------------------------------------------- a real network: MLP teacher-student

@@ -72,7 +72,7 @@ def _act(activation: Act) -> Callable[[torch.Tensor], torch.Tensor]:
     return ACTIVATIONS[_checks.choice("activation", activation, ACTIVATIONS)]
 
 
-def _derivative(phi: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def activation_derivative(phi: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """phi' of an elementwise function by autograd (phi(z).sum() differentiated once)."""
 
     def dphi(z: torch.Tensor) -> torch.Tensor:
@@ -221,7 +221,7 @@ def chi(sigma_w2, sigma_b2=0.0, activation: Act = "tanh", c=1.0, q=None) -> np.n
     ``chi_1`` (``c = 1``) is the mean squared singular value of a layer's Jacobian: gradients
     grow like ``chi_1^depth``; ``chi_1 = 1`` is criticality.
     """
-    dphi = _derivative(_act(activation))
+    dphi = activation_derivative(_act(activation))
     if q is None:
         q, _ = fixed_point(sigma_w2, sigma_b2, activation, correlation=False)
     q = _t(q).nan_to_num(posinf=1e30)
@@ -303,7 +303,7 @@ class Propagation:
 
     def figure(self, theory: bool = True):
         """Per-layer length and correlation, seeds' median and range, with the theory dashed."""
-        from labkit.signal_figures import propagation_figure
+        from labkit.viz.propagation import propagation_figure
 
         return propagation_figure(self, self.theory() if theory else None)
 
@@ -498,7 +498,7 @@ class Trainability:
 
     def figure(self):
         """The accuracy grid with the depth 6 xi_c above which Schoenholz et al. found no training."""
-        from labkit.signal_figures import trainability_figure
+        from labkit.viz.propagation import trainability_figure
 
         return trainability_figure(self)
 
@@ -557,7 +557,7 @@ class LayerStats:
 
     def spp_figure(self, title: str = "signal propagation plot"):
         """Brock et al.'s plot of the residual blocks (or of the linear layers without blocks)."""
-        from labkit.signal_figures import spp_figure
+        from labkit.viz.propagation import spp_figure
 
         stats = self.blocks if len(self.blocks["variance"]) else {"variance": self.variance, "mean_sq": self.mean_sq}
         return spp_figure(stats, title)

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from labkit import _deprecated
 from labkit.models import Dense, call
 
-__all__ = ["LayerTrace", "backprop_layers", "per_example_grads", "per_example_sq_norms", "supported"]
+__all__ = ["LayerTrace", "backprop_layers", "layer_gradients", "per_example_sq_norms", "supported"]
 
 
 @dataclass
@@ -210,8 +211,9 @@ def backprop_layers(
     return (traces, out.detach()) if return_output else traces
 
 
-def per_example_grads(trace: LayerTrace) -> dict[str, torch.Tensor]:
-    """Per-example gradients of one layer: ``{"weight": (k, n, *weight_shape), "bias": (k, n, out)}``."""
+def layer_gradients(trace: LayerTrace) -> dict[str, torch.Tensor]:
+    """One layer's share of the per-example gradients, from its trace: ``{"weight": (k, n, *weight_shape),
+    "bias": (k, n, out)}`` (the whole-network ``(N, P)`` rows are :meth:`labkit.risk.Risk.per_example_gradients`)."""
     eq = "knpo,npi->knoi" if trace.positions else "kno,ni->knoi"
     w = trace.weight_mult * torch.einsum(eq, trace.grads, trace.inputs)
     out = {"weight": w.reshape(*w.shape[:2], *trace.weight_shape)}
@@ -234,7 +236,7 @@ def per_example_sq_norms(traces: Sequence[LayerTrace]) -> torch.Tensor:
     total = 0.0
     for t in traces:
         if t.positions:
-            total = total + per_example_grads(t)["weight"].flatten(2).square().sum(-1)
+            total = total + layer_gradients(t)["weight"].flatten(2).square().sum(-1)
             if t.has_bias:
                 total = total + (t.bias_mult * t.grads.sum(2)).square().sum(-1)
         else:
@@ -243,3 +245,6 @@ def per_example_sq_norms(traces: Sequence[LayerTrace]) -> torch.Tensor:
             if t.has_bias:
                 total = total + t.bias_mult**2 * g2
     return total
+
+
+__getattr__ = _deprecated.moved(__name__, {"per_example_grads": "labkit.structure:layer_gradients"})

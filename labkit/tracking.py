@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from labkit import _checks
-from labkit.train import Callback, History, StepInfo
+from labkit.history import Callback, History, StepInfo
 
 __all__ = ["Every"]
 

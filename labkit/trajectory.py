@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from labkit import _checks
+from labkit.history import Callback, History, StepInfo
 from labkit.models import ParamSpec, param_dict
 from labkit.tracking import Every
-from labkit.train import Callback, History, StepInfo
 
 __all__ = ["EMA", "Distance", "ema_scaling", "log_fit"]
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import batched, data, models, train
+from labkit import _deprecated, data, models, train
 from labkit.losses import LOSSES, resolve
+from labkit.population import batched
 
 
 def fit_batched(make, ds, **kw):
@@ -202,8 +203,13 @@ def test_chunking_does_not_change_any_member(monkeypatch):
 
 def test_old_entry_point_warns_and_still_works():
     ds = regression(n=16)
-    with pytest.warns(DeprecationWarning, match="labkit.batched.fit_many is deprecated"):
-        old = batched.fit_many(net, ds, hparams={"lr": [0.05]}, steps=5, progress=False)
+    import labkit.batched as old_module
+
+    _deprecated._warned.clear()
+    with pytest.warns(DeprecationWarning, match="labkit.batched.fit_many is deprecated: use labkit.train.fit_many"):
+        old = old_module.fit_many(net, ds, hparams={"lr": [0.05]}, steps=5, progress=False)
+    with pytest.warns(DeprecationWarning, match="labkit.population.batched.train_group"):
+        assert old_module.fit_group is batched.train_group
     compare(old[0], fit_batched(net, ds, hparams={"lr": [0.05]}, steps=5, progress=False)[0], rtol=0)
 
 

@@ -53,6 +53,7 @@ def test_thresholds_and_their_errors():
     assert edge.threshold(0.1, "momentum", beta=0.5) == pytest.approx(30)
     assert edge.threshold(0.01, "adam") == pytest.approx(3800)  # 38 / lr for beta1 = 0.9
     assert edge.threshold(0.1, "rmsprop") == pytest.approx(20)
+    assert edge.threshold(0.1, "nesterov") == pytest.approx(3.8 / 2.8 / 0.1)  # (2 + 2b) / ((1 + 2b) lr)
     with pytest.raises(ValueError, match="optimizer"):
         edge.threshold(0.1, "lion")
     with pytest.raises(ValueError, match="lr"):
@@ -68,9 +69,12 @@ def _quadratic(eigs, seed=0):
 
 
 def _torch_run(A, optimizer, lr, steps=3000):
-    """Train 1/2 p^T A p with labkit's own torch optimiser; the final |p|."""
+    """Train 1/2 p^T A p with labkit's own torch optimiser (Nesterov: torch's, momentum 0.9); the final |p|."""
     p = torch.nn.Parameter(torch.ones(A.shape[0], dtype=torch.float64))
-    opt = labkit.optim.torch_optimizer(optimizer, [p], lr)
+    if optimizer == "nesterov":
+        opt = torch.optim.SGD([p], lr=lr, momentum=0.9, nesterov=True)
+    else:
+        opt = labkit.optim.torch_optimizer(optimizer, [p], lr)
     for _ in range(steps):
         opt.zero_grad()
         (0.5 * p @ A @ p).backward()
@@ -78,7 +82,7 @@ def _torch_run(A, optimizer, lr, steps=3000):
     return float(p.detach().norm())
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov"])
 def test_gd_and_heavy_ball_diverge_exactly_at_the_threshold(optimizer):
     A = _quadratic([3.0, 1.0, 0.2])
     lr = edge.threshold(1.0, optimizer) / 3.0  # lr * lambda_max == the threshold's numerator
@@ -116,13 +120,32 @@ def _fit(optimizer, lr=0.01, steps=12, weight_decay=0.0, tracker=None, **kw):
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
-@pytest.mark.parametrize("name", ["adam", "adamw"])
-def test_followed_second_moment_equals_torch_adams_state(name, weight_decay):
-    """The tracker's v, rebuilt from fit's gradients, is the preconditioner torch.optim.Adam divides by."""
-    named, _ = _fit(name, weight_decay=weight_decay)
+@pytest.mark.parametrize("cls", [torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop])
+def test_preconditioner_is_what_torch_divides_by(cls, weight_decay):
+    """optim.preconditioner, read before opt.step(), equals P built from torch's own state after that step."""
+    model, (x, y) = _problem(1)
+    params = list(model.parameters())
+    opt = cls(params, lr=1e-3, weight_decay=weight_decay)
+    for _ in range(3):
+        opt.zero_grad()
+        ((model(x) - y) ** 2).sum(1).mean().backward()
+        P = labkit.optim.preconditioner(opt, params)
+        opt.step()
+        if cls is torch.optim.RMSprop:
+            v = torch.cat([opt.state[p]["square_avg"].flatten() for p in params])
+            ref = v.sqrt() + 1e-8
+        else:
+            v = torch.cat([opt.state[p]["exp_avg_sq"].flatten() for p in params])
+            t = int(opt.state[params[0]]["step"])
+            ref = (v / (1 - 0.999**t)).sqrt() + 1e-8
+        assert torch.allclose(P, ref, rtol=1e-12, atol=0)
+    assert labkit.optim.preconditioner(torch.optim.SGD(params, lr=0.1, momentum=0.9), params) is None
+
+
+def test_named_and_factory_built_adam_give_the_same_record():
+    named, _ = _fit("adam", weight_decay=0.05)
     read = edge.EdgeOfStability(4)
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    read, _ = _fit(read.optimizer(cls, betas=(0.9, 0.999), eps=1e-8), weight_decay=weight_decay, tracker=read)
+    read, _ = _fit(read.optimizer(torch.optim.Adam, betas=(0.9, 0.999), eps=1e-8), weight_decay=0.05, tracker=read)
     assert named.steps == read.steps == [0, 4, 8]
     for key in ("sharpness", "preconditioned", "threshold"):
         assert named.array(key) == pytest.approx(read.array(key), rel=1e-6)
@@ -165,11 +188,37 @@ def test_rmsprop_read_from_torch_state_matches_dense():
 
 def test_unknown_optimisers_are_refused_before_training():
     tracker = edge.EdgeOfStability(2)
-    with pytest.raises(TypeError, match="EdgeOfStability needs"):
-        _fit(lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr), tracker=tracker)
+    with pytest.raises(TypeError, match=r"EdgeOfStability needs .*Adagrad"):
+        _fit(tracker.optimizer(torch.optim.Adagrad), tracker=tracker)
     t2 = edge.EdgeOfStability(2)
-    with pytest.raises(TypeError, match="Adagrad"):
-        _fit(t2.optimizer(torch.optim.Adagrad), tracker=t2)
+    with pytest.raises(TypeError, match="dampening"):
+        _fit(lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9, dampening=0.5), tracker=t2)
+
+
+def test_any_readable_torch_optimiser_is_read_from_step_info():
+    """A plain factory (no tracker.optimizer) works: the state comes from StepInfo.optimizer_state."""
+    tracker, _ = _fit(lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
+                      lr=0.05)
+    assert tracker.array("threshold") == pytest.approx([edge.threshold(0.05, "nesterov")] * 3)
+    assert (tracker.array("preconditioned") == tracker.array("sharpness")).all()
+
+
+def test_top_k_values_are_the_dense_spectrum_at_step_0():
+    model, data = _problem(1)
+    ev = torch.linalg.eigvalsh(dense_hessian(Risk(model, "mse", data))).flip(0)[:3]
+    tracker, _ = _fit("sgd", tracker=edge.EdgeOfStability(4, k=3), steps=1)
+    assert tracker.values[0] == pytest.approx(ev.tolist(), rel=1e-4)
+    assert tracker.top[0] == pytest.approx(float(ev[0]), rel=1e-4)
+
+
+def test_at_edge_returns_its_evidence_and_can_fail():
+    holds = edge.at_edge([10.0] * 5 + [20.2] * 25, 20.0)
+    assert holds and holds.holds and holds.start == pytest.approx(0.5) and holds.end == pytest.approx(1.01)
+    assert holds.n_end == 10  # the last third of 30 measurements
+    assert not edge.at_edge([20.5] * 30, 20.0)  # starts at the edge: nothing climbed
+    assert not edge.at_edge([10.0] * 20 + [20.2] * 10 + [10.0] * 10, 20.0)  # fell back below it
+    with pytest.raises(ValueError, match="at least 3"):
+        edge.at_edge([1.0, 2.0], 2.0)
 
 
 def test_divergence_is_data_not_a_crash():
@@ -181,3 +230,28 @@ def test_monitor_has_the_panels():
     live = edge.monitor("adam", backend="static")
     _fit("adam", tracker=edge.EdgeOfStability(4, live=live))
     assert len(live.series("preconditioned")[0]) == 3 and len(live.series("threshold")[0]) == 3
+
+
+def test_old_names_are_aliases_of_the_one_and_warn_once():
+    from labkit import _deprecated, hessian
+    from labkit.hessian import probes
+
+    _deprecated._warned.clear()
+    with pytest.warns(DeprecationWarning, match="labkit.edge.EdgeOfStability"):
+        assert hessian.Sharpness is edge.EdgeOfStability
+    with pytest.warns(DeprecationWarning, match="labkit.edge.at_edge"):
+        old = probes.at_edge_of_stability([10.0] * 5 + [20.2] * 25, 20.0)
+    assert old == edge.at_edge([10.0] * 5 + [20.2] * 25, 20.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second use is silent
+        probes.at_edge_of_stability([10.0] * 5 + [20.2] * 25, 20.0)
+    with pytest.warns(DeprecationWarning, match="labkit.edge.threshold"):
+        assert probes.stability_threshold(0.01, "adam") == edge.threshold(0.01, "adam")  # 38/lr, no longer NaN
+    with pytest.warns(DeprecationWarning, match="labkit.edge.EdgeVerdict"):
+        assert probes.EdgeOfStability is edge.EdgeVerdict
+    from labkit.lessons import edge as lesson
+
+    with pytest.warns(DeprecationWarning, match="labkit.lessons.edge.demo_run"):
+        assert edge.demo_run is lesson.demo_run

@@ -97,3 +97,43 @@ def test_kernel_regression(capsys):
 def test_kernel_regression_reports_raising_function(capsys):
     assert check("ntk.kernel_regression", _raises) is False
     assert "your function raised ValueError: student bug" in capsys.readouterr().out
+
+
+def right_posterior(k, kx, kxx, y, noise):
+    a = torch.linalg.solve(k + noise * torch.eye(len(k), dtype=k.dtype), kx.T).T
+    return a @ y, kxx - a @ kx.T
+
+
+def test_gp_posterior(capsys):
+    assert check("ntk.gp_posterior", right_posterior)
+    assert "correct" in capsys.readouterr().out
+    assert not check("ntk.gp_posterior", lambda k, kx, kxx, y, noise: (right_posterior(k, kx, kxx, y, noise)[0], kxx))
+    assert "prior covariance" in capsys.readouterr().out
+    assert not check("ntk.gp_posterior", lambda k, kx, kxx, y, noise: right_posterior(k, kx, kxx, y, 1e-12))
+    assert "ignores the noise" in capsys.readouterr().out
+
+    def explained(k, kx, kxx, y, noise):
+        mean, cov = right_posterior(k, kx, kxx, y, noise)
+        return mean, kxx - cov
+
+    assert not check("ntk.gp_posterior", explained)
+    assert "prior minus it" in capsys.readouterr().out
+    assert not check("ntk.gp_posterior", lambda k, kx, kxx, y, noise: right_posterior(k, kx, kxx, y, noise)[0])
+    assert "pair" in capsys.readouterr().out
+
+
+def right_coverage(mean, var, y, level):
+    z = 2**0.5 * torch.erfinv(torch.tensor(level, dtype=torch.float64))
+    return float(((y - mean).abs() <= z * var.sqrt()).double().mean())
+
+
+def test_coverage(capsys):
+    assert check("ntk.coverage", right_coverage)
+    assert "correct" in capsys.readouterr().out
+    assert not check("ntk.coverage", lambda m, v, y, level: float(((y - m).abs() <= v.sqrt()).double().mean()))
+    assert "one-standard-deviation" in capsys.readouterr().out
+    z90 = 1.6448536269514722
+    assert not check("ntk.coverage", lambda m, v, y, level: float(((y - m).abs() <= z90 * v).double().mean()))
+    assert "variance" in capsys.readouterr().out
+    assert not check("ntk.coverage", lambda mean, var, y, level: level)
+    assert "not within tolerance" in capsys.readouterr().out

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, hessian, jacrev
 
 import labkit
+from labkit import edge
 from labkit import hessian as Hs
 from labkit import linalg as L
 
@@ -156,15 +157,15 @@ def test_outlier_count_follows_classes(classes):
 def test_sharpness_callback_tracks_lambda_max():
     ds = labkit.data.teacher_student(64, dim=3, teacher_width=8, seed=0).to(dtype=DT)
     model = labkit.models.mlp(3, [8], 1, activation="tanh", seed=0).double()
-    sharp = Hs.Sharpness(every=5, k=2)
+    sharp = edge.EdgeOfStability(every=5, k=2)
     labkit.train.fit(model, ds, loss="mse", lr=0.05, steps=11, callbacks=[sharp], progress=False)
     assert sharp.steps == [0, 5, 10] and sharp.thresholds == pytest.approx([40.0] * 3)
     ref = torch.linalg.eigvalsh(Hs.dense(model, "mse", ds)).flip(0)  # model now holds theta_11; compare a fresh one
     assert len(sharp.values[-1]) == 2 and ref[0] > 0
-    probe = Hs.Sharpness(every=1)
+    probe = edge.EdgeOfStability(every=1)
     labkit.train.fit(model, ds, loss="mse", lr=0.05, steps=1, callbacks=[probe], progress=False)
     assert probe.top[0] == pytest.approx(float(ref[0]), rel=1e-6)
-    assert Hs.probes.stability_threshold(0.1, "momentum") == pytest.approx(38.0)
+    assert edge.threshold(0.1, "momentum") == pytest.approx(38.0)
     assert sharp.figure() is not None
 
 

@@ -376,3 +376,112 @@ def test_spectral_density_refuses_non_symmetric():
     N = torch.randn(100, 100, generator=torch.Generator().manual_seed(0), dtype=DT)
     with pytest.raises(ValueError, match="op is not symmetric"):
         L.spectral_density(L.from_function(lambda V: N @ V, 100), n_probes=2, lanczos_steps=5)
+
+
+# ---------------------------------------------------------------- cost against plain Lanczos (issue 25)
+
+
+def _plain_lanczos(op, k, tol, seed=0):
+    """The reference: textbook Lanczos from one start vector (labkit's, for the same ``seed``), full
+    re-orthogonalisation, stopped when the ``k`` largest Ritz pairs have ``|beta_j s_jk| <= tol |theta|_max``
+    (the residual test ``top_eigenvalues`` uses). Returns (products, its top-k Ritz values)."""
+    n = op.size
+    q = torch.randn(n, 1, generator=torch.Generator().manual_seed(seed), dtype=DT)[:, 0]
+    Q, alpha, beta = [q / q.norm()], [], []
+    for j in range(1, n + 1):
+        w = op.matvec(Q[-1])
+        alpha.append(float(w @ Q[-1]))
+        B = torch.stack(Q, 1)
+        for _ in range(2):  # full re-orthogonalisation, twice
+            w = w - B @ (B.T @ w)
+        beta.append(float(w.norm()))
+        T = torch.diag(torch.tensor(alpha, dtype=DT))
+        if j > 1:
+            off = torch.tensor(beta[:-1], dtype=DT)
+            T = T + torch.diag(off, 1) + torch.diag(off, -1)
+        theta, S = torch.linalg.eigh(T)
+        if j >= k and ((beta[-1] * S[-1, -k:]).abs() <= tol * theta.abs().max()).all():
+            return j, theta.flip(0)[:k]
+        Q.append(w / beta[-1])
+    raise AssertionError("plain Lanczos did not converge")
+
+
+class _Counted(L.LinearOperator):
+    def __init__(self, op):
+        super().__init__(op.size, op.dtype, op.device)
+        self.op, self.products = op, 0
+
+    def matmat(self, V):
+        self.products += V.shape[1]
+        return self.op.matmat(V)
+
+
+def _hessian_operator():
+    import labkit
+    from labkit import hessian as Hs
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 8, generator=g, dtype=DT), torch.randint(0, 4, (64,), generator=g)
+    model = labkit.models.mlp(8, [32, 32], 4, seed=0).double()  # 1,476 parameters
+    return Hs.HessianOperator(model, "cross_entropy", (x, y))
+
+
+# spectra without multiplicity, clustered ones included (distinct values 0.001 apart at the top)
+DISTINCT = {
+    "gapped": torch.cat([torch.tensor([60.0, 50, 42, 35, 29, 24, 20, 17, 14.5, 12.5], dtype=DT), _bulk(290, -1, 1, 3)]),
+    "cluster_then_bulk": torch.cat([1 - 1e-3 * torch.arange(30, dtype=DT), _bulk(270, -1, 0.5, 4)]),
+    "all_clustered": 1 - 1e-3 * torch.arange(300, dtype=DT),
+    "gaussian": torch.randn(300, generator=torch.Generator().manual_seed(5), dtype=DT),
+    "power_law": 1 / torch.arange(1, 301, dtype=DT),
+}
+
+
+@pytest.mark.parametrize("tol", [1e-4, 1e-6, 1e-8])
+@pytest.mark.parametrize("case", [f"{name}/{form}" for name in sorted(DISTINCT) for form in ("dense", "diagonal")]
+                         + ["mlp_hessian"])
+def test_top5_costs_at_most_1_3x_plain_lanczos(case, tol):
+    """The check for hidden copies stops on a bound, not on its own convergence: on spectra without
+    multiplicity top-5 costs at most 1.3x the products of plain Lanczos at every tolerance."""
+    if case == "mlp_hessian":
+        op = _hessian_operator()
+        ev = torch.linalg.eigvalsh(L.to_dense(op))
+    else:
+        name, form = case.split("/")
+        ev = DISTINCT[name]
+        op = L.from_dense(_matrix(ev, seed=2)) if form == "dense" else L.from_function(lambda V: ev[:, None] * V, 300)
+    top, scale = ev.sort(descending=True).values[:5], float(ev.abs().max())  # tol is relative to |lambda|_max
+    plain, plain_values = _plain_lanczos(op, 5, tol)
+    counted = _Counted(op)
+    res = L.top_eigenvalues(counted, 5, tol=tol, dense=False)
+    assert counted.products == res.n_matvec
+    assert res.n_matvec <= 1.3 * plain, (res.n_matvec, plain)
+    assert res.converged and (res.residuals <= tol * scale * (1 + 1e-9)).all()
+    torch.testing.assert_close(res.values, top, rtol=0, atol=2 * tol * scale)
+    torch.testing.assert_close(plain_values, top, rtol=0, atol=2 * tol * scale)  # the reference is right too
+
+
+def _hidden_copy_at_the_edge():
+    """Top five 10, 9, 8, 7, 7, then 6.9: one Lanczos sequence reports 6.9 as the fifth value."""
+    return torch.cat([torch.tensor([10.0, 9, 8, 7, 7, 6.9], dtype=DT), _bulk(294, -1, 6.5, 6)])
+
+
+def test_check_finds_a_hidden_copy_from_every_seed_but_plain_lanczos_does_not():
+    """The claim: the check finds the second 7 from random starts (it may miss with probability <= 2%
+    each; 40 seeds with at most 3 misses). The control: plain Lanczos, the same Krylov method without
+    the check, reports 6.9 from the same start vector, because its Krylov space holds one vector of the
+    eigenspace of 7."""
+    A = _matrix(_hidden_copy_at_the_edge(), seed=8)
+    op, expected = L.from_dense(A), torch.tensor([10.0, 9, 8, 7, 7], dtype=DT)
+    misses = sum(not torch.allclose(L.top_eigenvalues(op, 5, dense=False, seed=s).values, expected, atol=1e-6)
+                 for s in range(40))
+    assert misses <= 3, misses  # P(>= 4 misses of 40 | p = 0.02) < 0.01
+    _, plain_values = _plain_lanczos(op, 5, 1e-6)
+    assert abs(float(plain_values[-1]) - 6.9) < 1e-6
+
+
+def test_budget_ending_inside_the_check_says_so():
+    A = _matrix(DISTINCT["gapped"], seed=2)
+    plain, _ = _plain_lanczos(L.from_dense(A), 5, 1e-6)
+    res = L.top_eigenvalues(L.from_dense(A), 5, dense=False, max_matvecs=plain + 1)
+    assert res.converged and res.n_matvec == plain + 1
+    assert "ran out before a check for repeated eigenvalues" in res.message

@@ -169,16 +169,16 @@ def test_fit_many_refuses_a_sweep_too_large_before_training():
 
     refuses_at_once(lambda: fit_many(make, (x, y), hparams={"seed": list(range(10**5))}, optimizer="adam",
                                            steps=2, progress=False), "fewer members", "batch_size",
-                          "labkit.parallel.fit_many(groups=...)", "100000 members")
+                          "fit_many(groups=...)", "100000 members")
     assert calls == [0]  # one model built for the estimate, no training
 
 
 def test_fit_many_just_under_the_limit_trains():
-    from labkit.train import _fit_many_memory
+    from labkit.population.fit import memory_estimate
 
     x, y = torch.randn(32, 2), torch.randn(32, 1)
     members = [{"seed": s, "batch_size": 8} for s in range(3)]
-    need = _fit_many_memory(mlp(2, [16], 1, seed=0), x[:1], 32, members, "adam")
+    need = memory_estimate(mlp(2, [16], 1, seed=0), x[:1], 32, members, "adam")
     # parameters 2*16+16+16+1 = 65, 4 slots (value, gradient, 2 Adam moments); batch 8 x (2 inputs + 2 x 33 acts)
     assert need["per_member"] == 4 * (65 * 4 + 8 * (2 + 2 * 33)) and need["bytes"] == 3 * need["per_member"]
     kw = dict(hparams={"seed": [0, 1, 2]}, optimizer="adam", batch_size=8, steps=3, progress=False)

@@ -293,8 +293,8 @@ def test_bad_inputs():
         ntk.empirical(net, torch.randn(4, 5))
     with pytest.raises(TypeError, match=r"x1 must be a torch\.Tensor"):
         ntk.empirical(net, [[1.0, 2.0, 3.0]])
-    with pytest.raises(ValueError, match="activation='tanh'"):
-        ntk.analytic(x, depth=1, activation="tanh")
+    with pytest.raises(ValueError, match="activation='swish'"):
+        ntk.analytic(x, depth=1, activation="swish")
     with pytest.raises(ValueError, match="x2 has 5 features"):
         ntk.analytic(x, torch.randn(2, 5), depth=1)
     with pytest.raises(ValueError, match="depth must be"):

@@ -37,7 +37,7 @@ def test_bad_executor_and_groups_are_refused():
         parallel.client(3.5)
     ds = data.gaussian_mixture(n=32, dim=2, classes=2, seed=0)
     with pytest.raises(ValueError, match="groups must be a positive int"):
-        parallel.fit_many(lambda s: models.mlp(2, [4], 2, seed=s), ds, hparams={"seed": [0, 1]}, groups=0)
+        train.fit_many(lambda s: models.mlp(2, [4], 2, seed=s), ds, hparams={"seed": [0, 1]}, groups=0)
 
 
 def test_missing_dask_gives_one_line_install_hint(monkeypatch):
@@ -56,9 +56,15 @@ def test_in_process_fit_many_groups_equal_one_call():
     make = lambda s: models.mlp(2, [8], 3, seed=s)  # noqa: E731
     hp = train.grid(lr=[0.1, 1.0], seed=range(3))
     one = train.fit_many(make, ds, hparams=hp, steps=20, progress=False)
-    split = parallel.fit_many(make, ds, hparams=hp, groups=4, steps=20)
+    split = train.fit_many(make, ds, hparams=hp, groups=4, steps=20)
     assert [h.loss for h in split] == [h.loss for h in one]
     assert [h.hparams for h in split] == [h.hparams for h in one]
+    from labkit import _deprecated
+
+    _deprecated._warned.clear()
+    with pytest.warns(DeprecationWarning, match=r"labkit.train.fit_many\(..., executor=, groups=\)"):
+        old = parallel.fit_many(make, ds, hparams=hp, groups=4, steps=20)
+    assert [h.loss for h in old] == [h.loss for h in one]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +80,7 @@ def test_fit_many_on_two_workers_equals_in_process(cluster):
     ds = data.gaussian_mixture(n=64, dim=2, classes=3, seed=0)
     hp = train.grid(lr=[0.1, 1.0, 10.0], seed=range(4))
     here = train.fit_many(_mlp, ds, hparams=hp, steps=30, progress=False)
-    there = parallel.fit_many(_mlp, ds, hparams=hp, executor=cluster, steps=30)
+    there = train.fit_many(_mlp, ds, hparams=hp, executor=cluster, steps=30)
     assert parallel.n_workers(cluster) == 2
     assert [h.loss for h in there] == [h.loss for h in here]  # bit for bit, divergences included
     assert [h.diverged for h in there] == [h.diverged for h in here]

@@ -179,7 +179,7 @@ def test_figures_hold_finite_data():
     import plotly.graph_objects as go
 
     from labkit import data, models
-    from labkit.signal_figures import phase_figure
+    from labkit.viz.propagation import phase_figure
 
     run = signal.propagate(6, 32, activation="tanh", sigma_w2=1.5, sigma_b2=0.05, seeds=4, backward=False)
     fig = run.figure()

@@ -24,7 +24,7 @@ def _from_traces(traces, spec, k, n):
     grads = {}
     for t in traces:
         prefix = f"{t.name}." if t.name else ""
-        for key, g in structure.per_example_grads(t).items():
+        for key, g in structure.layer_gradients(t).items():
             grads[prefix + key] = g
     assert set(grads) == set(spec.names)
     return spec.flatten(grads)

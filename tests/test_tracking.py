@@ -9,7 +9,7 @@ import torch
 
 from labkit import data, models, train
 from labkit.batchsize import NoiseScaleTracker
-from labkit.hessian import Sharpness
+from labkit.edge import EdgeOfStability as Sharpness
 from labkit.ntk import KernelTracker
 from labkit.tracking import Every
 

@@ -308,11 +308,11 @@ def test_numpy_scalars_are_accepted():
 
 
 def test_auto_engine_hand_batches_mlps_and_vmaps_the_rest(monkeypatch):
-    from labkit import batched
+    from labkit.population import batched
 
     calls = []
-    real = batched.fit_group
-    monkeypatch.setattr(batched, "fit_group", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = batched.train_group
+    monkeypatch.setattr(batched, "train_group", lambda *a, **k: calls.append(1) or real(*a, **k))
     train.fit_many(net, regression(), hparams={"seed": [0, 1]}, steps=2, progress=False)
     assert calls == [1]  # an mlp: the batched engine
     train.fit_many(net, regression(), hparams={"seed": [0, 1]}, steps=2, progress=False, engine="vmap")

@@ -31,10 +31,10 @@ from torch.func import grad, vmap
 from labkit import _checks
 from labkit.curvature import EmpiricalFisher, GradientCovariance, HessianOperator, trace_product
 from labkit.data import Dataset
+from labkit.history import StepInfo
 from labkit.losses import Loss
 from labkit.risk import Risk
 from labkit.tracking import Every
-from labkit.train import StepInfo
 
 __all__ = ["NoiseScale", "NoiseScaleTracker", "b_noise", "noise_scale"]
 

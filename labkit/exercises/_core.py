@@ -77,11 +77,10 @@ def _load_all() -> None:
     if _LOADED:
         return
     import importlib
+    import os
     import pkgutil
 
-    import labkit.exercises as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
+    for info in pkgutil.iter_modules([os.path.dirname(__file__)]):  # this package's folder
         if not info.name.startswith("_") and info.name != "cli":
             importlib.import_module(f"labkit.exercises.{info.name}")
     _LOADED = True

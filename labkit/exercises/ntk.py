@@ -129,3 +129,65 @@ def decay_steps_reference(lam: float, n: int, lr: float, discrete: bool = False)
         return n / (2 * lr * lam)
     factor = abs(1 - 2 * lr * lam / n)
     return -1 / math.log(factor) if 0 < factor < 1 else (0.0 if factor == 0 else math.inf)
+
+
+def _posterior_case(seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    x, xt = torch.randn(5 + seed, 2, generator=g, dtype=torch.float64), torch.randn(4, 2, generator=g,
+                                                                                  dtype=torch.float64)
+    y = torch.randn(len(x), 1, generator=g, dtype=torch.float64)
+    k, _ = ntk.analytic(torch.cat([x, xt]), depth=1 + seed % 2)
+    return k, y, len(x)
+
+
+@exercise(
+    "ntk.gp_posterior",
+    title="The Bayesian answer: the NNGP posterior mean and covariance",
+    hints=[
+        "Condition the joint Gaussian of (f(X) + noise, f(x*)) on the training targets.",
+        "mean = K(x*, X) (K(X, X) + noise I)^{-1} y; covariance = K(x*, x*) - K(x*, X) (K(X, X) + noise I)^{-1} "
+        "K(X, x*). Use torch.linalg.solve (or a Cholesky factor) rather than an inverse.",
+    ],
+)
+def _gp_posterior(fn: object) -> None:
+    for seed, noise in ((0, 0.1), (1, 0.01), (2, 0.5)):
+        k, y, n = _posterior_case(seed)
+        got = call_student(fn, k[:n, :n].clone(), k[n:, :n].clone(), k[n:, n:].clone(), y.clone(), noise)
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise Wrong(f"return a pair (mean, covariance), got {type(got).__name__}")
+        want = ntk.nngp_posterior(k, y, noise=noise)
+        no_noise = ntk.nngp_posterior(k, y, noise=1e-12)
+        expect_close(got[0], want.mean, rtol=1e-6, atol=1e-9, what="your posterior mean",
+                     mistakes=[(no_noise.mean, "your mean ignores the noise: add noise * I to K(X, X)")])
+        expect_close(got[1], want.covariance, rtol=1e-6, atol=1e-9, what="your posterior covariance",
+                     mistakes=[(k[n:, n:], "that is the prior covariance K(x*, x*): subtract what the data explain"),
+                               (no_noise.covariance, "your covariance ignores the noise: add noise * I to K(X, X)"),
+                               (k[n:, n:] - want.covariance, "that is what the data explain, K(x*, X) (K + noise)^-1 "
+                                "K(X, x*): the posterior covariance is the prior minus it")])
+
+
+@exercise(
+    "ntk.coverage",
+    title="Are the error bars right? The coverage of central intervals",
+    hints=[
+        "The central interval with mass `level` of N(mean, var) is mean +- z sqrt(var), with z the standard "
+        "normal quantile of (1 + level) / 2.",
+        "z = sqrt(2) * erfinv(level) (torch.erfinv or scipy.special.erfinv); count |y - mean| <= z * std.",
+    ],
+)
+def _coverage(fn: object) -> None:
+    g = torch.Generator().manual_seed(0)
+    for level in (0.9, 0.5, 0.99):
+        mean = torch.randn(400, generator=g, dtype=torch.float64)
+        var = torch.rand(400, generator=g, dtype=torch.float64) + 0.1
+        y = mean + 1.2 * var.sqrt() * torch.randn(400, generator=g, dtype=torch.float64)
+        got = call_student(fn, mean.clone(), var.clone(), y.clone(), level)
+        pred = ntk.Gaussian(mean[:, None], torch.diag(var))
+        want = float(ntk.coverage(pred, y, level=level)[0])
+        one_sigma = float(((y - mean).abs() <= var.sqrt()).double().mean())
+        z = math.sqrt(2) * float(torch.erfinv(torch.tensor(level, dtype=torch.float64)))
+        with_var = float(((y - mean).abs() <= z * var).double().mean())
+        expect_close(got, want, rtol=0, atol=1e-12, what=f"your coverage at level {level}",
+                     mistakes=[(one_sigma, "you counted one-standard-deviation intervals; the central interval of "
+                                "mass `level` is z standard deviations wide"),
+                               (with_var, "you multiplied z by the variance: intervals are z standard deviations")])

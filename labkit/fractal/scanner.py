@@ -43,6 +43,7 @@ import torch
 from labkit import _checks
 from labkit.fractal.experiment import Experiment
 from labkit.fractal.result import ScanResult, axis_values, check_window
+from labkit.machine import MAX_MEMORY
 
 __all__ = ["estimate_memory", "scan"]
 
@@ -235,7 +236,7 @@ def scan(
     axes: tuple[str, str] | None = None,
     log: bool | tuple[bool, bool] | None = None,
     device: Any = None,
-    max_memory: int = 1 << 30,
+    max_memory: int = MAX_MEMORY,
     chunk: int | None = None,
     progress: bool = True,
     cancel: Callable[[], bool] | None = None,

@@ -11,6 +11,7 @@ from labkit import _checks
 from labkit.fractal.experiment import Experiment
 from labkit.fractal.result import ScanResult
 from labkit.fractal.scanner import scan
+from labkit.machine import MAX_MEMORY
 
 __all__ = ["interpolate_windows", "zoom_sequence"]
 
@@ -58,7 +59,7 @@ def zoom_sequence(
     exp = Experiment.preset(experiment) if isinstance(experiment, str) else experiment
     log = (exp.axes[0] != "offset", True) if log is None else log
     _checks.positive("frames", frames, integer=True)
-    max_memory = scan_kwargs.pop("max_memory", 1 << 30)
+    max_memory = scan_kwargs.pop("max_memory", MAX_MEMORY)
     need = estimate_memory(exp, resolution)
     total = frames * need["result"] + need["per_cell"]
     if total > max_memory:

@@ -8,12 +8,13 @@
     labkit.hessian.top_eigenvalues(model, "cross_entropy", ds, k=3)   # the same, in one call
 
 Operators live in :mod:`labkit.hessian.operators`, the probes (convenience functions,
-batch-vs-full sharpness, outlier counting) in :mod:`labkit.hessian.probes`, the :class:`Sharpness`
-callback (a :class:`labkit.tracking.Every`) in :mod:`labkit.hessian.sharpness`; the algorithms are
-:mod:`labkit.linalg`'s.
+batch-vs-full sharpness, outlier counting) in :mod:`labkit.hessian.probes`; the algorithms are
+:mod:`labkit.linalg`'s. Sharpness during training (the tracker, its threshold, the at-the-edge check) is
+:mod:`labkit.edge`; ``hessian.Sharpness`` is a deprecated alias of :class:`labkit.edge.EdgeOfStability`.
 """
 
-from labkit.hessian.operators import GaussNewtonOperator, HessianOperator, dense_hessian, residual_operator
+from labkit import _deprecated
+from labkit.hessian.operators import GaussNewtonOperator, HessianOperator, residual_operator
 from labkit.hessian.probes import (
     BatchSharpness,
     batch_sharpness,
@@ -25,21 +26,21 @@ from labkit.hessian.probes import (
     top_eigenvalues,
     trace,
 )
-from labkit.hessian.sharpness import Sharpness
 
 __all__ = [
     "BatchSharpness",
     "GaussNewtonOperator",
     "HessianOperator",
-    "Sharpness",
     "batch_sharpness",
     "class_outliers",
     "count_outliers",
     "dense",
-    "dense_hessian",
     "operator",
     "residual_operator",
     "spectral_density",
     "top_eigenvalues",
     "trace",
 ]
+
+__getattr__ = _deprecated.moved(__name__, {"Sharpness": "labkit.edge:EdgeOfStability",
+                                          "dense_hessian": "labkit.testing:dense_hessian"})

@@ -6,24 +6,11 @@ Every operator is evaluated at the parameters it was built with (see :mod:`labki
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-import torch
-from torch import nn
-
+from labkit import _deprecated
 from labkit.curvature import CurvatureOperator, GaussNewtonOperator, HessianOperator, residual_operator
 
-__all__ = ["CurvatureOperator", "GaussNewtonOperator", "HessianOperator", "dense_hessian", "residual_operator"]
+__all__ = ["CurvatureOperator", "GaussNewtonOperator", "HessianOperator", "residual_operator"]
 
 
-def dense_hessian(model: nn.Module, loss: Any = "auto", data: Any = None, *,
-                  params: Iterable[str] | None = None) -> torch.Tensor:
-    """The exact ``(P, P)`` Hessian by ``torch.func.hessian`` of the flat mean loss (small models only).
-
-    Independent of the HVP path, so tests and students can use it as ground truth
-    (:func:`labkit.testing.dense_hessian`).
-    """
-    from labkit.testing import dense_hessian as dense
-
-    return dense(model, loss, data, params=None if params is None else list(params))
+# the dense Hessian has one name, labkit.testing.dense_hessian (a reference for tests, independent of the HVP path)
+__getattr__ = _deprecated.moved(__name__, {"dense_hessian": "labkit.testing:dense_hessian"})

@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from labkit import _checks, linalg
+from labkit import _checks, _deprecated, linalg
 from labkit.data import as_dataset
-from labkit.hessian.operators import GaussNewtonOperator, HessianOperator, dense_hessian
+from labkit.hessian.operators import GaussNewtonOperator, HessianOperator
+from labkit.testing import dense_hessian
 
 __all__ = [
     "BatchSharpness",
-    "EdgeOfStability",
     "OutlierSubspace",
     "at_edge_of_stability",
     "batch_sharpness",
@@ -79,7 +79,7 @@ def dense(
 ) -> torch.Tensor:
     """The exact dense matrix (``(P, P)``; for small models): ground truth for every estimate."""
     if _checks.choice("matrix", matrix, MATRICES) == "hessian":
-        return dense_hessian(model, loss, data, params=params)
+        return dense_hessian(model, loss, data, params=None if params is None else list(params))
     M = linalg.to_dense(operator(model, loss, data, matrix, params=params))
     return (M + M.T) / 2
 
@@ -98,26 +98,6 @@ def count_outliers(values: Any, max_count: int | None = None) -> int:
     max_count = max(1, len(v) // 3) if max_count is None else min(max_count, len(v) - 1)
     ratios = v[:max_count] / v[1 : max_count + 1]
     return int(np.argmax(ratios)) + 1
-
-
-# ---------------------------------------------------------------- sharpness during training
-
-
-def stability_threshold(lr: float, optimizer: Any) -> float:
-    """The edge-of-stability sharpness: ``2/lr`` for SGD, ``2(1 + beta)/lr`` for heavy-ball momentum beta.
-
-    Gradient descent on a quadratic with curvature lambda is stable iff ``lr lambda < 2``
-    (Cohen et al. 2021, arXiv:2103.00065); with heavy-ball momentum (``m = beta m + g``,
-    ``p -= lr m``) the bound becomes ``lr lambda < 2 + 2 beta`` (3.8/lr for beta = 0.9).
-    Adam has no such threshold on the raw Hessian (NaN).
-    """
-    from labkit.optim import MOMENTUM
-
-    if optimizer == "sgd":
-        return 2.0 / lr
-    if optimizer == "momentum":
-        return 2.0 * (1.0 + MOMENTUM) / lr
-    return math.nan
 
 
 # ---------------------------------------------------------------- batch vs full Hessian
@@ -296,56 +276,43 @@ def gauss_newton_outliers(model: nn.Module, loss: Any, data: Any, k: int) -> Out
     return OutlierSubspace(k, overlap, residual, gap, eh.flip(0)[:k].tolist(), eg.flip(0)[:k].tolist())
 
 
-# ---------------------------------------------------------------- the edge of stability as a claim that can fail
-
-#: The run must start clearly below 2/lr (or "ends at 2/lr" is true from step 0) ...
-EOS_START_BELOW = 0.7
-#: ... and end within this fraction of it: above 2/lr GD is unstable, and at the edge it does not fall back.
-EOS_END_WITHIN = 0.1
+# ---------------------------------------------------------------- deprecated: the edge of stability is labkit.edge
 
 
-@dataclass
-class EdgeOfStability:
-    """The sharpness of a run measured against its threshold: ``start`` and ``end`` as fractions of it."""
+def stability_threshold(lr: float, optimizer: Any) -> float:
+    """Deprecated: :func:`labkit.edge.threshold` (which also knows Adam, AdamW, RMSprop and Nesterov)."""
+    from labkit import _deprecated, edge
 
-    threshold: float
-    start: float  # first measurement / threshold
-    end: float  # median of the last measurements / threshold
-
-    @property
-    def holds(self) -> bool:
-        """Progressive sharpening up to the edge: start < 0.7 x threshold and end within 10% of it."""
-        return self.start < EOS_START_BELOW and abs(self.end - 1) < EOS_END_WITHIN
+    _deprecated.warn("labkit.hessian.probes.stability_threshold", "labkit.edge.threshold")
+    return edge.threshold(lr, optimizer)
 
 
-def at_edge_of_stability(values: Any, threshold: float, last: int = 10) -> EdgeOfStability:
-    """Did the sharpness ``values`` (one per measurement) climb from below ``threshold`` to it (Cohen et al.)?"""
+def at_edge_of_stability(values: Any, threshold: float, last: int | None = None) -> Any:
+    """Deprecated: :func:`labkit.edge.at_edge`, the one criterion (median over the last third of the values;
+    ``last`` measurements instead when given)."""
+    from labkit import _deprecated, edge
+
+    _deprecated.warn("labkit.hessian.probes.at_edge_of_stability", "labkit.edge.at_edge")
     v = np.asarray(values, dtype=float)
+    if last is None:
+        return edge.at_edge(v, threshold)
     _checks.positive("last", last, integer=True)
     if v.ndim != 1 or len(v) < last + 1:
         raise ValueError(f"values must be a 1-D series longer than last={last}, got shape {v.shape}")
-    return EdgeOfStability(float(threshold), float(v[0] / threshold), float(np.median(v[-last:]) / threshold))
+    return edge.at_edge(v, threshold, tail=last / len(v))
 
 
 def edge_of_stability_run(
     lr: float, *, n: int = 128, steps: int = 2000, every: int = 20, seed: int = 0, live: Any = None,
     callbacks: Sequence[Any] = (),
 ) -> tuple[Any, Any]:
-    """Full-batch GD with sharpness measurements: a two-hidden-layer tanh MLP (width 32) on a 3-class
-    Gaussian mixture with one-hot MSE targets (Cohen et al.'s progressive-sharpening setting, small).
+    """Deprecated: :func:`labkit.lessons.edge.demo_run` with ``optimizer="sgd"`` (the same network, data and
+    tracker; lesson code, so resolved by name rather than imported from this lower layer)."""
+    _deprecated.warn("labkit.hessian.probes.edge_of_stability_run", "labkit.lessons.edge.demo_run('sgd', ...)")
+    demo_run = _deprecated.resolve("labkit.lessons.edge:demo_run")
+    return demo_run("sgd", lr, steps, every, n=n, seed=seed, live=live, callbacks=callbacks)
 
-    Returns ``(probe, history)``: ``probe.top`` is lambda_max every ``every`` steps, ``probe.thresholds``
-    2/lr. ``live`` (a LivePlot) and ``callbacks`` are passed to :func:`labkit.train.fit`.
-    """
-    from labkit.data import gaussian_mixture
-    from labkit.hessian import Sharpness
-    from labkit.models import mlp
-    from labkit.train import fit
 
-    ds = gaussian_mixture(n, dim=4, classes=3, separation=2.0, seed=seed).to(dtype=torch.float64)
-    data = (ds.inputs, torch.nn.functional.one_hot(ds.targets, 3).double())  # MSE targets
-    net = mlp(4, [32, 32], 3, activation="tanh", seed=seed).double()
-    probe = Sharpness(every=every, live=live)
-    extra = [probe] + ([live] if live is not None else []) + list(callbacks)
-    hist = fit(net, data, loss="mse", lr=lr, steps=steps, callbacks=extra, progress=False)
-    return probe, hist
+__getattr__ = _deprecated.moved(__name__, {"EdgeOfStability": "labkit.edge:EdgeVerdict",
+                                          "EOS_START_BELOW": "labkit.edge:START_BELOW",
+                                          "EOS_END_WITHIN": "labkit.edge:WITHIN"})

@@ -10,10 +10,10 @@ import torch
 
 from labkit import _checks
 from labkit.linalg.operators import LinearOperator, as_operator
+from labkit.machine import MAX_MEMORY
 
 __all__ = ["Density", "Estimate", "spectral_density", "trace"]
 
-MAX_MEMORY = 1 << 30  # bytes, the default ``max_memory`` (like ``fractal.scan``)
 DIAGONAL_CHUNK = 256  # columns of the identity per product when the trace is computed exactly
 
 

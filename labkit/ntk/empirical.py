@@ -36,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from labkit import _checks, structure
 from labkit.linalg import LinearOperator
+from labkit.machine import MAX_MEMORY
 from labkit.models import Dense, call
 from labkit.risk import Function
 
@@ -45,7 +46,6 @@ Method = Literal["auto", "jacobian", "ntk_vp", "structured"]
 METHODS = ("auto", "jacobian", "ntk_vp", "structured")
 OUTPUTS = ("trace", "full")
 BUDGET = 2**24  # entries of the largest intermediate block (chunk_size=None)
-MAX_MEMORY = 1 << 30  # bytes, the default ``max_memory`` (like ``fractal.scan``)
 
 Params = Mapping[str, torch.Tensor]
 
@@ -158,7 +158,7 @@ def _layer_block(t1: structure.LayerTrace, t2: structure.LayerTrace, s: slice, f
     if t1.positions:  # convolution / extra dims: explicit per-example gradients, then a Gram matrix
         sub = structure.LayerTrace(t1.name, t1.inputs[s], g1, t1.weight_mult, t1.bias_mult, t1.has_bias,
                                    t1.weight_shape)
-        a, b = structure.per_example_grads(sub), structure.per_example_grads(t2)
+        a, b = structure.layer_gradients(sub), structure.layer_gradients(t2)
         _contract({k: v.transpose(0, 1) for k, v in a.items()}, {k: v.transpose(0, 1) for k, v in b.items()},
                   full, out)
         return

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from labkit import _checks
+from labkit.history import StepInfo
 from labkit.ntk.empirical import METHODS, choose_method, empirical
 from labkit.tracking import Every
-from labkit.train import StepInfo
 
 __all__ = ["KernelTracker", "kernel_distance", "relative_change"]
 

@@ -10,14 +10,15 @@ from labkit._lazy import lazy_exports
 from labkit.viz import theme
 from labkit.viz.theme import COLORS, figure
 
-__all__ = ["COLORS", "LivePlot", "density", "figure", "heatmap", "image2d", "loss_curves", "spectrum", "theme",
-           "tradeoff"]
+__all__ = ["COLORS", "LivePlot", "density", "figure", "heatmap", "image2d", "intervals", "loss_curves", "spectrum",
+           "theme", "tradeoff"]
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
     "density": "figures",
     "heatmap": "figures",
     "image2d": "figures",
+    "intervals": "figures",
     "loss_curves": "figures",
     "spectrum": "figures",
     "tradeoff": "figures",

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from labkit.viz import theme
-from labkit.viz.figures import _start, cut_above, finite_or_none, palette
+from labkit.viz.figures import cut_above, finite_or_none, first_value, palette
 
 
 @dataclass
-class _Series:
+class Series:
     """One named series: its panel, steps and values (and their moving average when ``beta`` > 0)."""
 
     panel: str
@@ -64,7 +64,7 @@ class LiveFigure:
     member_labels: list[str] | None
     _log_y: Any
     _panels: list[str]
-    _series: dict[str, _Series]
+    _series: dict[str, Series]
     _refs: dict[tuple[str, str], float]
     _layout: dict[str, Any] | None
     _lock: Any
@@ -86,7 +86,8 @@ class LiveFigure:
             for i, panel in enumerate(self._panels):
                 log = self._is_log(panel)
                 label = f"{panel} (log scale)" if log else panel
-                fig.update_xaxes(title_text="step", row=i // cols + 1, col=i % cols + 1)
+                fig.update_xaxes(title_text=self.x_title, type="log" if self.log_x else "linear", row=i // cols + 1,
+                                 col=i % cols + 1)
                 fig.update_yaxes(title_text=label, type="log" if log else "linear", row=i // cols + 1,
                                  col=i % cols + 1)
             self._layout = fig.layout.to_plotly_json()
@@ -115,7 +116,7 @@ class LiveFigure:
         starts: dict[str, float] = {}  # log loss panels: the starting loss, above which a diverging run is cut
         for s in self._series.values():
             if self._is_log(s.panel) and "loss" in s.panel.lower():
-                starts[s.panel] = float(np.fmax(starts.get(s.panel, math.nan), _start(s.y)))
+                starts[s.panel] = float(np.fmax(starts.get(s.panel, math.nan), first_value(s.y)))
         for k, (name, s) in enumerate(self._series.items()):
             n = min(len(s.x), len(s.y))
             keep = self._thin(n)

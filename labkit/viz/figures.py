@@ -21,7 +21,7 @@ from plotly.colors import sample_colorscale
 
 from labkit.viz import theme
 
-__all__ = ["density", "heatmap", "image2d", "loss_curves", "spectrum", "tradeoff"]
+__all__ = ["density", "heatmap", "image2d", "intervals", "loss_curves", "spectrum", "tradeoff"]
 
 
 def as_array(values: Any, name: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
@@ -66,7 +66,7 @@ def cut_above(values: np.ndarray, start: float) -> np.ndarray:
         return np.where(v > DIVERGED_CUT * start, np.nan, v)
 
 
-def _start(values: Any) -> float:
+def first_value(values: Any) -> float:
     """The starting loss: the first step's largest finite value (over the members of a population), nan if
     none in the first few steps."""
     for row in values[:10]:
@@ -199,7 +199,7 @@ def loss_curves(
             y = np.asarray(h.eval.get(key, []), dtype=float)
             series.append((np.asarray(h.eval_steps[: len(y)]), y))
     if log_y and "loss" in metric:
-        start = max((_start(y) for _, y in series), default=math.nan)
+        start = max((first_value(y) for _, y in series), default=math.nan)
         series = [(x, cut_above(y, start)) for x, y in series]
     for h, label, color, (x, y) in zip(hs, labels, colors, series):
         dash = "dash" if h.diverged else "solid"
@@ -359,6 +359,51 @@ def heatmap(
     fig.add_trace(go.Heatmap(z=z, colorbar=dict(title=colorbar_title or "value"), **kw))
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", showgrid=False)
     fig.update_xaxes(constrain="domain", showgrid=False)
+    return fig
+
+
+def intervals(
+    x: Any,
+    mean: Any,
+    lower: Any,
+    upper: Any,
+    *,
+    name: str = "prediction",
+    points: tuple[Any, Any] | None = None,
+    truth: tuple[Any, Any] | None = None,
+    title: str = "",
+    x_label: str = "x",
+    y_label: str = "f(x)",
+    fig: go.Figure | None = None,
+    color: str | None = None,
+) -> go.Figure:
+    """A predictive mean with a shaded interval ``[lower, upper]`` over a 1-D input ``x`` (sorted for drawing).
+
+    ``points``: ``(x, y)`` drawn as black markers (training data); ``truth``: ``(x, y)`` held-out targets as
+    open markers. Pass ``fig`` (and a ``color``) to add another band to an existing figure.
+    """
+    xs = as_array(x, "x").reshape(-1)
+    arrays = [as_array(a, n).reshape(-1) for a, n in ((mean, "mean"), (lower, "lower"), (upper, "upper"))]
+    if any(len(a) != len(xs) for a in arrays):
+        raise ValueError(f"mean, lower and upper must each have one value per x ({len(xs)}), got "
+                         f"{[len(a) for a in arrays]}")
+    order = np.argsort(xs)
+    xs, (mu, lo, hi) = xs[order], [a[order] for a in arrays]
+    if fig is None:
+        fig = theme.figure(title, x_label, y_label)
+    color = color or theme.COLORS[len(fig.data) % len(theme.COLORS)]
+    rgb = tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
+    fig.add_scatter(x=np.concatenate([xs, xs[::-1]]), y=finite_or_none(np.concatenate([hi, lo[::-1]])),
+                    fill="toself", fillcolor=f"rgba{(*rgb, 0.2)}", line=dict(width=0), hoverinfo="skip",
+                    name=f"{name} interval")
+    fig.add_scatter(x=xs, y=finite_or_none(mu), mode="lines", line=dict(color=color), name=f"{name} mean")
+    if truth is not None:
+        fig.add_scatter(x=as_array(truth[0], "truth x").reshape(-1), y=as_array(truth[1], "truth y").reshape(-1),
+                        mode="markers", name="held-out targets",
+                        marker=dict(symbol="circle-open", color=theme.REFERENCE, size=7))
+    if points is not None:
+        fig.add_scatter(x=as_array(points[0], "points x").reshape(-1), y=as_array(points[1], "points y").reshape(-1),
+                        mode="markers", name="training data", marker=dict(color="black", size=8))
     return fig
 
 

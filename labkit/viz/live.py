@@ -55,10 +55,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from labkit import _checks, notebook
-from labkit.viz._livefigure import LiveFigure, _Series
+from labkit.viz._livefigure import LiveFigure, Series
 
 if TYPE_CHECKING:  # types only: viz must not import train (train.History.figure imports viz)
-    from labkit.train import History, StepInfo
+    from labkit.history import History, StepInfo
 
 __all__ = ["BACKENDS", "LivePlot"]
 
@@ -102,7 +102,9 @@ class LivePlot(LiveFigure):
     ``eval_label`` prefixes the evaluation metrics ``fit`` reports ("eval loss").
     ``smooth`` is the moving-average weight of the smoothed curve drawn over noisy
     series (0 turns smoothing off); ``smoothed`` names the noisy series (default:
-    the training loss when ``fit`` runs on mini-batches).
+    the training loss when ``fit`` runs on mini-batches). ``x_title`` and ``log_x`` title and scale the x axes
+    (scaling curves: ``x_title="compute", log_x=True``): the one live-plot factory, which :func:`labkit.edge.monitor`,
+    :func:`labkit.scaling.live_plot` and :func:`labkit.grokking.live_plot` only preset.
     """
 
     def __init__(
@@ -120,6 +122,8 @@ class LivePlot(LiveFigure):
         eval_label: str = "eval",
         smooth: float = 0.9,
         smoothed: Iterable[str] | None = None,
+        x_title: str = "step",
+        log_x: bool = False,
     ):
         self.backend = _auto_backend() if backend == "auto" else _checks.choice("backend", backend, BACKENDS)
         _checks.positive("fps", fps)
@@ -127,6 +131,9 @@ class LivePlot(LiveFigure):
         _checks.in_range("max_points", max_points, 2, 10**7)
         _checks.positive("max_members", max_members, integer=True)
         self.title, self.fps, self.height, self.max_points = title, float(fps), height, max_points
+        if not isinstance(x_title, str) or not isinstance(log_x, bool):
+            raise TypeError(f"x_title must be a str and log_x a bool, got {x_title!r} and {log_x!r}")
+        self.x_title, self.log_x = x_title, log_x
         self.max_members, self.eval_label = max_members, eval_label
         self.member_labels = list(member_labels) if member_labels is not None else None
         if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0.0 <= smooth < 1.0:
@@ -142,7 +149,7 @@ class LivePlot(LiveFigure):
         for title_, names in self._parse_panels(panels):
             self._panels.append(title_)
             self._explicit.update({n: title_ for n in names})
-        self._series: dict[str, _Series] = {}
+        self._series: dict[str, Series] = {}
         self._refs: dict[tuple[str, str], float] = {}
         self._lock = threading.RLock()
         self._clock = time.monotonic
@@ -180,7 +187,7 @@ class LivePlot(LiveFigure):
                 v = _value(v)
                 s = self._series.get(name)
                 if s is None:
-                    s = self._series[name] = _Series(self._panel_for(name), vector=isinstance(v, np.ndarray),
+                    s = self._series[name] = Series(self._panel_for(name), vector=isinstance(v, np.ndarray),
                                                      beta=self.smooth if self._is_noisy(name) else 0.0)
                 s.add(step, v)
             self._dirty = True

@@ -6,6 +6,8 @@
 - :class:`~labkit.widgets.runner.Runner`: Run / Stop buttons running your work
   function in a background thread (cancel-and-restart when a control changes);
 - :func:`~labkit.widgets.panel.train_panel`: a ready live-training panel;
+- :func:`~labkit.widgets.advisor.batch_size_advisor`: the live batch-size advisor (B_simple, B_noise,
+  the largest stable lr, a check against a steps-to-target sweep).
 - :func:`~labkit.widgets.landscape.landscape_explorer`: the loss landscape live (path, slider, click to probe).
 
 Names are imported lazily from the submodules listed in ``_EXPORTS``.
@@ -17,6 +19,8 @@ from labkit._lazy import lazy_exports
 
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
+    "BatchSizeAdvisor": "advisor",
+    "batch_size_advisor": "advisor",
     "fractal_explorer": "explorer",
     "LandscapeExplorer": "landscape",
     "landscape_explorer": "landscape",

@@ -46,7 +46,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from labkit.train import Callback, StepInfo
+from labkit.history import Callback, StepInfo
 
 __all__ = ["RunContext", "Runner", "set_torch_threads"]
 

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from labkit import hessian
+from labkit import edge, hessian
 from labkit.data import gaussian_mixture
 from labkit.hessian import probes
+from labkit.lessons import edge as lesson
 from labkit.models import mlp
 
 # ------------------------------------------------------------------ edge of stability (Cohen et al. 2021)
@@ -15,25 +16,25 @@ from labkit.models import mlp
 
 def test_sharpness_rises_to_two_over_lr():
     """lr = 0.05: 2/lr = 40 is well above the initial sharpness (~23), so reaching it is progressive sharpening."""
-    probe, hist = probes.edge_of_stability_run(0.05, n=64, steps=800, every=8)
-    eos = probes.at_edge_of_stability(probe.top, 2 / 0.05)
+    probe, hist = lesson.demo_run("sgd", 0.05, 800, 8)
+    eos = edge.at_edge(probe.top, 2 / 0.05)
     assert not hist.diverged
     assert eos.holds, eos
 
 
 def test_edge_of_stability_control_small_lr_never_gets_there():
     """lr/20: 2/lr = 800, far above anything this network reaches in the budget: the same check fails."""
-    probe, _ = probes.edge_of_stability_run(0.0025, n=64, steps=400, every=8)
-    eos = probes.at_edge_of_stability(probe.top, 2 / 0.0025)
-    assert eos.start < probes.EOS_START_BELOW and not eos.holds, eos
+    probe, _ = lesson.demo_run("sgd", 0.0025, 400, 8)
+    eos = edge.at_edge(probe.top, 2 / 0.0025)
+    assert eos.start < edge.START_BELOW and not eos.holds, eos
 
 
-def test_at_edge_of_stability_rejects_a_run_that_starts_at_the_threshold():
+def test_at_edge_rejects_a_run_that_starts_at_the_threshold():
     """The old hollow check: a sharpness already at 2/lr from step 0 must not count as progressive sharpening."""
-    assert not probes.at_edge_of_stability([20.5] * 30, 20.0).holds
-    assert probes.at_edge_of_stability([10.0] * 5 + [20.2] * 25, 20.0).holds
-    with pytest.raises(ValueError, match="last"):
-        probes.at_edge_of_stability([1.0, 2.0], 2.0, last=10)
+    assert not edge.at_edge([20.5] * 30, 20.0).holds
+    assert edge.at_edge([10.0] * 5 + [20.2] * 25, 20.0).holds
+    with pytest.raises(ValueError, match="at least 3"):
+        edge.at_edge([1.0, 2.0], 2.0)
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])
@@ -42,7 +43,7 @@ def test_momentum_threshold_is_2_plus_2beta_over_lr(beta):
 
     Control: 3% above the threshold diverges; 3% below converges (and 38/lr, the old text, is far off)."""
     lam, lr = 1.0, 1.0
-    thr = probes.stability_threshold(lr, "momentum" if beta else "sgd")
+    thr = edge.threshold(lr, "momentum" if beta else "sgd")
     if beta:
         from labkit.optim import MOMENTUM
 

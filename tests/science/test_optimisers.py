@@ -11,6 +11,7 @@ import torch
 import labkit
 from labkit import edge, trajectory
 from labkit.batchsize.nqm import NQM
+from labkit.lessons import edge as lesson
 
 # (optimizer, lr, steps, every): lr chosen so that the threshold is ~1.5x the initial sharpness (23) or more
 RUNS = {"sgd": (0.055, 2000, 50), "momentum": (0.1, 1500, 50), "adam": (0.01, 1000, 50)}
@@ -20,8 +21,8 @@ RUNS = {"sgd": (0.055, 2000, 50), "momentum": (0.1, 1500, 50), "adam": (0.01, 10
 def runs():
     out = {}
     for name, (lr, steps, every) in RUNS.items():
-        out[name] = edge.demo_run(name, lr, steps, every)[0]
-        out[name + "/20"] = edge.demo_run(name, lr / 20, steps, every)[0]  # control: never reaches its threshold
+        out[name] = lesson.demo_run(name, lr, steps, every)[0]
+        out[name + "/20"] = lesson.demo_run(name, lr / 20, steps, every)[0]  # control: never reaches its threshold
     return out
 
 
