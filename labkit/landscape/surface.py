@@ -43,6 +43,7 @@ from labkit.landscape.directions import (
     random_directions,
 )
 from labkit.losses import LOSSES
+from labkit.machine import MAX_MEMORY
 from labkit.models import Dense, ParamSpec, param_dict
 from labkit.risk import Risk
 
@@ -260,7 +261,7 @@ def _tile(risk: Risk, origin: torch.Tensor, directions: torch.Tensor, coords: np
 
 
 def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, coords: Any, *, loss: Any = "auto",
-             batch_size: int | None = None, max_memory: int = 1 << 30, chunk: int | None = None,
+             batch_size: int | None = None, max_memory: int = MAX_MEMORY, chunk: int | None = None,
              executor: Any = None, tile: int | None = None, progress: bool = True,
              _shape: tuple[int, ...] | None = None) -> np.ndarray:
     """The mean loss at ``origin + coords @ directions`` for every row of ``coords (n, k)``: float64 ``(n,)``.
@@ -470,7 +471,7 @@ def _axis(name: str, rng: Any, n: int) -> np.ndarray:
 
 def interpolate(model: nn.Module | Risk, data: Any, start: Any, end: Any, *, loss: Any = "auto",
                 resolution: int = 41, t_range: tuple[float, float] = (0.0, 1.0), batch_size: int | None = None,
-                max_memory: int = 1 << 30, progress: bool = False) -> Line:
+                max_memory: int = MAX_MEMORY, progress: bool = False) -> Line:
     """The loss on the straight line from ``start`` to ``end`` (modules, parameter dicts or flat vectors).
 
     ``t_range`` extends the line beyond the endpoints (``(-0.5, 1.5)``); ``data`` may be the training data or
@@ -524,7 +525,7 @@ def project(points: torch.Tensor, origin: torch.Tensor, directions: torch.Tensor
 def plane(model: nn.Module | Risk, data: Any = None, directions: Any = "filter", *, loss: Any = "auto",
           origin: Any = None, x_range: tuple[float, float] | None = None, y_range: tuple[float, float] | None = None,
           resolution: int | tuple[int, int] = 41, path: Any = None, seed: int = 0, batch_size: int | None = None,
-          max_memory: int = 1 << 30, chunk: int | None = None, executor: Any = None, tile: int | None = None,
+          max_memory: int = MAX_MEMORY, chunk: int | None = None, executor: Any = None, tile: int | None = None,
           progress: bool = True) -> Plane:
     """The loss on a plane through ``origin`` (default: the model's parameters) as one vectorised grid.
 
