@@ -263,14 +263,15 @@ def _tile(risk: Risk, origin: torch.Tensor, directions: torch.Tensor, coords: np
 def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, coords: Any, *, loss: Any = "auto",
              batch_size: int | None = None, max_memory: int = MAX_MEMORY, chunk: int | None = None,
              executor: Any = None, tile: int | None = None, progress: bool = True,
-             _shape: tuple[int, ...] | None = None) -> np.ndarray:
+             shape: tuple[int, ...] | None = None) -> np.ndarray:
     """The mean loss at ``origin + coords @ directions`` for every row of ``coords (n, k)``: float64 ``(n,)``.
 
     ``model`` is the network (its own parameters are not used: ``origin`` is a module, a parameter dict or a
     flat vector) or a :class:`labkit.risk.Risk` (then ``data`` is None); ``directions (k, P)`` are checked
     (shape, dtype, nonzero). The points are evaluated in chunks sized under ``max_memory`` (refused up
     front when even one-point chunks would not fit); ``executor`` (:mod:`labkit.parallel`) runs tiles of
-    ``tile`` points on Dask workers (default: about four tiles per worker).
+    ``tile`` points on Dask workers (default: about four tiles per worker). ``shape`` is the grid's shape, for
+    the refusal's message (``(201, 201)``: "at most 150x150 points fit").
     """
     risk = _risk(model, loss, data, batch_size)
     theta0 = point("origin", origin, risk.spec)
@@ -282,7 +283,7 @@ def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, c
     if not np.all(np.isfinite(c)):
         raise ValueError("coords contain NaN or inf")
     ev = _Evaluator(risk, theta0, d)
-    size = _budget(ev, _shape or (len(c),), max_memory, chunk)
+    size = _budget(ev, shape or (len(c),), max_memory, chunk)
     out = np.empty(len(c))
     from tqdm.auto import tqdm
 
@@ -583,6 +584,6 @@ def plane(model: nn.Module | Risk, data: Any = None, directions: Any = "filter",
     a, b = np.meshgrid(xs, ys)  # row-major: value[j, i] at (xs[i], ys[j])
     coords = np.stack([a.ravel(), b.ravel()], 1)
     values = evaluate(risk, None, theta0, d, coords, max_memory=max_memory, chunk=chunk, executor=executor,
-                      tile=tile, progress=progress, _shape=(ny, nx))
+                      tile=tile, progress=progress, shape=(ny, nx))
     return Plane(xs, ys, values.reshape(ny, nx), kind, path_xy, [int(s) for s in steps], extra.get("explained"),
                  extra.get("eigenvalues"), time.perf_counter() - begin)
