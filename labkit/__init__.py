@@ -32,6 +32,7 @@ __all__ = [
     "fractal",
     "grokking",
     "hessian",
+    "landscape",
     "linalg",
     "models",
     "mup",
@@ -59,6 +60,7 @@ _SUBMODULES = {
     "losses", "machine", "models", "mup", "notebook", "ntk", "optim", "parallel", "risk", "scaling", "signal",
     "structure", "testing", "tracking", "train", "trajectory", "viz", "widgets",
     "history", "lessons", "population", "prepare",  # issue 26: loop types, lesson code, populations, pre-run checks
+    "landscape",
 }
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -23,7 +23,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "assignments"
 NOTEBOOKS = ROOT / "notebooks"
 THEMED = ["01_hessian_spectrum", "02_ntk", "03_fractal_boundary", "04_batch_size", "05_signal_propagation",
           "06_normalization", "07_grokking", "08_scaling_laws", "09_large_learning_rates", "10_width_transfer",
-          "12_batch_size_in_practice"]
+          "11_loss_landscape", "12_batch_size_in_practice"]
 UNUSABLE = "the check could not use your answer"  # core verdict when a checker raises on an answer
 CELL_TIMEOUT = 240  # seconds per cell on a slow 2-core CI machine; a fast-mode notebook runs in < 60 s in total
 
