@@ -7,7 +7,7 @@
 - :class:`Trajectory` -- a ``fit`` callback keeping parameter snapshots every k steps, bounded in memory;
 - directions (:func:`random_directions`, :func:`filter_normalize`, :func:`hessian_directions`,
   :func:`pca_directions`) and the evaluator behind both (:func:`evaluate`, :func:`estimate_memory`);
-- :mod:`labkit.landscape.claims` -- the experiments of notebook 11, each with its control.
+- the experiments of notebook 11, each with its control, are lesson code: :mod:`labkit.lessons.landscape`.
 
 ::
 
@@ -41,4 +41,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, submodules=["claims"])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

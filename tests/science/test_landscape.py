@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 import labkit
-from labkit.landscape import Trajectory, claims
+from labkit.landscape import Trajectory
+from labkit.lessons import landscape as claims
 
 
 def test_same_basin_sgd_and_gd_from_one_init_have_no_barrier():
