@@ -45,6 +45,7 @@ __all__ = [
     "signal",
     "structure",
     "testing",
+    "threads",
     "tracking",
     "train",
     "trajectory",
@@ -57,7 +58,7 @@ __all__ = [
 _SUBMODULES = {
     "batched", "batchsize", "curvature", "data", "edge", "exercises", "fractal", "grokking", "hessian", "linalg",
     "losses", "machine", "models", "mup", "notebook", "ntk", "optim", "parallel", "risk", "scaling", "signal",
-    "structure", "testing", "tracking", "train", "trajectory", "viz", "widgets",
+    "structure", "testing", "threads", "tracking", "train", "trajectory", "viz", "widgets",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,6 +66,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 __getattr__, __dir__ = lazy_exports(__name__, {}, submodules=_SUBMODULES)
+
+from labkit import threads as _threads  # noqa: E402  (torch's thread count from the CPUs this process may use)
+
+_threads.configure()
 
 
 def device() -> torch.device:
