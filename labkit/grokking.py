@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.func import stack_module_state
 
-from labkit import _checks
+from labkit import _checks, threads
 from labkit.data import Dataset, modular_addition
 from labkit.losses import resolve
 from labkit.models import mlp
@@ -371,7 +371,7 @@ def run(
 
     start = time.perf_counter()
     taken = steps
-    for t in range(steps + 1):
+    for t in threads.over(range(steps + 1), 2.0 * max(v.numel() for v in params.values()) * p * p):  # per op
         prm = {k: v.detach().requires_grad_(t < steps) for k, v in params.items()}
         with torch.set_grad_enabled(t < steps):
             logits = forward(prm, x)  # (M, p^2, p): every pair, training and test alike

@@ -49,8 +49,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: MLPs 8-32-32-3 on 256 points reach 3.7e10 on one thread of the 2-core Xeon; the rate only turns a problem's
 #: size into a time for the comparison with the barrier, where idle and busy differ by 1000x.
 CORE_RATE = 3e10
-#: A parallel region must do at least this many times its barrier cost of work per thread to keep the threads
-#: (2 threads then take <= 0.75x the single thread's time on that op, i.e. they still pay).
+#: Each thread's share of an op must be at least this many times the barrier cost to keep the threads (2 threads
+#: then take at most 0.625x one thread's time on that op: they still pay).
 AMORTISE = 4.0
 #: Ops whose single-thread time is above this (seconds) keep the threads without a probe: a stall of one
 #: scheduler slice (a few ms) costs them little, and one thread would lose half the machine.
@@ -376,7 +376,10 @@ def over(steps: Iterable[T], flops_per_op: float) -> Iterator[T]:
 def layer_flops(model: Any, rows: int, copies: int = 1) -> float:
     """FLOPs of the model's largest layer (its largest parameter tensor) on ``rows`` examples, for ``copies``
     networks at once: the size of the largest op of a training step, what :func:`for_work` takes."""
-    largest = max((p.numel() for p in model.parameters()), default=0)
+    params = getattr(model, "parameters", None)
+    if params is None:  # not a module (e.g. a Risk): size unknown, leave the threads as they are
+        return math.inf
+    largest = max((p.numel() for p in params()), default=0)
     return 2.0 * largest * rows * copies
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from labkit import _checks
+from labkit import _checks, threads
 from labkit.data import Dataset, as_dataset, batch_indices
 from labkit.losses import Loss
 from labkit.optim import OPTIMIZERS, Functional, schedule, torch_optimizer
@@ -643,9 +643,11 @@ def _fit_group(
                          "on (examples, features) inputs with loss 'mse' or 'cross_entropy' and a named optimiser; "
                          "use engine='auto' or 'vmap' for other models")
     fast = engine != "vmap" and why is None
+    work = threads.for_work(threads.layer_flops(models[0], batch_size or len(ds), len(members)))
     if fast:
-        return batched.fit_group(models, ds, members, batch_size, loss_fn, optimizer, steps,
-                                 schedule(lr_schedule, steps), eval_ds, eval_every, cbs, progress)
+        with work:
+            return batched.fit_group(models, ds, members, batch_size, loss_fn, optimizer, steps,
+                                     schedule(lr_schedule, steps), eval_ds, eval_every, cbs, progress)
 
     M = len(members)
     dev, dtype = ds.inputs.device, ds.inputs.dtype
@@ -700,4 +702,5 @@ def _fit_group(
                   for k, p in new.items()}
         return any(stop)
 
-    return run.drive(step, f"fit_many ({M} models)", progress, optimizer, mult, evaluate_all, cbs)
+    with work:
+        return run.drive(step, f"fit_many ({M} models)", progress, optimizer, mult, evaluate_all, cbs)
