@@ -27,6 +27,7 @@ CASES += [("labkit.train", ["labkit.tracking", *PROBES, *UI]), ("labkit.tracking
 CASES += [(m, UI) for m in PROBES]
 CASES += [("labkit.batched", ["labkit.tracking", *PROBES, *UI])]  # part of train's layer
 CASES += [("labkit.machine", ["labkit.risk", "labkit.curvature", *ABOVE_CORE, *UI])]  # below the core
+CASES += [("labkit.threads", ["torch", "labkit.machine", "labkit.data", "labkit.models", *CORE, *ABOVE_CORE, *UI])]
 
 
 def _loaded(module: str) -> set[str]:
