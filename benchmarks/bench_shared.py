@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 COTENANT = [sys.executable, "-c", "while True: pass"]
-PATHS = ("fit_many_batched", "fit_many_vmap", "fractal", "hessian_top", "ntk", "norms", "grokking")
+PATHS = ("norms", "ntk", "hessian_top", "fit_many_batched", "fractal", "grokking", "fit_many_vmap")
 CONDITIONS = ("idle", "1 co-tenant", "2 co-tenants", "quota")
 
 
@@ -81,7 +81,6 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     work = _workloads(args.quick)
-    out = {}
     for name in args.paths.split(","):
         fn = work[name]
         fn()  # warm-up: one-off costs no repeated call pays
@@ -90,9 +89,7 @@ def child(args: argparse.Namespace) -> None:
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
-        out[name] = times
-    out["_threads"] = torch.get_num_threads()
-    print(json.dumps(out))
+        print(json.dumps({name: times, "_threads": torch.get_num_threads()}), flush=True)  # one line per path
 
 
 # ------------------------------------------------------------------------------------------ the parent side
@@ -120,13 +117,21 @@ def _run_child(args: argparse.Namespace, env: dict[str, str], cgroup_root: str |
     cmd = [sys.executable, __file__, "--child", "--paths", args.paths, "--repeats", str(args.repeats)]
     cmd += ["--quick"] if args.quick else []
     cmd += ["--cgroup-root", cgroup_root] if cgroup_root else []
-    try:
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:  # recorded as infinitely slow (printed as "> timeout"), not fatal
-        return {**{name: [float("inf")] for name in args.paths.split(",")}, "_threads": -1}
-    if res.returncode != 0:
-        raise RuntimeError(f"benchmark child failed:\n{res.stderr[-2000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=args.timeout)
+        except subprocess.TimeoutExpired:  # the paths not done are recorded as "> timeout", not fatal
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        except BaseException:
+            proc.kill()
+            raise
+    if proc.returncode not in (0, -signal.SIGKILL):
+        raise RuntimeError(f"benchmark child failed:\n{stderr[-2000:]}")
+    got: dict = {name: [float("inf")] for name in args.paths.split(",")}
+    for line in stdout.splitlines():
+        got.update(json.loads(line))
+    return got
 
 
 def _env(threads: int | None) -> dict[str, str]:
@@ -158,7 +163,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
                         for name, ts in got.items():
                             if not name.startswith("_"):
                                 cell.setdefault(name, []).extend(ts)
-                        cell.setdefault("_threads", []).append(got["_threads"])
+                        cell.setdefault("_threads", []).append(got.get("_threads", -1))
                 print(f"  {loads[-1]}: done", file=sys.stderr, flush=True)
     return times, loads
 
@@ -194,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)}")
     ap.add_argument("--quick", action="store_true",
                     help="tiny problems, one round, no 2-co-tenant block: a smoke test of the script")
-    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per child process")
+    ap.add_argument("--timeout", type=float, default=900.0,
+                    help="seconds per child process; paths it has not finished by then show as '> timeout'")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cgroup-root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
