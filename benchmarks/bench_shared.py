@@ -169,7 +169,9 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
 
 def _cell(t: float, base: float) -> str:
-    return "> timeout" if t == float("inf") else f"{t:.3f} s ({t / base:.2f}x)"
+    if t == float("inf"):
+        return "> timeout"
+    return f"{t:.3f} s" + ("" if base == float("inf") else f" ({t / base:.2f}x)")
 
 
 def table(times: dict, paths: list[str], conditions: list[str]) -> str:
@@ -179,7 +181,7 @@ def table(times: dict, paths: list[str], conditions: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in paths:
         base = max(times[("idle", "torch default")][name])
-        row = [name, f"{base:.3f} s"]
+        row = [name, _cell(base, base).split(" (")[0]]
         for cond in conditions:
             for arm in ("torch default", "labkit"):
                 if (cond, arm) != ("idle", "torch default"):

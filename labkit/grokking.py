@@ -371,7 +371,7 @@ def run(
 
     start = time.perf_counter()
     taken = steps
-    for t in threads.over(range(steps + 1), 2.0 * max(v.numel() for v in params.values()) * p * p):  # per op
+    for t in threads.over(range(steps + 1), 2.0 * max(v.numel() for v in params.values()) * p * p):  # layer x pairs
         prm = {k: v.detach().requires_grad_(t < steps) for k, v in params.items()}
         with torch.set_grad_enabled(t < steps):
             logits = forward(prm, x)  # (M, p^2, p): every pair, training and test alike

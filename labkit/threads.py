@@ -58,7 +58,8 @@ LONG_OP = 0.05
 #: Ops below this (seconds) run on one thread without a probe: even an idle barrier (1-3 us, and a worker's
 #: wake-up from sleep, ~50 us) eats what a second thread would save.
 SHORT_OP = 20e-6
-#: A measured barrier cost is reused for this long (seconds), so tight loops of small calls probe once.
+#: A measured barrier cost is reused for this long (seconds), so tight loops of small calls probe once; a cost
+#: above a millisecond (the probe itself stalled) is reused 5x as long.
 PROBE_TTL = 1.0
 _GRAIN = 32768  # torch's intra-op grain (at::internal::GRAIN_SIZE): elementwise ops below it run serially
 
@@ -298,7 +299,7 @@ def barrier_cost(threads: int, budget: float = 2e-3) -> float:
 
     hit = _PROBE.get(threads)
     now = time.perf_counter()
-    if hit is not None and now - hit[0] < PROBE_TTL:
+    if hit is not None and now - hit[0] < PROBE_TTL * (5 if hit[1] > 1e-3 else 1):
         return hit[1]
     x = torch.ones(threads * _GRAIN)
     half = x[: _GRAIN // 2]  # below the grain: always serial, whatever the thread count
