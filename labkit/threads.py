@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Policy", "barrier_cost", "configure", "cpu_quota", "decide", "for_work", "layer_flops", "over",
+__all__ = ["Policy", "barrier_cost", "configure", "cpu_quota", "decide", "describe", "for_work", "layer_flops", "over",
            "parse_cfs", "parse_cpu_max", "policy", "threads_for"]
 
 ENV = "LABKIT_THREADS"
