@@ -264,11 +264,15 @@ def _after_torch_import(fn: Any) -> None:
         def __init__(self, inner: importlib.abc.Loader):
             self.inner = inner
 
+        def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, ...: torch's own loader
+            return getattr(self.inner, name)
+
         def create_module(self, spec: Any) -> Any:
             return self.inner.create_module(spec)
 
         def exec_module(self, module: Any) -> None:
             self.inner.exec_module(module)
+            module.__loader__ = module.__spec__.loader = self.inner  # leave no trace
             fn()
 
     class _Finder(importlib.abc.MetaPathFinder):

@@ -122,8 +122,10 @@ PROBE = ("import json, torch, labkit; p = labkit.threads.policy(); "
 
 def test_import_applies_labkit_threads_to_torch_imported_later():
     code = ("import sys, json, labkit; assert 'torch' not in sys.modules; import torch; "
-            "print(json.dumps([torch.get_num_threads(), torch.get_num_interop_threads()]))")
-    assert _fresh(code, LABKIT_THREADS="1") == [1, 1]
+            "print(json.dumps([torch.get_num_threads(), torch.get_num_interop_threads(), "
+            "type(torch.__loader__).__name__]))")
+    n, interop, loader = _fresh(code, LABKIT_THREADS="1")
+    assert (n, interop) == (1, 1) and loader != "_Loader"  # the import hook leaves torch's own loader in place
 
 
 def test_import_applies_to_torch_imported_before():
