@@ -46,6 +46,7 @@ __all__ = [
     "signal",
     "structure",
     "testing",
+    "threads",
     "tracking",
     "train",
     "trajectory",
@@ -58,7 +59,7 @@ __all__ = [
 _SUBMODULES = {
     "batched", "batchsize", "curvature", "data", "edge", "exercises", "fractal", "grokking", "hessian", "linalg",
     "losses", "machine", "models", "mup", "notebook", "ntk", "optim", "parallel", "risk", "scaling", "signal",
-    "structure", "testing", "tracking", "train", "trajectory", "viz", "widgets",
+    "structure", "testing", "threads", "tracking", "train", "trajectory", "viz", "widgets",
     "history", "lessons", "population", "prepare",  # issue 26: loop types, lesson code, populations, pre-run checks
     "landscape",
 }
@@ -68,6 +69,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 __getattr__, __dir__ = lazy_exports(__name__, {}, submodules=_SUBMODULES)
+
+from labkit import threads as _threads  # noqa: E402  (torch's thread count from the CPUs this process may use)
+
+_threads.configure()
 
 
 def device() -> torch.device:

@@ -46,7 +46,7 @@ def doctor() -> int:
     here; exit 1 if something essential is missing."""
     import torch
 
-    from labkit import machine
+    from labkit import machine, threads
 
     try:
         dev = labkit.device()
@@ -62,8 +62,8 @@ def doctor() -> int:
         ("torch", torch.__version__),
         ("device", f"{info['device']} ({info['name']}, {info['memory']})"),
         ("cuda", torch.version.cuda or "none (CPU build)" if not torch.cuda.is_available() else torch.version.cuda),
-        ("torch threads", info["threads"]),
     ]
+    rows += threads.describe()  # cores seen, affinity, quota, the thread count labkit chose and why
     # the dense-matmul rates labkit's benchmarks quote their figures against, measured now on this device
     dtypes = [] if dev is None else [torch.float32, torch.float64] + ([torch.bfloat16] if dev.type == "cuda" else [])
     for dt in dtypes:

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.func import stack_module_state
 
-from labkit import _checks
+from labkit import _checks, threads
 from labkit.data import Dataset, modular_addition
 from labkit.history import Callback, StepInfo, as_callbacks
 from labkit.losses import resolve
@@ -443,7 +443,8 @@ def run(
 
     taken = steps
     start = time.perf_counter()
-    pop.drive(step, f"grokking ({M} models)", progress, "adamw", lambda t: 1.0, final, cbs)
+    with threads.for_work(2.0 * max(v.numel() for v in params.values()) * p * p):  # a layer over every pair
+        pop.drive(step, f"grokking ({M} models)", progress, "adamw", lambda t: 1.0, final, cbs)
     wall = time.perf_counter() - start
     if live is not None:
         live.flush()

@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from labkit import _checks
+from labkit import _checks, threads
 from labkit.losses import Loss
 from labkit.risk import Risk
 
@@ -82,4 +82,5 @@ def per_example_sq_norms(
     parameterised layer is a ``Dense``/``nn.Linear`` (or supported ``Conv2d``); otherwise
     the squared row norms of :func:`per_example_grads` (``chunk_size`` applies there).
     """
-    return _risk(model, loss, inputs, targets).per_example_sq_norms(chunk_size=chunk_size)
+    with threads.for_work(threads.layer_flops(model, len(inputs))):
+        return _risk(model, loss, inputs, targets).per_example_sq_norms(chunk_size=chunk_size)

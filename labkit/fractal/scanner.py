@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labkit import _checks
+from labkit import _checks, threads
 from labkit.fractal.experiment import Experiment
 from labkit.fractal.result import ScanResult, axis_values, check_window
 from labkit.machine import MAX_MEMORY
@@ -186,7 +186,7 @@ def _tile(exp: Experiment, axes: tuple[str, str], xs: np.ndarray, ys: np.ndarray
 
     p = _Problem(exp, torch.device(device) if device else default_device())
     conv, score = np.zeros(hi - lo, dtype=bool), np.full(hi - lo, np.nan)
-    with torch.no_grad():
+    with torch.no_grad(), threads.for_work(2.0 * size * p.h * p.n * p.d):  # a chunk's GEMM per op
         for a in range(lo, hi, size):
             sl = slice(a, min(hi, a + size))
             part = slice(a - lo, sl.stop - lo)
@@ -311,7 +311,7 @@ def scan(
     stream = None
     try:
         if executor is None:
-            with torch.no_grad():
+            with torch.no_grad(), threads.for_work(2.0 * size * p.h * p.n * p.d):  # a chunk's GEMM per op
                 for lo in range(0, cells, size):
                     if cancel is not None and cancel():
                         complete = False

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from labkit import _checks, _deprecated, linalg
+from labkit import _checks, _deprecated, linalg, threads
 from labkit.data import as_dataset
 from labkit.hessian.operators import GaussNewtonOperator, HessianOperator
 from labkit.testing import dense_hessian
@@ -52,7 +52,8 @@ def top_eigenvalues(
 ) -> linalg.EigResult:
     """The ``k`` top (or ``which``) eigenpairs of the loss Hessian (or ``matrix``) over ``data``."""
     op = operator(model, loss, data, matrix, batch_size=batch_size, params=params)
-    return linalg.top_eigenvalues(op, k, which=which, tol=tol, seed=seed)
+    with threads.for_work(threads.layer_flops(model, batch_size or len(as_dataset(data)))):
+        return linalg.top_eigenvalues(op, k, which=which, tol=tol, seed=seed)
 
 
 def trace(

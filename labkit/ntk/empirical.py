@@ -34,7 +34,7 @@ from torch import nn
 from torch.func import jacrev, jvp, vjp, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
-from labkit import _checks, structure
+from labkit import _checks, structure, threads
 from labkit.linalg import LinearOperator
 from labkit.machine import MAX_MEMORY
 from labkit.models import Dense, call
@@ -415,7 +415,8 @@ def empirical(
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
     plan = _plan(model, params, n1, n2, o, full, x1, method, x2 is None, chunk_size, max_memory)
     out = torch.zeros((n1, o, n2, o) if full else (n1, n2), dtype=x1.dtype, device=x1.device)
-    _IMPL[plan["method"]](model, params, x1, x2, o, full, plan["chunk_size"], out)
+    with threads.for_work(threads.layer_flops(model, max(n1, n2))):
+        _IMPL[plan["method"]](model, params, x1, x2, o, full, plan["chunk_size"], out)
     return out.permute(0, 2, 1, 3) if full else out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from labkit import _checks, parallel
+from labkit import _checks, parallel, threads
 from labkit.data import as_dataset
 from labkit.history import Callback, History, as_callbacks
 from labkit.losses import Loss
@@ -233,8 +233,10 @@ def fit_group(
                          "use engine='auto' or 'vmap' for other models")
     chosen = batched if engine != "vmap" and why is None else vmap
     mult = schedule(lr_schedule, steps)
-    return chosen.train_group(models, ds, members, batch_size, loss_fn, optimizer, steps, mult, eval_ds, eval_every,
-                              cbs, progress)
+    # one thread when a step's ops are too small to amortise a barrier on this (possibly shared) machine
+    with threads.for_work(threads.layer_flops(models[0], batch_size or len(ds), len(members))):
+        return chosen.train_group(models, ds, members, batch_size, loss_fn, optimizer, steps, mult, eval_ds,
+                                  eval_every, cbs, progress)
 
 
 def _group_task(make_model: Callable, data: Any, hparams: dict, kwargs: dict) -> list:
