@@ -1,0 +1,192 @@
+"""Lockstep Lanczos: one Krylov sequence per member of a population of symmetric operators, all in batched matmuls.
+
+``M`` operators of one size ``n`` (the Hessians of ``M`` networks, say) are known through one batched product
+``matvec(V, active) -> A_i v_i`` for the rows ``V (A, n)`` of the ``active`` members. Every step is one such
+product plus full re-orthogonalisation as two batched ``bmm`` (twice is enough, Kahan-Parlett) and one batched
+``eigh`` of the ``(A, m, m)`` tridiagonal matrices. A member whose ``k`` wanted Ritz pairs have Lanczos residual
+``|beta_m s_m| <= tol * |theta|_max`` (the stop of :func:`labkit.linalg.top_eigenvalues`) is finished and dropped
+from the active set, so it costs no further products; a member whose product is NaN/inf reports NaN with
+``converged=False`` and is dropped too, without touching the others (members never mix).
+
+Every member starts from the same vector as ``top_eigenvalues(..., seed=seed)`` does, so each member's sequence
+is the one the single-operator Lanczos builds, and the result of a member does not depend on which others run
+beside it (chunks and tiles give the same numbers). Memory: the basis ``(A, m, n)`` of the active members, at most
+``max_memory`` bytes: larger populations run in chunks of members that fit, one after another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from labkit import _checks
+from labkit.machine import MAX_MEMORY
+
+__all__ = ["LockstepResult", "lockstep_eigenvalues", "start_vector"]
+
+Matvec = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class LockstepResult:
+    """Per-member top eigenpairs: ``values (M, k)`` (descending), ``residuals (M, k)`` (Lanczos residuals
+    ``|A y - theta y|``), ``converged (M,)``, ``n_matvec (M,)`` (products each member cost), ``vectors
+    (M, n, k)`` or None, and ``message`` (why some members are not what was asked for)."""
+
+    values: torch.Tensor
+    residuals: torch.Tensor
+    converged: torch.Tensor
+    n_matvec: torch.Tensor
+    vectors: torch.Tensor | None = None
+    message: str = ""
+
+
+def start_vector(n: int, seed: int, dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """The unit start vector ``top_eigenvalues(..., seed=seed)`` starts its Lanczos sequence from."""
+    g = torch.Generator().manual_seed(int(seed))
+    v = torch.randn(n, 1, generator=g, dtype=torch.float64)[:, 0]
+    return (v / v.norm()).to(device=device, dtype=dtype)
+
+
+def _bytes_per_member(n: int, steps: int, k: int, dtype: torch.dtype) -> int:
+    item = torch.finfo(dtype).bits // 8
+    return item * (n * (steps + 4 + k)) + 8 * (3 * steps * steps + 4 * steps)
+
+
+def lockstep_eigenvalues(
+    matvec: Matvec,
+    size: int,
+    members: int,
+    *,
+    k: int = 1,
+    tol: float = 1e-6,
+    max_matvecs: int | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: Any = "cpu",
+    vectors: bool = False,
+    max_memory: int = MAX_MEMORY,
+    skip: torch.Tensor | None = None,
+) -> LockstepResult:
+    """The ``k`` largest eigenvalues of each of ``members`` symmetric ``size x size`` operators, in lockstep.
+
+    ``matvec(V, active)`` returns ``A_i V[j]`` for member ``i = active[j]`` (``V (len(active), size)``).
+    ``skip (members,)`` (bool) marks members known to be undefined (a diverged network): NaN, no products.
+    ``max_matvecs`` caps each member's products (default ``min(size, max(200, 20 k))``, as
+    :func:`labkit.linalg.top_eigenvalues`); a member that reaches it unconverged says so in ``converged``.
+    ``vectors=True`` also returns the Ritz vectors. Members run in chunks that fit ``max_memory`` bytes.
+    """
+    _checks.positive("size", size, integer=True)
+    _checks.positive("members", members, integer=True)
+    _checks.positive("k", k, integer=True)
+    if k > size:
+        raise ValueError(f"k={k} is larger than the operators (size {size}); choose k <= {size}")
+    _checks.positive("tol", tol, allow_zero=True)
+    steps = min(size, max(200, 20 * k)) if max_matvecs is None else _checks.positive("max_matvecs", max_matvecs,
+                                                                                      integer=True)
+    steps = min(steps, size)
+    if steps < k:
+        raise ValueError(f"max_matvecs={max_matvecs} is below k={k}: k pairs need at least k products")
+    _checks.positive("max_memory", max_memory, integer=True)
+    per = _bytes_per_member(size, steps, k, dtype)
+    if per > max_memory:
+        raise ValueError(f"one member's Lanczos basis needs {per / 2**20:.3g} MiB ({steps} vectors of size {size}), "
+                         f"more than max_memory={max_memory / 2**20:.3g} MiB; lower max_matvecs (about "
+                         f"{max(1, max_memory // (per // steps) - 4 - k)} fit) or raise max_memory (bytes)")
+    chunk = max(1, max_memory // per)
+    eps = torch.finfo(dtype).eps
+    tol = max(tol, 1000 * eps)
+    values = torch.full((members, k), math.nan, dtype=torch.float64)
+    residuals = torch.full((members, k), math.nan, dtype=torch.float64)
+    converged = torch.zeros(members, dtype=torch.bool)
+    used = torch.zeros(members, dtype=torch.long)
+    vecs = torch.full((members, size, k), math.nan, dtype=dtype, device=device) if vectors else None
+    skip = torch.zeros(members, dtype=torch.bool) if skip is None else torch.as_tensor(skip, dtype=torch.bool).cpu()
+    if skip.shape != (members,):
+        raise ValueError(f"skip must have shape ({members},), got {tuple(skip.shape)}")
+    todo = torch.nonzero(~skip).flatten()
+    q0 = start_vector(size, seed, dtype, device)
+    notes: list[str] = []
+    for lo in range(0, len(todo), chunk):
+        ids = todo[lo: lo + chunk]
+        _run(matvec, ids, q0, k, tol, steps, 100 * eps, values, residuals, converged, used, vecs, notes)
+    bad_nan = int(skip.sum())
+    if bad_nan:
+        notes.insert(0, f"{bad_nan} member(s) undefined (non-finite parameters or loss): NaN, converged=False")
+    left = int((~converged & ~skip & torch.isfinite(values).all(1)).sum())
+    if left:
+        notes.append(f"{left} member(s) did not converge in {steps} products (tol={tol:.3g}); raise max_matvecs")
+    return LockstepResult(values.to(dtype), residuals.to(dtype), converged, used, vecs, "; ".join(dict.fromkeys(notes)))
+
+
+def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float, steps: int, drop: float,
+         values: torch.Tensor, residuals: torch.Tensor, converged: torch.Tensor, used: torch.Tensor,
+         vecs: torch.Tensor | None, notes: list[str]) -> None:
+    """One chunk of members ``ids`` (global indices) in lockstep; finished members are written out and dropped."""
+    n, dt, dev = q0.shape[0], q0.dtype, q0.device
+    A = len(ids)
+    active = ids.to(dev)
+    pos = torch.arange(A)  # rows of the chunk's records still running
+    Q = torch.empty(A, steps, n, dtype=dt, device=dev)
+    alpha = torch.zeros(A, steps, dtype=torch.float64)
+    beta = torch.zeros(A, steps, dtype=torch.float64)
+    scale = torch.zeros(A, dtype=torch.float64)
+    q = q0.expand(A, n).clone()
+    for j in range(steps):
+        Q[:, j] = q
+        w = matvec(q, active)
+        if tuple(w.shape) != (len(active), n):
+            raise ValueError(f"matvec returned shape {tuple(w.shape)} for input of shape {(len(active), n)}")
+        a = (w * q).sum(1)
+        Qj = Q[:, : j + 1]
+        for _ in range(2):  # full re-orthogonalisation, twice is enough (Kahan-Parlett)
+            w = w - torch.bmm(Qj.transpose(1, 2), torch.bmm(Qj, w.unsqueeze(2))).squeeze(2)
+        b = w.norm(dim=1)
+        alpha[:, j], beta[:, j] = a.double().cpu(), b.double().cpu()
+        finite = torch.isfinite(alpha[:, j]) & torch.isfinite(beta[:, j])
+        scale = torch.maximum(scale, torch.where(finite, alpha[:, j].abs() + beta[:, j], scale))
+        m = j + 1
+        T = torch.diag_embed(alpha[:, :m]) + torch.diag_embed(beta[:, : m - 1], 1) + torch.diag_embed(
+            beta[:, : m - 1], -1)
+        T = torch.where(finite.view(-1, 1, 1), T, torch.zeros_like(T))
+        theta, S = torch.linalg.eigh(T)  # ascending, per member
+        kk = min(k, m)
+        top = theta.flip(1)[:, :kk]
+        Stop = S.flip(2)[:, :, :kk]
+        res = (beta[:, j: j + 1] * Stop[:, -1, :]).abs()  # |A y - theta y| = beta_m |s_m| (Lanczos)
+        thr = tol * theta.abs().amax(1)
+        closed = beta[:, j] <= drop * scale  # invariant subspace: the Ritz values are exact
+        ok = (m >= k) & ((res <= thr.unsqueeze(1)).all(1) | closed)
+        done = ok | ~finite | (m == steps) | (closed & (m < k))
+        if bool(done.any()):
+            d = torch.nonzero(done).flatten()
+            g = ids[pos[d]]
+            fin = finite[d]
+            out = torch.full((len(d), k), math.nan, dtype=torch.float64)
+            out_r = out.clone()
+            out[:, :kk], out_r[:, :kk] = top[d], res[d]
+            out[~fin], out_r[~fin] = math.nan, math.nan
+            values[g], residuals[g] = out, out_r
+            converged[g] = ok[d] & fin
+            used[g] = m
+            if bool((~fin).any()):
+                notes.append("the operator returned NaN or inf for some member(s) (diverged?): NaN, converged=False")
+            if bool((closed[d] & (m < k)).any()):
+                notes.append(f"some member(s) have rank below k={k}: the missing values are NaN")
+            if vecs is not None:
+                y = torch.bmm(Q[d, :m].transpose(1, 2), Stop[d].to(device=dev, dtype=dt))  # (d, n, kk)
+                y[~fin.to(dev)] = math.nan
+                vecs[g, :, :kk] = y
+            keep = ~done
+            if not bool(keep.any()):
+                return
+            kd = keep.to(dev)
+            Q, w, b_keep = Q[kd], w[kd], b[kd]
+            alpha, beta, scale, pos, active = alpha[keep], beta[keep], scale[keep], pos[keep], active[kd]
+        else:
+            b_keep = b
+        q = w / b_keep.unsqueeze(1)

@@ -1,0 +1,268 @@
+"""Population probes: the curvature of every member of a population at once, over stacked parameters.
+
+A :class:`Members` is ``M`` networks of one architecture at stacked parameters ``{name: (M, ...)}`` (what
+:func:`labkit.train.fit_many` hands its callbacks), with one loss and data shared by all members or one batch per
+member. Its products ``H_i v_i`` (Hessian) and ``G_i v_i`` (Gauss-Newton) of all members are one ``vmap`` over the
+members of the single-model product (forward-over-reverse, as :class:`labkit.curvature.HessianOperator`), optionally
+preconditioned, ``D_i^(1/2) H_i D_i^(1/2)`` with ``D_i`` member ``i``'s per-parameter learning rates (gradient
+descent at a point is stable iff its top eigenvalue is below 2). :func:`top_eigenvalues` runs
+:func:`labkit.linalg.lockstep.lockstep_eigenvalues` on them: one Krylov sequence per member, converged members drop
+out of the products, a diverged member (non-finite parameters or loss) reports NaN with ``converged=False``.
+
+>>> import torch, labkit
+>>> ds = labkit.data.teacher_student(32, dim=3, teacher_width=4, seed=0).to(dtype=torch.float64)
+>>> nets = [labkit.models.mlp(3, [8], 1, seed=s).double() for s in range(3)]
+>>> res = top_eigenvalues(Members.of(nets, "mse", ds), k=1)
+>>> res.values.shape, bool(res.converged.all())
+((3, 1), True)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vjp, vmap
+
+from labkit import _checks
+from labkit.data import as_dataset
+from labkit.linalg.lockstep import lockstep_eigenvalues
+from labkit.losses import Loss
+from labkit.machine import MAX_MEMORY
+from labkit.models import ParamSpec
+from labkit.risk import resolve_loss
+
+__all__ = ["OPERATORS", "Members", "PopulationEigs", "top_eigenvalues"]
+
+#: The curvature operators a population has products of.
+OPERATORS = ("hessian", "ggn")
+
+
+class Members:
+    """``M`` networks of one architecture: stacked parameters, a loss, and data shared or one batch per member.
+
+    ``base`` is one member's module (its architecture; its own values are not used), ``params`` the stacked
+    ``{name: (M, ...)}``. ``data`` is a dataset (or ``(x, y)``) that every member sees, or a sequence of ``M``
+    datasets of equal size, one per member (``per_member=True`` takes ``(x (M, B, ...), y (M, B, ...))``).
+    """
+
+    def __init__(self, base: nn.Module, params: Mapping[str, torch.Tensor], loss: Any = "auto", data: Any = None,
+                 *, per_member: bool = False):
+        if not isinstance(base, nn.Module):
+            raise TypeError(f"base must be an nn.Module (one member's architecture), got {type(base).__name__}")
+        if not params:
+            raise ValueError("params is empty: pass the stacked parameters {name: (members, ...)}")
+        self.params = {k: v.detach() for k, v in params.items()}
+        sizes = {k: v.shape[0] for k, v in self.params.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"params must share their leading (member) dimension, got {sizes}")
+        self.size = next(iter(sizes.values()))
+        self.base = copy.deepcopy(base).to("meta")
+        self.spec = ParamSpec.of({k: v[0] for k, v in self.params.items()})
+        if data is None:
+            raise ValueError("data is required: a dataset, (x, y), or one dataset per member")
+        if isinstance(data, Sequence) and not isinstance(data, tuple) and not per_member:
+            sets = [as_dataset(d) for d in data]
+            if len(sets) != self.size:
+                raise ValueError(f"data has {len(sets)} datasets for {self.size} members; pass one per member")
+            if len({len(d) for d in sets}) != 1:
+                raise ValueError(f"per-member datasets must have equal sizes, got {[len(d) for d in sets]}")
+            ds = sets[0]
+            x, y = torch.stack([d.inputs for d in sets]), torch.stack([d.targets for d in sets])
+            per_member = True
+        elif per_member:
+            x, y = (torch.as_tensor(t) for t in data)
+            if x.shape[0] != self.size or y.shape[0] != self.size:
+                raise ValueError(f"per_member data must be (x (M, B, ...), y (M, B, ...)) with M={self.size}, got "
+                                 f"{tuple(x.shape)} and {tuple(y.shape)}")
+            ds = as_dataset((x[0], y[0]))
+        else:
+            ds = as_dataset(data)
+            x, y = ds.inputs, ds.targets
+        self.loss: Loss = resolve_loss(loss, ds)
+        dev, dt = self.spec.device, self.spec.dtype
+        self.x = x.to(dev, dt) if x.is_floating_point() else x.to(dev)
+        self.y = y.to(dev, dt) if y.is_floating_point() else y.to(dev)
+        self.per_member = per_member
+        self.dtype, self.device = dt, dev
+
+    @classmethod
+    def of(cls, models: Sequence[nn.Module], loss: Any = "auto", data: Any = None, **kwargs: Any) -> Members:
+        """Members from separate modules of one architecture (their parameters stacked)."""
+        models = list(models)
+        if not models:
+            raise ValueError("models is empty: pass at least one module")
+        params, _ = torch.func.stack_module_state(models)
+        return cls(models[0], params, loss, data, **kwargs)
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def numel(self) -> int:
+        """Parameters per member."""
+        return self.spec.numel
+
+    # ------------------------------------------------------------ per-member functions (vmapped below)
+    def _loss(self, p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss(functional_call(self.base, p, (x,)), y)
+
+    def _hvp(self, p: dict, v: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
+        return jvp(lambda q: grad(self._loss)(q, x, y), (p,), (v,))[1]
+
+    def _ggn(self, p: dict, v: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
+        f = lambda q: functional_call(self.base, q, (x,))  # noqa: E731
+        out, Jv = jvp(f, (p,), (v,))
+        u = jvp(grad(lambda o: self.loss(o, y)), (out,), (Jv,))[1]  # H_out J v (the loss a batch mean)
+        return vjp(f, p)[1](u)[0]
+
+    def losses(self) -> torch.Tensor:
+        """Each member's mean loss ``(M,)`` on its data."""
+        with torch.no_grad():
+            return vmap(self._loss, in_dims=(0, self._dims, self._dims))(self.params, self.x, self.y)
+
+    @property
+    def _dims(self) -> int | None:
+        return 0 if self.per_member else None
+
+    def diverged(self) -> torch.Tensor:
+        """``(M,)`` bool: members with non-finite parameters or loss (their curvature is undefined)."""
+        bad = torch.zeros(self.size, dtype=torch.bool, device=self.device)
+        for v in self.params.values():
+            bad |= ~torch.isfinite(v.reshape(self.size, -1)).all(1)
+        return (bad | ~torch.isfinite(self.losses())).cpu()
+
+    def product(self, V: torch.Tensor, active: torch.Tensor | None = None, operator: str = "hessian",
+                scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``A_i V[j]`` for member ``i = active[j]`` (default all), ``V (len(active), P)``, in one vmapped call.
+
+        ``operator``: ``"hessian"`` or ``"ggn"``; ``scale (M, P)`` gives ``S_i A_i S_i`` (``S = D^(1/2)``).
+        """
+        _checks.choice("operator", operator, OPERATORS)
+        idx = torch.arange(self.size, device=self.device) if active is None else active.to(self.device)
+        p = {k: v.index_select(0, idx) for k, v in self.params.items()}
+        V = V.to(self.device, self.dtype)
+        if scale is not None:
+            s = scale.to(self.device, self.dtype).index_select(0, idx)
+            V = V * s
+        x = self.x.index_select(0, idx) if self.per_member else self.x
+        y = self.y.index_select(0, idx) if self.per_member else self.y
+        fn = self._hvp if operator == "hessian" else self._ggn
+        out = vmap(fn, in_dims=(0, 0, self._dims, self._dims))(p, self.spec.unflatten(V), x, y)
+        out = self.spec.flatten(out)
+        return out * s if scale is not None else out
+
+
+@dataclass
+class PopulationEigs:
+    """Per-member top eigenvalues of a population, indexed like its Histories: ``res[i]`` is member ``i``'s
+    ``{"values", "residuals", "converged", "n_matvec"}``. ``values (M, k)`` descending (NaN: undefined),
+    ``residuals (M, k)``, ``converged (M,)``, ``n_matvec (M,)`` products per member; ``operator``, ``tol``, and
+    ``lrs`` (whether the operator was preconditioned by per-parameter learning rates) say what was measured."""
+
+    values: torch.Tensor
+    residuals: torch.Tensor
+    converged: torch.Tensor
+    n_matvec: torch.Tensor
+    operator: str = "hessian"
+    tol: float = 1e-6
+    preconditioned: bool = False
+    message: str = ""
+    vectors: torch.Tensor | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"values": self.values[i].tolist(), "residuals": self.residuals[i].tolist(),
+                "converged": bool(self.converged[i]), "n_matvec": int(self.n_matvec[i])}
+
+    @property
+    def top(self) -> torch.Tensor:
+        """The largest eigenvalue of each member ``(M,)``."""
+        return self.values[:, 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists; valid JSON (NaN becomes None)."""
+        def clean(t: torch.Tensor) -> list:
+            return [[None if v != v or abs(v) == float("inf") else v for v in row] for row in t.tolist()]
+
+        return {"values": clean(self.values), "residuals": clean(self.residuals),
+                "converged": self.converged.tolist(), "n_matvec": self.n_matvec.tolist(),
+                "operator": self.operator, "tol": self.tol, "preconditioned": self.preconditioned,
+                "message": self.message}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PopulationEigs:
+        def tensor(rows: list) -> torch.Tensor:
+            return torch.tensor([[float("nan") if v is None else v for v in r] for r in rows], dtype=torch.float64)
+
+        return cls(tensor(d["values"]), tensor(d["residuals"]), torch.tensor(d["converged"], dtype=torch.bool),
+                   torch.tensor(d["n_matvec"], dtype=torch.long), d["operator"], d["tol"], d["preconditioned"],
+                   d.get("message", ""))
+
+    def save(self, path: str | Path) -> Path:
+        """Write as JSON (atomic; ``.json`` appended when missing)."""
+        from labkit._io import with_suffix, write_text
+
+        path = with_suffix(path, ".json")
+        return write_text(path, json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PopulationEigs:
+        """Read a file written by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _scale(lrs: Any, members: Members) -> torch.Tensor | None:
+    """``sqrt(D)`` as ``(M, P)`` from per-member learning rates: scalars ``(M,)``, per-parameter ``(M, P)``, or
+    a dict ``{name: (M,) or (M, *shape)}`` (per-layer rates)."""
+    if lrs is None:
+        return None
+    M, P = members.size, members.numel
+    if isinstance(lrs, Mapping):
+        parts = []
+        for name, n in zip(members.spec.names, members.spec.sizes):
+            if name not in lrs:
+                raise ValueError(f"lrs has no learning rate for parameter {name!r}; it has {sorted(lrs)}")
+            v = torch.as_tensor(lrs[name], dtype=torch.float64)
+            parts.append(v.reshape(M, 1).expand(M, n) if v.numel() == M else v.reshape(M, n))
+        D = torch.cat(parts, 1)
+    else:
+        D = torch.as_tensor(lrs, dtype=torch.float64)
+        D = D.reshape(M, 1).expand(M, P) if D.numel() == M else D
+    if tuple(D.shape) != (M, P):
+        raise ValueError(f"lrs must give one rate per member ({M},) or per parameter ({M}, {P}), got "
+                         f"{tuple(D.shape)}")
+    if bool((D < 0).any()) or not bool(torch.isfinite(D).all()):
+        raise ValueError("lrs must be finite and non-negative (they are learning rates)")
+    return D.sqrt().to(members.device, members.dtype)
+
+
+def top_eigenvalues(members: Members, k: int = 1, *, operator: str = "hessian", lrs: Any = None,
+                    tol: float = 1e-6, max_matvecs: int | None = None, seed: int = 0, vectors: bool = False,
+                    max_memory: int = MAX_MEMORY) -> PopulationEigs:
+    """The ``k`` largest eigenvalues of every member's Hessian (or ``operator="ggn"``) in one lockstep Lanczos.
+
+    Member ``i``'s values equal ``labkit.linalg.top_eigenvalues(HessianOperator(model_i, loss, data_i), k,
+    tol=tol, seed=seed, dense=False)`` (the same start vector, the same stop). ``lrs`` (per member, per layer
+    ``{name: (M,)}`` or per parameter ``(M, P)``) measures ``D^(1/2) H D^(1/2)`` instead: with ``lrs`` the
+    learning rates, the step is stable iff its top eigenvalue is below 2. Diverged members: NaN,
+    ``converged=False``. ``max_memory`` bounds the Lanczos bases (members run in chunks that fit).
+    """
+    if not isinstance(members, Members):
+        raise TypeError(f"members must be a labkit.population.probes.Members, got {type(members).__name__}")
+    _checks.choice("operator", operator, OPERATORS)
+    scale = _scale(lrs, members)
+    skip = members.diverged()
+    res = lockstep_eigenvalues(lambda V, active: members.product(V, active, operator, scale), members.numel,
+                               members.size, k=k, tol=tol, max_matvecs=max_matvecs, seed=seed, dtype=members.dtype,
+                               device=members.device, vectors=vectors, max_memory=max_memory, skip=skip)
+    return PopulationEigs(res.values, res.residuals, res.converged, res.n_matvec, operator, tol, scale is not None,
+                          res.message, res.vectors)
