@@ -155,3 +155,34 @@ def test_bad_inputs_name_the_argument():
         probes.top_eigenvalues(mem, max_memory=100)
     with pytest.raises(TypeError, match="members"):
         probes.top_eigenvalues(nets)
+
+
+@pytest.mark.parametrize("engine", ["vmap", "batched"])
+def test_sharpness_tracker_matches_single_model_measurements(engine):
+    """One tracker for a fit_many population; each member's sharpness at steps 0, 4, 8 equals top_eigenvalues of
+    the same member trained alone by fit, measured at the same steps by a single-model tracker."""
+    ds = _data(3, n=20)
+
+    def make(seed):
+        return labkit.models.mlp(3, [8], 1, seed=seed).double()
+
+    lrs, seeds = [0.05, 0.2, 0.6, 40.0], [0, 1, 2, 3]
+    tracker = probes.Sharpness(make, every=4)
+    hists = labkit.train.fit_many(make, ds, hparams={"lr": lrs, "seed": seeds}, steps=9, callbacks=[tracker],
+                                  progress=False, engine=engine)
+    assert tracker.steps == [0, 4, 8]
+    for i, (lr, seed) in enumerate(zip(lrs, seeds)):
+        single = labkit.tracking.Every(4, lambda info: float(_single(info.model, info.data, 1).values[0]),
+                                       name="sharpness")
+        h = labkit.train.fit(make(seed), ds, lr=lr, steps=9, seed=seed, callbacks=[single], progress=False)
+        if h.diverged:
+            assert hists[i].diverged and all(math.isnan(v) for s, v in zip(tracker.steps, tracker.series(i))
+                                             if s > h.diverged_at)
+            continue
+        ref = single.series("sharpness")
+        got = tracker.series(i)
+        for a, b in zip(got, ref):
+            assert abs(a - b) <= 1e-8 * abs(b)
+        assert hists[i].tracked["sharpness"]["values"] == got
+        assert hists[i].tracked["lr_sharpness"]["values"] == pytest.approx([lr * v for v in got], rel=1e-12)
+    assert any(h.diverged for h in hists)  # the lr=40 member diverges and reports NaN, the others are unharmed

@@ -32,13 +32,14 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from labkit import _checks
 from labkit.data import as_dataset
+from labkit.history import Callback, History, StepInfo
 from labkit.linalg.lockstep import lockstep_eigenvalues
 from labkit.losses import Loss
 from labkit.machine import MAX_MEMORY
 from labkit.models import ParamSpec
 from labkit.risk import resolve_loss
 
-__all__ = ["OPERATORS", "Members", "PopulationEigs", "top_eigenvalues"]
+__all__ = ["OPERATORS", "Members", "PopulationEigs", "Sharpness", "top_eigenvalues"]
 
 #: The curvature operators a population has products of.
 OPERATORS = ("hessian", "ggn")
@@ -247,22 +248,80 @@ def _scale(lrs: Any, members: Members) -> torch.Tensor | None:
 
 def top_eigenvalues(members: Members, k: int = 1, *, operator: str = "hessian", lrs: Any = None,
                     tol: float = 1e-6, max_matvecs: int | None = None, seed: int = 0, vectors: bool = False,
-                    max_memory: int = MAX_MEMORY) -> PopulationEigs:
+                    max_memory: int = MAX_MEMORY, skip: torch.Tensor | None = None) -> PopulationEigs:
     """The ``k`` largest eigenvalues of every member's Hessian (or ``operator="ggn"``) in one lockstep Lanczos.
 
     Member ``i``'s values equal ``labkit.linalg.top_eigenvalues(HessianOperator(model_i, loss, data_i), k,
     tol=tol, seed=seed, dense=False)`` (the same start vector, the same stop). ``lrs`` (per member, per layer
     ``{name: (M,)}`` or per parameter ``(M, P)``) measures ``D^(1/2) H D^(1/2)`` instead: with ``lrs`` the
     learning rates, the step is stable iff its top eigenvalue is below 2. Diverged members: NaN,
-    ``converged=False``. ``max_memory`` bounds the Lanczos bases (members run in chunks that fit).
+    ``converged=False`` (``skip (M,)`` marks more members as undefined, e.g. those a training loop saw diverge).
+    ``max_memory`` bounds the Lanczos bases (members run in chunks that fit).
     """
     if not isinstance(members, Members):
         raise TypeError(f"members must be a labkit.population.probes.Members, got {type(members).__name__}")
     _checks.choice("operator", operator, OPERATORS)
     scale = _scale(lrs, members)
-    skip = members.diverged()
+    bad = members.diverged()
+    skip = bad if skip is None else bad | torch.as_tensor(skip, dtype=torch.bool).cpu()
     res = lockstep_eigenvalues(lambda V, active: members.product(V, active, operator, scale), members.numel,
                                members.size, k=k, tol=tol, max_matvecs=max_matvecs, seed=seed, dtype=members.dtype,
                                device=members.device, vectors=vectors, max_memory=max_memory, skip=skip)
     return PopulationEigs(res.values, res.residuals, res.converged, res.n_matvec, operator, tol, scale is not None,
                           res.message, res.vectors)
+
+
+class Sharpness(Callback):
+    """The top Hessian eigenvalue of every member of a :func:`labkit.train.fit_many` population every ``every``
+    steps: one lockstep Lanczos per measurement for the whole population (not one tracker per member).
+
+    ``make_model`` is the ``fit_many`` argument (its architecture is all that is used). At steps ``0, k, 2k, ...``
+    (before that step's update, on the full training set, or ``data``) it records per member ``sharpness``
+    (lambda_max) and ``lr_sharpness`` (lr x lambda_max; gradient descent's edge of stability is 2) into each
+    member's ``History.tracked``; members that have diverged record NaN. ``results[j]`` is the
+    :class:`PopulationEigs` of measurement ``j`` at step ``steps[j]``.
+    """
+
+    def __init__(self, make_model: Any, every: int = 10, *, k: int = 1, operator: str = "hessian",
+                 data: Any = None, tol: float = 1e-6, seed: int = 0, max_memory: int = MAX_MEMORY):
+        if not callable(make_model):
+            raise TypeError(f"make_model must be fit_many's make_model(seed) -> nn.Module, got {make_model!r}")
+        self.every = _checks.positive("every", every, integer=True)
+        self.make_model, self.k, self.data, self.tol, self.seed = make_model, k, data, tol, seed
+        self.operator = _checks.choice("operator", operator, OPERATORS)
+        self.max_memory = max_memory
+        self.steps: list[int] = []
+        self.lrs: list[torch.Tensor] = []
+        self.results: list[PopulationEigs] = []
+        self._base: nn.Module | None = None
+
+    def on_start(self, info: StepInfo) -> None:
+        if info.params is None:
+            raise TypeError("Sharpness measures a fit_many population; for one network use labkit.edge.EdgeOfStability")
+        with torch.random.fork_rng(devices=[]):
+            self._base = self.make_model(0)
+
+    def on_step(self, info: StepInfo) -> bool | None:
+        if info.step % self.every:
+            return None
+        members = Members(self._base, info.params, info.loss_fn, info.data if self.data is None else self.data)
+        alive = torch.isfinite(torch.as_tensor(info.loss)).cpu()
+        res = top_eigenvalues(members, self.k, operator=self.operator, tol=self.tol, seed=self.seed,
+                              max_memory=self.max_memory, skip=~alive)
+        self.steps.append(info.step)
+        self.lrs.append(torch.as_tensor(info.lr, dtype=torch.float64).cpu().reshape(-1))
+        self.results.append(res)
+        return None
+
+    def series(self, member: int) -> list[float]:
+        """Member ``member``'s sharpness at :attr:`steps`."""
+        return [float(r.top[member]) for r in self.results]
+
+    def on_end(self, history: History | list[History]) -> None:
+        if not isinstance(history, list):
+            return
+        for i, h in enumerate(history):
+            for step, lr, res in zip(self.steps, self.lrs, self.results):
+                if step < h.steps or (step == h.steps and not h.diverged):
+                    lam = float(res.top[i])
+                    h.track(step, {"sharpness": lam, "lr_sharpness": float(lr[i]) * lam})
