@@ -130,6 +130,7 @@ class ScanResult:
     wall_time: float = 0.0
     device: str = "cpu"
     meta: dict[str, Any] = field(default_factory=dict)
+    sharpness: np.ndarray | None = None  # (ny, nx) preconditioned sharpness at init (scan(measure="sharpness"))
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -301,8 +302,9 @@ class ScanResult:
                     cells_done=self.cells_done, wall_time=self.wall_time, device=self.device,
                     labkit=labkit.__version__, meta=self.meta)
         with atomic(path) as f:  # a file object: numpy writes exactly here and adds no suffix of its own
+            extra = {} if self.sharpness is None else {"sharpness": self.sharpness}
             np.savez_compressed(f, x=self.x, y=self.y, converged=self.converged, score=self.score,
-                                meta=np.array(json.dumps(meta)))
+                                meta=np.array(json.dumps(meta)), **extra)
         return path
 
     @classmethod
@@ -314,4 +316,5 @@ class ScanResult:
             exp.update(axes=tuple(exp["axes"]), x_range=tuple(exp["x_range"]), y_range=tuple(exp["y_range"]))
             return cls(Experiment(**exp), tuple(meta["axes"]), tuple(meta["x_range"]), tuple(meta["y_range"]),
                        tuple(meta["log"]), f["x"], f["y"], f["converged"], f["score"], meta["complete"],
-                       meta["wall_time"], meta["device"], meta.get("meta", {}))
+                       meta["wall_time"], meta["device"], meta.get("meta", {}),
+                       f["sharpness"] if "sharpness" in f.files else None)

@@ -243,6 +243,7 @@ def scan(
     on_chunk: Callable[[ScanResult], None] | None = None,
     executor: Any = None,
     tile: int | None = None,
+    measure: str | None = None,
 ) -> ScanResult:
     """Train one network per grid cell and return the converged/diverged picture.
 
@@ -267,6 +268,11 @@ def scan(
     another thread count a matrix product's last bits can differ, which leaves the converged/diverged picture
     unchanged here but moves scores by ~1e-13. Tiles arrive in completion order (``on_chunk`` sees each), and
     cancelling cancels the queued tiles.
+
+    ``measure="sharpness"`` also records, per cell, the top eigenvalue of ``D^(1/2) H D^(1/2)`` at initialisation
+    (``D`` the cell's per-parameter learning rates; gradient descent is stable iff it is below 2) in
+    ``result.sharpness`` (:func:`labkit.fractal.curvature.sharpness_map`, on the same executor); ``max_memory``
+    then bounds both, and a scan whose map does not fit beside it is refused before training.
 
     >>> res = scan("quick", (1e-1, 1e2), (1e-1, 1e2), 8, progress=False)
     >>> res.converged.shape, bool(res.converged[0, 0]), bool(res.converged[-1, -1])
@@ -295,6 +301,17 @@ def scan(
                              "with dtype='float32'")
         dev = torch.device("cpu")  # Apple GPUs have no float64: the default falls back to the CPU
 
+    if measure not in (None, "sharpness"):
+        raise ValueError(f"measure must be None or 'sharpness', got {measure!r}")
+    if measure is not None:
+        from labkit.fractal import curvature
+
+        need = curvature.estimate_memory(exp, (nx, ny))["total"]  # runs after training, beside the scan's result
+        have = max_memory - estimate_memory(exp, (nx, ny))["result"]
+        if need > have:
+            raise ValueError(f"scan(measure='sharpness') needs about {need / 2**20:.3g} MiB for the curvature map "
+                             f"beside the scan's result, more than max_memory={max_memory / 2**20:.3g} MiB allows; "
+                             "lower the resolution or raise max_memory (bytes)")
     budget = _check_memory(exp, nx, ny, max_memory)
     p = _Problem(exp, dev)
     cells = nx * ny
@@ -352,6 +369,9 @@ def scan(
     if not complete:
         warnings.warn(f"scan interrupted: returning a partial result ({result.cells_done:,} of {cells:,} cells done; "
                       "the others have score NaN, see ScanResult.done)", stacklevel=2)
+    if measure is not None and complete:
+        result.sharpness = curvature.sharpness_map(exp, x_range, y_range, (nx, ny), axes=axes, log=logs,
+                                                   max_memory=have, executor=executor, progress=progress)
     result.complete = complete
     result.wall_time = time.perf_counter() - start
     result.device = str(dev)

@@ -26,7 +26,7 @@ import torch
 from labkit import _checks
 from labkit.machine import MAX_MEMORY
 
-__all__ = ["LockstepResult", "lockstep_eigenvalues", "start_vector"]
+__all__ = ["LockstepResult", "bytes_per_member", "lockstep_eigenvalues", "start_vector"]
 
 Matvec = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -52,7 +52,8 @@ def start_vector(n: int, seed: int, dtype: torch.dtype, device: Any) -> torch.Te
     return (v / v.norm()).to(device=device, dtype=dtype)
 
 
-def _bytes_per_member(n: int, steps: int, k: int, dtype: torch.dtype) -> int:
+def bytes_per_member(n: int, steps: int, k: int, dtype: torch.dtype) -> int:
+    """Working memory of one member: a basis of ``steps`` vectors of size ``n`` and the tridiagonal algebra."""
     item = torch.finfo(dtype).bits // 8
     return item * (n * (steps + 4 + k)) + 8 * (3 * steps * steps + 4 * steps)
 
@@ -92,7 +93,7 @@ def lockstep_eigenvalues(
     if steps < k:
         raise ValueError(f"max_matvecs={max_matvecs} is below k={k}: k pairs need at least k products")
     _checks.positive("max_memory", max_memory, integer=True)
-    per = _bytes_per_member(size, steps, k, dtype)
+    per = bytes_per_member(size, steps, k, dtype)
     if per > max_memory:
         raise ValueError(f"one member's Lanczos basis needs {per / 2**20:.3g} MiB ({steps} vectors of size {size}), "
                          f"more than max_memory={max_memory / 2**20:.3g} MiB; lower max_matvecs (about "
@@ -131,12 +132,14 @@ def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float
     A = len(ids)
     active = ids.to(dev)
     pos = torch.arange(A)  # rows of the chunk's records still running
-    Q = torch.empty(A, steps, n, dtype=dt, device=dev)
+    Q = torch.empty(A, min(steps, 32), n, dtype=dt, device=dev)  # grows by doubling: early stops stay small
     alpha = torch.zeros(A, steps, dtype=torch.float64)
     beta = torch.zeros(A, steps, dtype=torch.float64)
     scale = torch.zeros(A, dtype=torch.float64)
     q = q0.expand(A, n).clone()
     for j in range(steps):
+        if j == Q.shape[1]:
+            Q = torch.cat([Q, torch.empty(Q.shape[0], min(steps, 2 * j) - j, n, dtype=dt, device=dev)], 1)
         Q[:, j] = q
         w = matvec(q, active)
         if tuple(w.shape) != (len(active), n):
