@@ -2,8 +2,9 @@
 
 A :class:`Members` is ``M`` networks of one architecture at stacked parameters ``{name: (M, ...)}`` (what
 :func:`labkit.train.fit_many` hands its callbacks), with one loss and data shared by all members or one batch per
-member. Its products ``H_i v_i`` (Hessian) and ``G_i v_i`` (Gauss-Newton) of all members are one ``vmap`` over the
-members of the single-model product (forward-over-reverse, as :class:`labkit.curvature.HessianOperator`), optionally
+member. Its products ``H_i v_i`` (Hessian: one reverse pass through the kept gradient graph of all members, the
+double-backward product of :mod:`labkit.hvp` over stacked parameters) and ``G_i v_i`` (Gauss-Newton: one ``vmap``
+over members of the single-model product) are one computation for all members, optionally
 preconditioned, ``D_i^(1/2) H_i D_i^(1/2)`` with ``D_i`` member ``i``'s per-parameter learning rates (gradient
 descent at a point is stable iff its top eigenvalue is below 2). :func:`top_eigenvalues` runs
 :func:`labkit.linalg.lockstep.lockstep_eigenvalues` on them: one Krylov sequence per member, converged members drop
@@ -92,6 +93,7 @@ class Members:
         self.y = y.to(dev, dt) if y.is_floating_point() else y.to(dev)
         self.per_member = per_member
         self.dtype, self.device = dt, dev
+        self._graph: tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
 
     @classmethod
     def of(cls, models: Sequence[nn.Module], loss: Any = "auto", data: Any = None, **kwargs: Any) -> Members:
@@ -113,9 +115,6 @@ class Members:
     # ------------------------------------------------------------ per-member functions (vmapped below)
     def _loss(self, p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss(functional_call(self.base, p, (x,)), y)
-
-    def _hvp(self, p: dict, v: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
-        return jvp(lambda q: grad(self._loss)(q, x, y), (p,), (v,))[1]
 
     def _ggn(self, p: dict, v: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
         f = lambda q: functional_call(self.base, q, (x,))  # noqa: E731
@@ -139,24 +138,51 @@ class Members:
             bad |= ~torch.isfinite(v.reshape(self.size, -1)).all(1)
         return (bad | ~torch.isfinite(self.losses())).cpu()
 
+    def _gradient_graph(self, idx: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], tuple]:
+        """The stacked gradient of members ``idx`` with its graph (``create_graph``), kept while the active set
+        shrinks by less than half: each Hessian product is then one reverse pass through it (members independent,
+        so ``d(sum_i g_i . v_i)/dtheta_i = H_i v_i``); rebuilt over the survivors when they fall to half."""
+        g = self._graph
+        if g is not None and len(idx) * 2 > len(g[0]) and bool(torch.isin(idx, g[0]).all()):
+            return g
+        idx = torch.sort(idx).values  # rows are found by searchsorted
+        p = [self.params[k].index_select(0, idx).requires_grad_(True) for k in self.spec.names]
+        x = self.x.index_select(0, idx) if self.per_member else self.x
+        y = self.y.index_select(0, idx) if self.per_member else self.y
+        with torch.enable_grad():
+            value = vmap(self._loss, in_dims=(0, self._dims, self._dims))(dict(zip(self.spec.names, p)), x, y)
+            grads = torch.autograd.grad(value.sum(), p, create_graph=True)
+        self._graph = (idx, p, grads)
+        return self._graph
+
     def product(self, V: torch.Tensor, active: torch.Tensor | None = None, operator: str = "hessian",
                 scale: torch.Tensor | None = None) -> torch.Tensor:
-        """``A_i V[j]`` for member ``i = active[j]`` (default all), ``V (len(active), P)``, in one vmapped call.
+        """``A_i V[j]`` for member ``i = active[j]`` (default all), ``V (len(active), P)``, all members at once.
 
-        ``operator``: ``"hessian"`` or ``"ggn"``; ``scale (M, P)`` gives ``S_i A_i S_i`` (``S = D^(1/2)``).
+        ``operator``: ``"hessian"`` (reverse-over-reverse through one kept stacked gradient graph) or ``"ggn"``
+        (a vmap over members of jvp, output-space Hessian product, vjp); ``scale (M, P)`` gives ``S_i A_i S_i``
+        (``S = D^(1/2)``).
         """
         _checks.choice("operator", operator, OPERATORS)
         idx = torch.arange(self.size, device=self.device) if active is None else active.to(self.device)
-        p = {k: v.index_select(0, idx) for k, v in self.params.items()}
         V = V.to(self.device, self.dtype)
         if scale is not None:
             s = scale.to(self.device, self.dtype).index_select(0, idx)
             V = V * s
-        x = self.x.index_select(0, idx) if self.per_member else self.x
-        y = self.y.index_select(0, idx) if self.per_member else self.y
-        fn = self._hvp if operator == "hessian" else self._ggn
-        out = vmap(fn, in_dims=(0, 0, self._dims, self._dims))(p, self.spec.unflatten(V), x, y)
-        out = self.spec.flatten(out)
+        if operator == "hessian":
+            held, p, grads = self._gradient_graph(idx)
+            rows = torch.searchsorted(held, idx)
+            full = V if len(held) == len(idx) else V.new_zeros(len(held), V.shape[1]).index_copy_(0, rows, V)
+            tangents = self.spec.unflatten(full)
+            hv = torch.autograd.grad(grads, p, [tangents[k] for k in self.spec.names], retain_graph=True)
+            out = torch.cat([h.reshape(len(held), -1) for h in hv], 1)
+            out = out if len(held) == len(idx) else out.index_select(0, rows)
+        else:
+            p = {k: v.index_select(0, idx) for k, v in self.params.items()}
+            x = self.x.index_select(0, idx) if self.per_member else self.x
+            y = self.y.index_select(0, idx) if self.per_member else self.y
+            out = vmap(self._ggn, in_dims=(0, 0, self._dims, self._dims))(p, self.spec.unflatten(V), x, y)
+            out = self.spec.flatten(out)
         return out * s if scale is not None else out
 
 
