@@ -63,7 +63,10 @@ def _theta0(exp: Experiment, offset: float = 0.0) -> torch.Tensor:
 def hessian(exp: Experiment, offset: float = 0.0) -> torch.Tensor:
     """The dense ``P x P`` Hessian of :func:`loss_function` at the scan's initialisation (plus ``offset`` on every
     input-layer weight, as the offset axis adds it), symmetrised."""
-    H = torch.func.hessian(loss_function(exp))(_theta0(exp, offset))
+    theta = _theta0(exp, offset).requires_grad_(True)
+    with torch.enable_grad():  # P reverse passes through one gradient graph (no torch.func warm-up: ~0.1 s)
+        g = torch.autograd.grad(loss_function(exp)(theta), theta, create_graph=True)[0]
+        H = torch.stack([torch.autograd.grad(g[i], theta, retain_graph=True)[0] for i in range(len(g))])
     return (H + H.T) / 2
 
 

@@ -127,47 +127,54 @@ def lockstep_eigenvalues(
 def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float, steps: int, drop: float,
          values: torch.Tensor, residuals: torch.Tensor, converged: torch.Tensor, used: torch.Tensor,
          vecs: torch.Tensor | None, notes: list[str]) -> None:
-    """One chunk of members ``ids`` (global indices) in lockstep; finished members are written out and dropped."""
+    """One chunk of members ``ids`` (global indices) in lockstep; finished members are written out and leave the
+    products at once, and the stored bases are compacted once a quarter of the rows has finished (a copy of the
+    bases per finished member would cost more than the re-orthogonalisation it saves)."""
     n, dt, dev = q0.shape[0], q0.dtype, q0.device
-    A = len(ids)
-    active = ids.to(dev)
-    pos = torch.arange(A)  # rows of the chunk's records still running
-    Q = torch.empty(A, min(steps, 32), n, dtype=dt, device=dev)  # grows by doubling: early stops stay small
-    alpha = torch.zeros(A, steps, dtype=torch.float64)
-    beta = torch.zeros(A, steps, dtype=torch.float64)
-    scale = torch.zeros(A, dtype=torch.float64)
-    q = q0.expand(A, n).clone()
+    R = len(ids)
+    rows_id = ids.clone()  # global index of each stored row
+    live = torch.ones(R, dtype=torch.bool)
+    Q = torch.empty(R, min(steps, 32), n, dtype=dt, device=dev)  # grows by doubling: early stops stay small
+    alpha = torch.zeros(R, steps, dtype=torch.float64)
+    beta = torch.zeros(R, steps, dtype=torch.float64)
+    scale = torch.zeros(R, dtype=torch.float64)
+    q = q0.expand(R, n).clone()
     for j in range(steps):
         if j == Q.shape[1]:
             Q = torch.cat([Q, torch.empty(Q.shape[0], min(steps, 2 * j) - j, n, dtype=dt, device=dev)], 1)
         Q[:, j] = q
-        w = matvec(q, active)
-        if tuple(w.shape) != (len(active), n):
-            raise ValueError(f"matvec returned shape {tuple(w.shape)} for input of shape {(len(active), n)}")
+        L = torch.nonzero(live).flatten()
+        every = len(L) == len(live)
+        Ld = L.to(dev)
+        w_live = matvec(q if every else q.index_select(0, Ld), rows_id[L].to(dev))
+        if tuple(w_live.shape) != (len(L), n):
+            raise ValueError(f"matvec returned shape {tuple(w_live.shape)} for input of shape {(len(L), n)}")
+        w = w_live if every else q.new_zeros(q.shape).index_copy_(0, Ld, w_live)  # finished rows: zero
         a = (w * q).sum(1)
         Qj = Q[:, : j + 1]
         for _ in range(2):  # full re-orthogonalisation, twice is enough (Kahan-Parlett)
             w = w - torch.bmm(Qj.transpose(1, 2), torch.bmm(Qj, w.unsqueeze(2))).squeeze(2)
         b = w.norm(dim=1)
         alpha[:, j], beta[:, j] = a.double().cpu(), b.double().cpu()
-        finite = torch.isfinite(alpha[:, j]) & torch.isfinite(beta[:, j])
-        scale = torch.maximum(scale, torch.where(finite, alpha[:, j].abs() + beta[:, j], scale))
+        al, be = alpha[L], beta[L]  # the live rows' tridiagonal matrices
+        finite = torch.isfinite(al[:, j]) & torch.isfinite(be[:, j])
+        sc = torch.maximum(scale[L], torch.where(finite, al[:, j].abs() + be[:, j], scale[L]))
+        scale[L] = sc
         m = j + 1
-        T = torch.diag_embed(alpha[:, :m]) + torch.diag_embed(beta[:, : m - 1], 1) + torch.diag_embed(
-            beta[:, : m - 1], -1)
+        T = torch.diag_embed(al[:, :m]) + torch.diag_embed(be[:, : m - 1], 1) + torch.diag_embed(be[:, : m - 1], -1)
         T = torch.where(finite.view(-1, 1, 1), T, torch.zeros_like(T))
         theta, S = torch.linalg.eigh(T)  # ascending, per member
         kk = min(k, m)
         top = theta.flip(1)[:, :kk]
         Stop = S.flip(2)[:, :, :kk]
-        res = (beta[:, j: j + 1] * Stop[:, -1, :]).abs()  # |A y - theta y| = beta_m |s_m| (Lanczos)
+        res = (be[:, j: j + 1] * Stop[:, -1, :]).abs()  # |A y - theta y| = beta_m |s_m| (Lanczos)
         thr = tol * theta.abs().amax(1)
-        closed = beta[:, j] <= drop * scale  # invariant subspace: the Ritz values are exact
+        closed = be[:, j] <= drop * sc  # invariant subspace: the Ritz values are exact
         ok = (m >= k) & ((res <= thr.unsqueeze(1)).all(1) | closed)
         done = ok | ~finite | (m == steps) | (closed & (m < k))
         if bool(done.any()):
             d = torch.nonzero(done).flatten()
-            g = ids[pos[d]]
+            g = rows_id[L[d]]
             fin = finite[d]
             out = torch.full((len(d), k), math.nan, dtype=torch.float64)
             out_r = out.clone()
@@ -181,15 +188,16 @@ def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float
             if bool((closed[d] & (m < k)).any()):
                 notes.append(f"some member(s) have rank below k={k}: the missing values are NaN")
             if vecs is not None:
-                y = torch.bmm(Q[d, :m].transpose(1, 2), Stop[d].to(device=dev, dtype=dt))  # (d, n, kk)
+                rows = L[d].to(dev)
+                y = torch.bmm(Q.index_select(0, rows)[:, :m].transpose(1, 2), Stop[d].to(device=dev, dtype=dt))
                 y[~fin.to(dev)] = math.nan
                 vecs[g, :, :kk] = y
-            keep = ~done
-            if not bool(keep.any()):
+            live[L[d]] = False
+            if not bool(live.any()):
                 return
-            kd = keep.to(dev)
-            Q, w, b_keep = Q[kd], w[kd], b[kd]
-            alpha, beta, scale, pos, active = alpha[keep], beta[keep], scale[keep], pos[keep], active[kd]
-        else:
-            b_keep = b
-        q = w / b_keep.unsqueeze(1)
+            if 4 * int((~live).sum()) >= len(live):  # compact: drop the finished rows' bases
+                kd = live.to(dev)
+                Q, w, b = Q[kd], w[kd], b[kd]
+                alpha, beta, scale, rows_id, live = alpha[live], beta[live], scale[live], rows_id[live], live[live]
+        b = torch.where(live.to(dev), b, torch.ones_like(b))  # finished rows keep a harmless zero vector
+        q = w / b.unsqueeze(1)
