@@ -186,3 +186,16 @@ def test_sharpness_tracker_matches_single_model_measurements(engine):
         assert hists[i].tracked["sharpness"]["values"] == got
         assert hists[i].tracked["lr_sharpness"]["values"] == pytest.approx([lr * v for v in got], rel=1e-12)
     assert any(h.diverged for h in hists)  # the lr=40 member diverges and reports NaN, the others are unharmed
+
+
+def test_noise_scales_match_the_single_model_noise_scale_per_member():
+    nets = _population()
+    sets = [_data(20 + s) for s in range(len(nets))]
+    out = probes.noise_scales(probes.Members.of(nets, "mse", sets), max_memory=200_000)  # chunks of two members
+    for i, (net, ds) in enumerate(zip(nets, sets)):
+        if i == 3:
+            assert math.isnan(out["b_simple"][i])  # the diverged member
+            continue
+        ref = labkit.batchsize.noise_scale(net, "mse", ds)
+        assert abs(float(out["b_simple"][i]) - ref.b_simple) <= 1e-8 * abs(ref.b_simple)
+        assert abs(float(out["trace_cov"][i]) - ref.trace_cov) <= 1e-8 * abs(ref.trace_cov)

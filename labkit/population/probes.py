@@ -40,7 +40,7 @@ from labkit.machine import MAX_MEMORY
 from labkit.models import ParamSpec
 from labkit.risk import resolve_loss
 
-__all__ = ["OPERATORS", "Members", "PopulationEigs", "Sharpness", "top_eigenvalues"]
+__all__ = ["OPERATORS", "Members", "PopulationEigs", "Sharpness", "noise_scales", "top_eigenvalues"]
 
 #: The curvature operators a population has products of.
 OPERATORS = ("hessian", "ggn")
@@ -351,3 +351,44 @@ class Sharpness(Callback):
                 if step < h.steps or (step == h.steps and not h.diverged):
                     lam = float(res.top[i])
                     h.track(step, {"sharpness": lam, "lr_sharpness": float(lr[i]) * lam})
+
+
+def noise_scales(members: Members, *, max_memory: int = MAX_MEMORY) -> dict[str, torch.Tensor]:
+    """Every member's simple noise scale ``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al. 2018), exactly.
+
+    As :func:`labkit.batchsize.noise_scale` (``method="per_example"``) per member: ``|G|^2`` from the mean gradient
+    and ``tr(Sigma) = mean_i |g_i|^2 - |G|^2`` from per-example gradients, all members' per-example gradients one
+    ``vmap`` over members of a ``vmap`` over examples, in chunks of members that fit ``max_memory``. Returns
+    ``{"b_simple", "trace_cov", "grad_sq_norm"}``, each ``(M,)`` (``inf`` where ``|G| = 0``; NaN for a diverged
+    member).
+    """
+    if not isinstance(members, Members):
+        raise TypeError(f"members must be a labkit.population.probes.Members, got {type(members).__name__}")
+    _checks.positive("max_memory", max_memory, integer=True)
+    n = members.y.shape[1] if members.per_member else members.y.shape[0]
+    per = 3 * n * members.numel * torch.finfo(members.dtype).bits // 8
+    if per > max_memory:
+        raise ValueError(f"one member's per-example gradients need {per / 2**20:.3g} MiB, more than max_memory="
+                         f"{max_memory / 2**20:.3g} MiB; use fewer examples or raise max_memory (bytes)")
+    chunk = max(1, max_memory // per)
+
+    def example_loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self_loss.per_example(functional_call(members.base, p, (x.unsqueeze(0),)), y.unsqueeze(0))[0]
+
+    self_loss = members.loss
+    per_member = vmap(vmap(grad(example_loss), in_dims=(None, 0, 0)), in_dims=(0, members._dims, members._dims))
+    tr, g2 = [], []
+    with torch.no_grad():
+        for lo in range(0, members.size, chunk):
+            idx = torch.arange(lo, min(members.size, lo + chunk), device=members.device)
+            p = {k: v.index_select(0, idx) for k, v in members.params.items()}
+            x = members.x.index_select(0, idx) if members.per_member else members.x
+            y = members.y.index_select(0, idx) if members.per_member else members.y
+            g = members.spec.flatten(per_member(p, x, y))  # (chunk, N, P)
+            mean = g.mean(1)
+            sq = mean.square().sum(1)
+            g2.append(sq)
+            tr.append(g.square().sum(2).mean(1) - sq)
+    trace_cov, grad_sq = torch.cat(tr).double().cpu(), torch.cat(g2).double().cpu()
+    b = torch.where(grad_sq != 0, trace_cov / grad_sq, torch.full_like(grad_sq, float("inf")))
+    return {"b_simple": b, "trace_cov": trace_cov, "grad_sq_norm": grad_sq}
