@@ -199,3 +199,19 @@ def test_noise_scales_match_the_single_model_noise_scale_per_member():
         ref = labkit.batchsize.noise_scale(net, "mse", ds)
         assert abs(float(out["b_simple"][i]) - ref.b_simple) <= 1e-8 * abs(ref.b_simple)
         assert abs(float(out["trace_cov"][i]) - ref.trace_cov) <= 1e-8 * abs(ref.trace_cov)
+
+
+def test_traced_ntk_matches_the_single_model_empirical_ntk_per_member():
+    nets = [labkit.models.mlp(3, [10, 10], 2, seed=s).double() for s in range(4)]
+    with torch.no_grad():
+        nets[2][0].weight.mul_(3.0)
+    x = torch.randn(9, 3, dtype=DT, generator=torch.Generator().manual_seed(5))
+    y = torch.randn(9, 2, dtype=DT)
+    K = probes.ntk(probes.Members.of(nets, "mse", (x, y)), max_memory=100_000)  # chunks of members
+    assert K.shape == (4, 9, 9)
+    for net, k in zip(nets, K):
+        ref = labkit.ntk.empirical(net, x, output="trace")
+        torch.testing.assert_close(k, ref, rtol=1e-10, atol=1e-12)
+    x2 = torch.randn(5, 3, dtype=DT)
+    torch.testing.assert_close(probes.ntk(probes.Members.of(nets, "mse", (x, y)), x2)[1],
+                               labkit.ntk.empirical(nets[1], x2, output="trace"), rtol=1e-10, atol=1e-12)

@@ -40,7 +40,7 @@ from labkit.machine import MAX_MEMORY
 from labkit.models import ParamSpec
 from labkit.risk import resolve_loss
 
-__all__ = ["OPERATORS", "Members", "PopulationEigs", "Sharpness", "noise_scales", "top_eigenvalues"]
+__all__ = ["OPERATORS", "Members", "PopulationEigs", "Sharpness", "noise_scales", "ntk", "top_eigenvalues"]
 
 #: The curvature operators a population has products of.
 OPERATORS = ("hessian", "ggn")
@@ -392,3 +392,40 @@ def noise_scales(members: Members, *, max_memory: int = MAX_MEMORY) -> dict[str,
     trace_cov, grad_sq = torch.cat(tr).double().cpu(), torch.cat(g2).double().cpu()
     b = torch.where(grad_sq != 0, trace_cov / grad_sq, torch.full_like(grad_sq, float("inf")))
     return {"b_simple": b, "trace_cov": trace_cov, "grad_sq_norm": grad_sq}
+
+
+def ntk(members: Members, x: torch.Tensor | None = None, *, max_memory: int = MAX_MEMORY) -> torch.Tensor:
+    """Every member's empirical NTK, traced over outputs: ``(M, n, n)`` with ``K_m = sum_o J_m,o J_m,o^T`` on ``x``
+    (default: the members' own inputs), as :func:`labkit.ntk.empirical` (``output="trace"``) per member.
+
+    The Jacobians of all members are one ``vmap`` over members of ``jacrev`` (chunks of members that fit
+    ``max_memory``), the kernels one batched contraction.
+    """
+    if not isinstance(members, Members):
+        raise TypeError(f"members must be a labkit.population.probes.Members, got {type(members).__name__}")
+    _checks.positive("max_memory", max_memory, integer=True)
+    xs = members.x if x is None else torch.as_tensor(x).to(members.device, members.dtype)
+    dims = members._dims if x is None else None
+    n = xs.shape[1] if dims == 0 else xs.shape[0]
+    with torch.no_grad():
+        out_dim = functional_call(members.base.to("meta"), {k: v[0].to("meta") for k, v in members.params.items()},
+                                  (xs[0] if dims == 0 else xs[:1]).to("meta")).reshape(1, -1).shape[1]
+    per = 2 * n * out_dim * members.numel * torch.finfo(members.dtype).bits // 8 + 8 * n * n
+    if per > max_memory:
+        raise ValueError(f"one member's Jacobian needs {per / 2**20:.3g} MiB, more than max_memory="
+                         f"{max_memory / 2**20:.3g} MiB; use fewer inputs or raise max_memory (bytes)")
+    chunk = max(1, max_memory // per)
+
+    def jac(p: dict, xb: torch.Tensor) -> torch.Tensor:
+        J = torch.func.jacrev(lambda q: functional_call(members.base, q, (xb,)))(p)  # {name: (n, out, *shape)}
+        return torch.cat([J[k].reshape(n, -1, J[k][0, 0].numel()) for k in members.spec.names], 2)  # (n, out, P)
+
+    jacobians = vmap(jac, in_dims=(0, dims))
+    parts = []
+    with torch.no_grad():
+        for lo in range(0, members.size, chunk):
+            idx = torch.arange(lo, min(members.size, lo + chunk), device=members.device)
+            p = {k: v.index_select(0, idx) for k, v in members.params.items()}
+            J = jacobians(p, xs.index_select(0, idx) if dims == 0 else xs)  # (c, n, out, P)
+            parts.append(torch.einsum("cnop,cmop->cnm", J, J))
+    return torch.cat(parts)
