@@ -27,8 +27,8 @@ from labkit.fractal.result import axis_values, check_window
 from labkit.linalg.lockstep import bytes_per_member, lockstep_eigenvalues
 from labkit.machine import MAX_MEMORY
 
-__all__ = ["CATAPULT", "STABLE", "band_check", "boundary_cells", "estimate_memory", "hessian", "loss_function",
-           "sharpness_map"]
+__all__ = ["CATAPULT", "STABLE", "band_check", "block_sharpness", "boundary_cells", "estimate_memory", "hessian",
+           "loss_function", "sharpness_map"]
 
 #: Gradient descent on a quadratic is stable iff the preconditioned sharpness is below this.
 STABLE = 2.0
@@ -201,3 +201,29 @@ def band_check(converged: np.ndarray, sharpness: np.ndarray, *, scale: float = 1
     mean = lambda a: float(a.mean()) if a.size else float("nan")  # noqa: E731
     return {"below": mean(c[below]), "far_above": mean(~c[far]), "in_band": mean((sb >= lo) & (sb <= hi)),
             "n_below": int(below.sum()), "n_far_above": int(far.sum()), "n_boundary": int(b.sum())}
+
+
+def block_sharpness(experiment: Experiment | str, x_range: tuple[float, float], y_range: tuple[float, float],
+                    resolution: int | tuple[int, int], *, block: str = "readout",
+                    log: bool | tuple[bool, bool] | None = None) -> np.ndarray:
+    """``(ny, nx)``: one layer's own preconditioned sharpness at initialisation, ``lr_layer x lambda_max(H_layer)``
+    (``H_layer`` that layer's diagonal block of the Hessian), on ``("lr_in", "lr_out")`` axes.
+
+    ``block="readout"``: the loss is exactly quadratic in the readout weights ``W1`` (the network is linear in
+    them), so with ``W0`` held fixed gradient descent on ``W1`` diverges iff this is above 2; tanh keeps the hidden
+    units bounded, so nothing the input layer does can undo that. ``block="input"``: the input layer's number, which
+    has no such meaning (a large input-layer rate saturates the units instead): the control.
+    """
+    _checks.choice("block", block, ("readout", "input"))
+    exp = Experiment.preset(experiment) if isinstance(experiment, str) else experiment
+    if exp.axes != ("lr_in", "lr_out"):
+        raise ValueError(f"block_sharpness needs ('lr_in', 'lr_out') axes, got {exp.axes!r}")
+    nx, ny = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else resolution
+    logs = (True, True) if log is None else (log, log) if isinstance(log, bool) else tuple(log)
+    x_range, y_range = check_window(x_range, y_range, (nx, ny), logs, torch.finfo(exp.torch_dtype).eps)
+    xs, ys = axis_values(x_range, nx, logs[0]), axis_values(y_range, ny, logs[1])
+    H, dh = hessian(exp), exp.input_dim * exp.width
+    part = H[dh:, dh:] if block == "readout" else H[:dh, :dh]
+    lam = float(torch.linalg.eigvalsh(part)[-1])
+    lr = np.broadcast_to(ys[:, None], (ny, nx)) if block == "readout" else np.broadcast_to(xs[None, :], (ny, nx))
+    return lam * lr
