@@ -23,7 +23,7 @@ import torch
 
 from labkit import _checks
 from labkit.fractal.experiment import Experiment
-from labkit.fractal.result import axis_values, check_window
+from labkit.fractal.result import window
 from labkit.linalg.lockstep import bytes_per_member, lockstep_eigenvalues
 from labkit.machine import MAX_MEMORY
 
@@ -125,16 +125,8 @@ def sharpness_map(
     (default 1024) cells run one lockstep Lanczos; ``executor``/``tile`` split the cells into tiles of whole chunks
     on workers, which gives the same bits as in-process. Mini-batch presets: the full-batch Hessian.
     """
-    exp = Experiment.preset(experiment) if isinstance(experiment, str) else experiment
-    if not isinstance(exp, Experiment):
-        raise TypeError(f"experiment must be an Experiment or a preset name, got {type(experiment).__name__}")
-    axes = exp.axes if axes is None else tuple(axes)
-    x_range = exp.x_range if x_range is None else x_range
-    y_range = exp.y_range if y_range is None else y_range
-    nx, ny = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else resolution
-    logs = (axes[0] != "offset", True) if log is None else (log, log) if isinstance(log, bool) else tuple(log)
-    x_range, y_range = check_window(x_range, y_range, (nx, ny), logs, torch.finfo(exp.torch_dtype).eps)
-    xs, ys = axis_values(x_range, nx, logs[0]), axis_values(y_range, ny, logs[1])
+    exp, axes, _, _, _, xs, ys = window(experiment, x_range, y_range, resolution, axes, log)
+    nx, ny = len(xs), len(ys)
     _checks.positive("max_memory", max_memory, integer=True)
     need = estimate_memory(exp, (nx, ny))
     if need["total"] > max_memory:
@@ -215,13 +207,10 @@ def block_sharpness(experiment: Experiment | str, x_range: tuple[float, float], 
     has no such meaning (a large input-layer rate saturates the units instead): the control.
     """
     _checks.choice("block", block, ("readout", "input"))
-    exp = Experiment.preset(experiment) if isinstance(experiment, str) else experiment
-    if exp.axes != ("lr_in", "lr_out"):
-        raise ValueError(f"block_sharpness needs ('lr_in', 'lr_out') axes, got {exp.axes!r}")
-    nx, ny = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else resolution
-    logs = (True, True) if log is None else (log, log) if isinstance(log, bool) else tuple(log)
-    x_range, y_range = check_window(x_range, y_range, (nx, ny), logs, torch.finfo(exp.torch_dtype).eps)
-    xs, ys = axis_values(x_range, nx, logs[0]), axis_values(y_range, ny, logs[1])
+    exp, axes, _, _, _, xs, ys = window(experiment, x_range, y_range, resolution, None, log)
+    if axes != ("lr_in", "lr_out"):
+        raise ValueError(f"block_sharpness needs ('lr_in', 'lr_out') axes, got {axes!r}")
+    nx, ny = len(xs), len(ys)
     H, dh = hessian(exp), exp.input_dim * exp.width
     part = H[dh:, dh:] if block == "readout" else H[:dh, :dh]
     lam = float(torch.linalg.eigvalsh(part)[-1])

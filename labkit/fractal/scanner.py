@@ -42,7 +42,7 @@ import torch
 
 from labkit import _checks
 from labkit.fractal.experiment import Experiment
-from labkit.fractal.result import ScanResult, axis_values, check_window
+from labkit.fractal.result import ScanResult, window
 from labkit.machine import MAX_MEMORY
 
 __all__ = ["estimate_memory", "scan"]
@@ -280,20 +280,9 @@ def scan(
     """
     from labkit import device as default_device
 
-    exp = Experiment.preset(experiment) if isinstance(experiment, str) else experiment
-    if not isinstance(exp, Experiment):
-        raise TypeError(f"experiment must be an Experiment or a preset name, got {type(experiment).__name__}")
-    axes = exp.axes if axes is None else tuple(axes)
-    if axes != exp.axes:
-        exp = exp.replace(axes=axes)
-    x_range = exp.x_range if x_range is None else x_range
-    y_range = exp.y_range if y_range is None else y_range
-    nx, ny = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else resolution
+    exp, axes, x_range, y_range, logs, xs, ys = window(experiment, x_range, y_range, resolution, axes, log)
+    nx, ny = len(xs), len(ys)
     _checks.positive("max_memory", max_memory, integer=True)
-    logs = (axes[0] != "offset", True) if log is None else (log, log) if isinstance(log, bool) else tuple(log)
-    eps = torch.finfo(exp.torch_dtype).eps
-    x_range, y_range = check_window(x_range, y_range, (nx, ny), logs, eps)
-    xs, ys = axis_values(x_range, nx, logs[0]), axis_values(y_range, ny, logs[1])
     dev = torch.device(default_device() if device is None else device)
     if dev.type == "mps" and exp.torch_dtype == torch.float64:
         if device is not None:
