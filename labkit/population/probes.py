@@ -282,7 +282,8 @@ def top_eigenvalues(members: Members, k: int = 1, *, operator: str = "hessian", 
     ``{name: (M,)}`` or per parameter ``(M, P)``) measures ``D^(1/2) H D^(1/2)`` instead: with ``lrs`` the
     learning rates, the step is stable iff its top eigenvalue is below 2. Diverged members: NaN,
     ``converged=False`` (``skip (M,)`` marks more members as undefined, e.g. those a training loop saw diverge).
-    ``max_memory`` bounds the Lanczos bases (members run in chunks that fit).
+    ``max_memory`` bounds the Lanczos bases (members run in chunks that fit); the Hessian products hold one
+    stacked gradient graph of the chunk's members besides (their activations, as one ``fit_many`` step).
     """
     if not isinstance(members, Members):
         raise TypeError(f"members must be a labkit.population.probes.Members, got {type(members).__name__}")
@@ -290,9 +291,13 @@ def top_eigenvalues(members: Members, k: int = 1, *, operator: str = "hessian", 
     scale = _scale(lrs, members)
     bad = members.diverged()
     skip = bad if skip is None else bad | torch.as_tensor(skip, dtype=torch.bool).cpu()
-    res = lockstep_eigenvalues(lambda V, active: members.product(V, active, operator, scale), members.numel,
-                               members.size, k=k, tol=tol, max_matvecs=max_matvecs, seed=seed, dtype=members.dtype,
-                               device=members.device, vectors=vectors, max_memory=max_memory, skip=skip)
+    try:
+        res = lockstep_eigenvalues(lambda V, active: members.product(V, active, operator, scale), members.numel,
+                                   members.size, k=k, tol=tol, max_matvecs=max_matvecs, seed=seed,
+                                   dtype=members.dtype, device=members.device, vectors=vectors,
+                                   max_memory=max_memory, skip=skip)
+    finally:
+        members._graph = None  # the kept gradient graph holds every member's activations: free it
     return PopulationEigs(res.values, res.residuals, res.converged, res.n_matvec, operator, tol, scale is not None,
                           res.message, res.vectors)
 
