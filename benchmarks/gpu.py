@@ -189,7 +189,28 @@ def probe_rows(device: torch.device, tiny: bool) -> list[Row]:
     k = 2 if tiny else 10
     t = timed(lambda: linalg.top_eigenvalues(op, k=k, tol=1e-4), device)
     rows.append(Row(f"Hessian top-{k}, CNN with {params:,} parameters", t, "", note=f"{images.shape[0]} images"))
+    rows += population_rows(device, tiny)
     return rows
+
+
+def population_rows(device: torch.device, tiny: bool) -> list[Row]:
+    """The top Hessian eigenvalue of every member of a population by one lockstep Lanczos (float64)."""
+    from labkit.population import probes
+
+    members = 8 if tiny else 4096
+    ds = data.gaussian_mixture(n=64, dim=4, classes=3, separation=2.0, seed=0).to(device, torch.float64)
+    nets = [models.mlp(4, [32, 32], 3, activation="tanh", seed=s).double().to(device) for s in range(members)]
+    pop = probes.Members.of(nets, "cross_entropy", ds)
+    res = None
+
+    def run() -> None:
+        nonlocal res
+        res = probes.top_eigenvalues(pop, tol=1e-4)
+
+    t = timed(run, device)
+    return [Row(f"population Lanczos: top Hessian eigenvalue of {members:,} MLPs 4-32-32-3, tol 1e-4", t,
+                f"{members / t:,.0f} members/s", note=f"{float(res.n_matvec.float().mean()):.1f} products/member, "
+                f"{int(res.converged.sum())} converged")]
 
 
 def speed(device: torch.device, tiny: bool) -> list[Row]:

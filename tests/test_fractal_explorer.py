@@ -154,3 +154,19 @@ def test_explorer_and_cli_never_print_a_boundary_dimension_below_1(monkeypatch, 
     monkeypatch.setattr(result.ScanResult, "dimension", lambda self: 1.25)
     cli.main([*args, str(tmp_path / "scan2")])
     assert "boundary dimension 1.250" in capsys.readouterr().out
+
+
+def test_explorer_colours_by_sharpness_with_the_band_and_the_boundary():
+    from labkit.widgets import fractal_explorer
+
+    ex = fractal_explorer("quick", resolution=16, steps=30, colour="sharpness")
+    ex.run()
+    res = ex.wait(60)
+    assert ex.error is None and res.sharpness is not None
+    img = np.asarray(ex.fig.data[0].z, dtype=float)
+    np.testing.assert_allclose(img, np.clip(np.log10(res.sharpness / 2), -1, 1))  # white at the limit 2
+    band, boundary = ex.fig.data[1], ex.fig.data[2]
+    assert band.visible and list(band.contours.value) == [2.0, 4.0]
+    assert boundary.visible and np.array_equal(np.asarray(boundary.z, dtype=float), res.converged.astype(float))
+    ex.zoom_at(*res.nearest_boundary(), factor=10)  # survives a zoom: the new window is measured too
+    assert ex.wait(60).sharpness.shape == (16, 16) and ex.error is None

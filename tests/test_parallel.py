@@ -132,6 +132,15 @@ def test_fractal_scan_on_two_workers_is_identical(cluster):
 
 
 @pytest.mark.slow
+def test_curvature_map_on_two_workers_is_identical(cluster):
+    """Tiles of whole lockstep chunks on workers: the same bits as in-process."""
+    window = ((0.1, 100.0), (0.1, 100.0))
+    here = fractal.sharpness_map("quick", *window, 24, chunk=100, progress=False)
+    there = fractal.sharpness_map("quick", *window, 24, chunk=100, progress=False, executor=cluster, tile=200)
+    assert np.array_equal(here, there)
+
+
+@pytest.mark.slow
 def test_zoom_sequence_on_two_workers_is_identical(cluster, tmp_path):
     start, end = ((0.1, 100.0), (0.1, 100.0)), ((1.0, 3.0), (1.0, 3.0))
     here = fractal.zoom_sequence("quick", start, end, frames=3, resolution=24)

@@ -24,6 +24,7 @@ _EXPORTS = {
     "equalise": "result",
     "format_dimension": "result",
     "estimate_memory": "scanner",
+    "sharpness_map": "curvature",
     "box_counting_dimension": "dimension",
     "zoom_sequence": "sequence",
     "write_png": "png",

@@ -15,14 +15,15 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
 from labkit import _checks
 from labkit.fractal.experiment import Experiment
 
-__all__ = ["MIN_ULPS", "ScanResult", "axis_values", "check_window", "equalise", "format_dimension"]
+__all__ = ["MIN_ULPS", "ScanResult", "Window", "axis_values", "check_window", "equalise", "format_dimension", "window"]
 
 #: A pixel must span at least this many units in the last place (else the grid is quantised).
 MIN_ULPS = 8
@@ -61,6 +62,37 @@ def check_window(x_range: Any, y_range: Any, resolution: tuple[int, int], log: t
         _check_axis("x_range", x_range, int(resolution[0]), log[0], eps),
         _check_axis("y_range", y_range, int(resolution[1]), log[1], eps),
     )
+
+
+class Window(NamedTuple):
+    """A checked scan window: the experiment (with these axes), the axes, the ranges, log flags and cell values."""
+
+    experiment: Experiment
+    axes: tuple[str, str]
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+    log: tuple[bool, bool]
+    x: np.ndarray
+    y: np.ndarray
+
+
+def window(experiment: Experiment | str, x_range: Any, y_range: Any, resolution: int | tuple[int, int],
+           axes: tuple[str, str] | None = None, log: bool | tuple[bool, bool] | None = None) -> Window:
+    """The one reading of :func:`labkit.fractal.scan`'s window arguments (defaults from the experiment: its axes,
+    its first window, log-spaced learning-rate axes and a linear offset axis), checked."""
+    exp = Experiment.preset(experiment) if isinstance(experiment, str) else experiment
+    if not isinstance(exp, Experiment):
+        raise TypeError(f"experiment must be an Experiment or a preset name, got {type(experiment).__name__}")
+    axes = exp.axes if axes is None else tuple(axes)
+    if axes != exp.axes:
+        exp = exp.replace(axes=axes)
+    x_range = exp.x_range if x_range is None else x_range
+    y_range = exp.y_range if y_range is None else y_range
+    nx, ny = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else resolution
+    logs = (axes[0] != "offset", True) if log is None else (log, log) if isinstance(log, bool) else tuple(log)
+    x_range, y_range = check_window(x_range, y_range, (nx, ny), logs, torch.finfo(exp.torch_dtype).eps)
+    xs, ys = axis_values(x_range, nx, logs[0]), axis_values(y_range, ny, logs[1])
+    return Window(exp, axes, x_range, y_range, logs, xs, ys)
 
 
 def axis_values(rng: tuple[float, float], n: int, log: bool) -> np.ndarray:
@@ -138,6 +170,7 @@ class ScanResult:
     wall_time: float = 0.0
     device: str = "cpu"
     meta: dict[str, Any] = field(default_factory=dict)
+    sharpness: np.ndarray | None = None  # (ny, nx) preconditioned sharpness at init (scan(measure="sharpness"))
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -309,8 +342,9 @@ class ScanResult:
                     cells_done=self.cells_done, wall_time=self.wall_time, device=self.device,
                     labkit=labkit.__version__, meta=self.meta)
         with atomic(path) as f:  # a file object: numpy writes exactly here and adds no suffix of its own
+            extra = {} if self.sharpness is None else {"sharpness": self.sharpness}
             np.savez_compressed(f, x=self.x, y=self.y, converged=self.converged, score=self.score,
-                                meta=np.array(json.dumps(meta)))
+                                meta=np.array(json.dumps(meta)), **extra)
         return path
 
     @classmethod
@@ -322,4 +356,5 @@ class ScanResult:
             exp.update(axes=tuple(exp["axes"]), x_range=tuple(exp["x_range"]), y_range=tuple(exp["y_range"]))
             return cls(Experiment(**exp), tuple(meta["axes"]), tuple(meta["x_range"]), tuple(meta["y_range"]),
                        tuple(meta["log"]), f["x"], f["y"], f["converged"], f["score"], meta["complete"],
-                       meta["wall_time"], meta["device"], meta.get("meta", {}))
+                       meta["wall_time"], meta["device"], meta.get("meta", {}),
+                       f["sharpness"] if "sharpness" in f.files else None)

@@ -42,7 +42,7 @@ import torch
 
 from labkit import _checks, threads
 from labkit.fractal.experiment import Experiment
-from labkit.fractal.result import ScanResult, axis_values, check_window
+from labkit.fractal.result import ScanResult, window
 from labkit.machine import MAX_MEMORY
 
 __all__ = ["estimate_memory", "scan"]
@@ -243,6 +243,7 @@ def scan(
     on_chunk: Callable[[ScanResult], None] | None = None,
     executor: Any = None,
     tile: int | None = None,
+    measure: str | None = None,
 ) -> ScanResult:
     """Train one network per grid cell and return the converged/diverged picture.
 
@@ -268,26 +269,20 @@ def scan(
     unchanged here but moves scores by ~1e-13. Tiles arrive in completion order (``on_chunk`` sees each), and
     cancelling cancels the queued tiles.
 
+    ``measure="sharpness"`` also records, per cell, the top eigenvalue of ``D^(1/2) H D^(1/2)`` at initialisation
+    (``D`` the cell's per-parameter learning rates; gradient descent is stable iff it is below 2) in
+    ``result.sharpness`` (:func:`labkit.fractal.curvature.sharpness_map`, on the same executor); ``max_memory``
+    then bounds both, and a scan whose map does not fit beside it is refused before training.
+
     >>> res = scan("quick", (1e-1, 1e2), (1e-1, 1e2), 8, progress=False)
     >>> res.converged.shape, bool(res.converged[0, 0]), bool(res.converged[-1, -1])
     ((8, 8), True, False)
     """
     from labkit import device as default_device
 
-    exp = Experiment.preset(experiment) if isinstance(experiment, str) else experiment
-    if not isinstance(exp, Experiment):
-        raise TypeError(f"experiment must be an Experiment or a preset name, got {type(experiment).__name__}")
-    axes = exp.axes if axes is None else tuple(axes)
-    if axes != exp.axes:
-        exp = exp.replace(axes=axes)
-    x_range = exp.x_range if x_range is None else x_range
-    y_range = exp.y_range if y_range is None else y_range
-    nx, ny = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else resolution
+    exp, axes, x_range, y_range, logs, xs, ys = window(experiment, x_range, y_range, resolution, axes, log)
+    nx, ny = len(xs), len(ys)
     _checks.positive("max_memory", max_memory, integer=True)
-    logs = (axes[0] != "offset", True) if log is None else (log, log) if isinstance(log, bool) else tuple(log)
-    eps = torch.finfo(exp.torch_dtype).eps
-    x_range, y_range = check_window(x_range, y_range, (nx, ny), logs, eps)
-    xs, ys = axis_values(x_range, nx, logs[0]), axis_values(y_range, ny, logs[1])
     dev = torch.device(default_device() if device is None else device)
     if dev.type == "mps" and exp.torch_dtype == torch.float64:
         if device is not None:
@@ -295,6 +290,17 @@ def scan(
                              "with dtype='float32'")
         dev = torch.device("cpu")  # Apple GPUs have no float64: the default falls back to the CPU
 
+    if measure not in (None, "sharpness"):
+        raise ValueError(f"measure must be None or 'sharpness', got {measure!r}")
+    if measure is not None:
+        from labkit.fractal import curvature
+
+        need = curvature.estimate_memory(exp, (nx, ny))["total"]  # runs after training, beside the scan's result
+        have = max_memory - estimate_memory(exp, (nx, ny))["result"]
+        if need > have:
+            raise ValueError(f"scan(measure='sharpness') needs about {need / 2**20:.3g} MiB for the curvature map "
+                             f"beside the scan's result, more than max_memory={max_memory / 2**20:.3g} MiB allows; "
+                             "lower the resolution or raise max_memory (bytes)")
     budget = _check_memory(exp, nx, ny, max_memory)
     p = _Problem(exp, dev)
     cells = nx * ny
@@ -352,6 +358,9 @@ def scan(
     if not complete:
         warnings.warn(f"scan interrupted: returning a partial result ({result.cells_done:,} of {cells:,} cells done; "
                       "the others have score NaN, see ScanResult.done)", stacklevel=2)
+    if measure is not None and complete:
+        result.sharpness = curvature.sharpness_map(exp, x_range, y_range, (nx, ny), axes=axes, log=logs,
+                                                   max_memory=have, executor=executor, progress=progress)
     result.complete = complete
     result.wall_time = time.perf_counter() - start
     result.device = str(dev)

@@ -33,6 +33,7 @@ from labkit.widgets.runner import Runner, set_torch_threads
 
 __all__ = ["FractalExplorer", "fractal_explorer"]
 
+COLOURS = ("outcome", "sharpness")
 _AXES = {"lr_in vs lr_out": ("lr_in", "lr_out"), "offset vs lr": ("offset", "lr")}
 
 
@@ -41,10 +42,11 @@ class FractalExplorer:
 
     def __init__(self, preset: str = "quick", resolution: int = 48, steps: int | None = None,
                  axes: str | None = None, out_dir: str | Path = "fractal_exports", threads: int | None = None,
-                 executor: Any = None) -> None:
+                 executor: Any = None, colour: str = "outcome") -> None:
         import ipywidgets as w
         import plotly.graph_objects as go
 
+        from labkit.fractal.curvature import CATAPULT, STABLE
         from labkit.fractal.experiment import PRESETS, Experiment
         from labkit.viz import theme
         from labkit.viz._figurewidget import figure_widget
@@ -64,6 +66,8 @@ class FractalExplorer:
         axes_name = axes or next(k for k, v in _AXES.items() if v == exp.axes)
         self.axes = w.Dropdown(options=list(_AXES), value=axes_name, description="axes")
         self.factor = w.Dropdown(options=[2, 4, 10, 100], value=10, description="click zoom")
+        _checks.choice("colour", colour, COLOURS)
+        self.colour = w.Dropdown(options=list(COLOURS), value=colour, description="colour")  # sharpness: measured
         self.runner = Runner(self._scan, restart_on_change=False, run_label="Scan")
         self.scan_button, self.stop_button = self.runner.run_button, self.runner.stop_button
         self.status = self.runner.status_line
@@ -77,6 +81,15 @@ class FractalExplorer:
         self.fig = figure_widget(theme.figure("", "", "", height=460, width=520))  # redrawn after a page reload
         self.fig.add_trace(go.Heatmap(z=[[None]], colorscale=theme.DIVERGING, zmin=-1, zmax=1, showscale=False,
                                       hovertemplate="x=%{x:.6g}<br>y=%{y:.6g}<extra></extra>"))
+        # the curvature map's overlays (colour="sharpness"): the band 2 <= eta lambda <= CATAPULT shaded, its edges
+        # drawn (the contour = 2 is the linear-stability limit), and the convergence boundary as a white line
+        band = dict(type="constraint", operation="[]", value=[STABLE, CATAPULT])
+        self.fig.add_trace(go.Contour(z=[[None]], contours=band,
+                                      fillcolor="rgba(0,0,0,0.18)", line=dict(color="black", width=1.5),
+                                      showscale=False, hoverinfo="skip", name="catapult band", visible=False))
+        self.fig.add_trace(go.Contour(z=[[None]], contours=dict(start=0.5, end=0.5, size=1, coloring="none"),
+                                      line=dict(color="white", width=2), showscale=False, hoverinfo="skip",
+                                      name="convergence boundary", visible=False))
         self.fig.update_layout(dragmode="zoom", margin=dict(l=70, r=10, t=30, b=60))
         self.fig.data[0].on_click(self._on_click)
         self.fig.layout.on_change(self._on_relayout, "xaxis.range", "yaxis.range")
@@ -86,7 +99,7 @@ class FractalExplorer:
             button.on_click(lambda _, action=action: action())
         for c in (self.preset, self.axes):
             c.observe(lambda _: self.reset(run=False), names="value")
-        controls = w.VBox([self.preset, self.axes, self.resolution, self.steps, self.factor,
+        controls = w.VBox([self.preset, self.axes, self.resolution, self.steps, self.factor, self.colour,
                            w.HBox([self.scan_button, self.stop_button]), w.HBox([self.back_button, self.reset_button]),
                            w.HBox([self.png_button, self.seq_button]), self.info])
         reload_note = w.HTML("<small>Reloaded the page and the figure stays empty or clicks do nothing? "
@@ -223,7 +236,8 @@ class FractalExplorer:
         ctx.status("scanning...")
         res = scan(exp, xr, yr, pixels, log=self.log, progress=False, cancel=ctx.stopped, on_chunk=partial,
                    chunk=max(64, pixels * pixels // 8),  # >= 8 chunks (or tiles): the image fills in
-                   executor=self.executor)  # a zoom stops this job: its queued tiles are cancelled
+                   executor=self.executor,  # a zoom stops this job: its queued tiles are cancelled
+                   measure="sharpness" if self.colour.value == "sharpness" else None)
         self.result = res
         self._draw(res)
         conv = res.converged_fraction()
@@ -240,15 +254,22 @@ class FractalExplorer:
                  "lr": "learning rate"}
         self._updating = True
         try:
-            img = res.image()
+            curv = res.sharpness is not None and self.colour.value == "sharpness"
+            # colour by log10(sharpness / 2) on the diverging scale: white at the stability limit 2, +-1 a decade
+            img = np.clip(np.log10(np.maximum(res.sharpness, 1e-300) / 2), -1, 1) if curv else res.image()
             z = np.where(np.isnan(img), None, img).tolist()  # NaN is not JSON: unscanned pixels go as null
             with self.fig.batch_update():
                 self.fig.data[0].update(z=z, x=res.x, y=res.y)
+                for trace, values in zip(self.fig.data[1:], (res.sharpness, res.converged)):
+                    trace.update(z=values.astype(float).tolist() if curv else [[None]], x=res.x, y=res.y,
+                                 visible=curv)
                 self.fig.layout.xaxis.update(type="log" if res.log[0] else "linear", autorange=True,
                                              title_text=names[res.axes[0]])
                 self.fig.layout.yaxis.update(type="log" if res.log[1] else "linear", autorange=True,
                                              title_text=names[res.axes[1]])
-                self.fig.layout.title = f"{res.experiment.name}: converged (blue) / diverged (red)"
+                self.fig.layout.title = (f"{res.experiment.name}: lr x sharpness at init (white = 2, band 2-4 "
+                                         "shaded, white line = convergence boundary)" if curv else
+                                         f"{res.experiment.name}: converged (blue) / diverged (red)")
         finally:
             self._updating = False
 
@@ -297,10 +318,12 @@ class FractalExplorer:
 
 def fractal_explorer(preset: str = "quick", resolution: int = 48, steps: int | None = None, *,
                      axes: str | None = None, out_dir: str | Path = "fractal_exports",
-                     threads: int | None = None, executor: Any = None) -> FractalExplorer:
+                     threads: int | None = None, executor: Any = None, colour: str = "outcome") -> FractalExplorer:
     """An interactive zoom explorer of the trainability boundary (display it, then press Scan).
 
     ``executor`` runs its scans on a Dask cluster (:mod:`labkit.parallel`): tiles fill the image as they
-    arrive, and zooming away cancels the tiles still queued for the old window.
+    arrive, and zooming away cancels the tiles still queued for the old window. ``colour="sharpness"`` colours
+    the map by the preconditioned sharpness at initialisation (:mod:`labkit.fractal.curvature`) with the band
+    between 2 and the catapult limit shaded and the convergence boundary drawn over it.
     """
-    return FractalExplorer(preset, resolution, steps, axes, out_dir, threads, executor)
+    return FractalExplorer(preset, resolution, steps, axes, out_dir, threads, executor, colour)

@@ -1,0 +1,118 @@
+"""The regime map: a width x learning-rate sweep, each cell labelled by the numbers that decide its training regime.
+
+Every width is one :func:`labkit.train.fit_many` call over the learning rates (a population per width), with the
+population probes measuring every member at once: the top Hessian eigenvalue at initialisation
+(:class:`~labkit.population.probes.Sharpness`) and the empirical NTK (traced) before and after training
+(:func:`~labkit.population.probes.ntk`). The label of a cell, in this order:
+
+- **divergent**: the loss became non-finite, or ended no lower than it started;
+- **catapult**: ``lr x lambda_0 > 2`` (the linear model's limit) and it converged anyway (Lewkowycz et al. 2020);
+- **lazy**: the kernel moved by less than ``lazy_below`` (relative Frobenius change; Jacot et al. 2018, Chizat,
+  Oyallon & Bach 2019);
+- **feature-learning**: the kernel moved more.
+
+Each cell keeps the numbers behind its label (``lr_sharpness``, ``kernel_change``, ``final_loss``, ``diverged``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from labkit import _checks
+from labkit.history import Callback, StepInfo
+from labkit.population import probes
+from labkit.population.fit import fit_many
+
+__all__ = ["LABELS", "RegimeMap", "regime_map"]
+
+#: The labels, in the order they are decided.
+LABELS = ("divergent", "catapult", "lazy", "feature-learning")
+_STABLE = 2.0  # gradient descent on the quadratic model is stable iff lr x lambda_max < 2
+
+
+@dataclass
+class RegimeMap:
+    """``labels[i][j]`` for width ``widths[i]`` and learning rate ``lrs[j]``; ``numbers[i][j]`` the measurements
+    that decided it (``lr_sharpness`` = lr x lambda_max at init, ``kernel_change``, ``initial_loss``, ``final_loss``,
+    ``diverged``)."""
+
+    widths: list[int]
+    lrs: list[float]
+    labels: list[list[str]]
+    numbers: list[list[dict[str, Any]]] = field(repr=False)
+    lazy_below: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists; valid JSON (non-finite numbers become None)."""
+        def clean(v: Any) -> Any:
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        return {"widths": self.widths, "lrs": self.lrs, "labels": self.labels, "lazy_below": self.lazy_below,
+                "numbers": [[{k: clean(v) for k, v in c.items()} for c in row] for row in self.numbers]}
+
+
+class _Ends(Callback):
+    """The stacked parameters at the first and the last step a fit_many callback sees (before its update)."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, torch.Tensor] | None = None
+        self.last: dict[str, torch.Tensor] | None = None
+
+    def on_step(self, info: StepInfo) -> None:
+        params = {k: v.detach().clone() for k, v in info.params.items()}
+        if self.first is None:
+            self.first = params
+        self.last = params
+
+
+def label(diverged: bool, lr_sharpness: float, kernel_change: float, lazy_below: float,
+          loss_ratio: float = 0.0) -> str:
+    """The regime of one cell from its numbers (see the module docstring); ``loss_ratio`` = final / initial loss."""
+    if diverged or not loss_ratio < 1 or not math.isfinite(kernel_change):
+        return "divergent"
+    if lr_sharpness > _STABLE:
+        return "catapult"
+    return "lazy" if kernel_change < lazy_below else "feature-learning"
+
+
+def regime_map(make_model: Callable[[int, int], nn.Module], data: Any, widths: Sequence[int], lrs: Sequence[float],
+               *, loss: Any = "auto", steps: int = 200, seed: int = 0, lazy_below: float = 0.1,
+               progress: bool = False) -> RegimeMap:
+    """Train ``make_model(width, seed)`` at every ``lr`` for every width (full batch, SGD) and label each cell.
+
+    One ``fit_many`` per width; the kernel is the traced empirical NTK on the training inputs, before the first
+    and before the last update; ``lazy_below`` the relative kernel change under which a cell is lazy.
+    """
+    widths, lrs = [int(w) for w in widths], [float(v) for v in lrs]
+    if not widths or not lrs:
+        raise ValueError(f"widths and lrs must be non-empty, got widths={widths!r}, lrs={lrs!r}")
+    _checks.positive("lazy_below", lazy_below)
+    labels, numbers = [], []
+    for width in widths:
+        def make(s: int, width: int = width) -> nn.Module:
+            return make_model(width, s)
+
+        sharp, ends = probes.Sharpness(make, every=steps + 1), _Ends()
+        hists = fit_many(make, data, hparams={"lr": lrs, "seed": seed}, loss=loss, steps=steps,
+                         callbacks=[sharp, ends], progress=progress, engine="vmap")
+        base = make(seed)
+        k0 = probes.ntk(probes.Members(base, ends.first, loss, data))
+        k1 = probes.ntk(probes.Members(base, ends.last, loss, data))
+        change = ((k1 - k0).flatten(1).norm(dim=1) / k0.flatten(1).norm(dim=1)).tolist()
+        lam0 = sharp.results[0].top.tolist()
+        row_l, row_n = [], []
+        for j, (lr, h) in enumerate(zip(lrs, hists)):
+            cell = {"lr_sharpness": lr * lam0[j], "kernel_change": change[j], "initial_loss": h.loss[0],
+                    "final_loss": h.final_loss, "diverged": h.diverged}
+            ratio = h.final_loss / h.loss[0] if h.loss[0] > 0 else math.nan
+            row_l.append(label(h.diverged, cell["lr_sharpness"], change[j], lazy_below, ratio))
+            row_n.append(cell)
+        labels.append(row_l)
+        numbers.append(row_n)
+    return RegimeMap(widths, lrs, labels, numbers, lazy_below)

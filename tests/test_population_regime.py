@@ -1,0 +1,47 @@
+"""The regime map: each cell's numbers against single-model measurements, and its labels."""
+
+import torch
+
+import labkit
+from labkit import linalg
+from labkit.curvature import HessianOperator
+from labkit.population.regime import LABELS, label, regime_map
+
+DT = torch.float64
+
+
+def _make(width, seed):
+    return labkit.models.mlp(3, [width], 1, activation="tanh", parameterization="ntk", seed=seed).double()
+
+
+def test_regime_map_numbers_match_single_models_and_label_the_regimes():
+    ds = labkit.data.teacher_student(32, dim=3, teacher_width=4, seed=0).to(dtype=DT)
+    lrs = [0.01, 3.0, 30.0]
+    r = regime_map(_make, ds, [16, 1024], lrs, steps=40)
+    # width 16, lr 3: the numbers of a cell equal a single fit of the same network measured by the single probes
+    lam0 = float(linalg.top_eigenvalues(HessianOperator(_make(16, 0), "mse", ds), dense=False).values[0])
+    cell = r.numbers[0][1]
+    assert abs(cell["lr_sharpness"] - 3.0 * lam0) <= 1e-8 * 3.0 * lam0
+    model = _make(16, 0)
+    k0 = labkit.ntk.empirical(model, ds.inputs)
+    snap = {}
+
+    def last(info):
+        snap["k"] = labkit.ntk.empirical(info.model, ds.inputs)
+
+    labkit.train.fit(model, ds, lr=3.0, steps=40, callbacks=[last], progress=False)
+    ref = float((snap["k"] - k0).norm() / k0.norm())
+    assert abs(cell["kernel_change"] - ref) <= 1e-8 * ref
+    # the labels: the lr above the limit that still trains catapults, the huge lr diverges, the tiny lr is lazy
+    assert r.labels[0] == ["lazy", "catapult", "divergent"] and r.labels[1][0] == "lazy"
+    assert r.numbers[1][0]["kernel_change"] < r.numbers[0][0]["kernel_change"] / 10  # wider: lazier
+    assert all(lab in LABELS for row in r.labels for lab in row)
+    assert r.to_dict()["labels"] == r.labels
+
+
+def test_label_rules():
+    assert label(True, 0.1, 0.0, 0.1) == "divergent"
+    assert label(False, 0.1, 0.0, 0.1, loss_ratio=2.0) == "divergent"
+    assert label(False, 3.0, 0.5, 0.1, loss_ratio=0.1) == "catapult"
+    assert label(False, 0.5, 0.05, 0.1, loss_ratio=0.1) == "lazy"
+    assert label(False, 0.5, 0.5, 0.1, loss_ratio=0.1) == "feature-learning"
