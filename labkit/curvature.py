@@ -269,7 +269,7 @@ def trace_product(a: LinearOperator, b: LinearOperator, n_matvec: int | None = N
     of ``C``, ``chunk_size`` at a time), else ``P`` products.
     """
     if n_matvec is not None:
-        return float(linalg.trace(Product(a, b), n_matvec, method, seed).value)
+        return float(linalg.trace(Product(a, b), n_matvec, method, seed=seed).value)
     if hasattr(b, "factor"):
         C = b.factor()
         return float(sum((c * a.matmat(c)).sum() for c in C.split(chunk_size, dim=1)))

@@ -106,6 +106,16 @@ class Preconditioned(LinearOperator):
         return s * self.op.matmat(s * V)
 
 
+
+def _old_reader(name: str, key: str, array: bool = False) -> property:
+    """A deprecated property ``tracker.<name>``: ``tracker.series(key)`` (as an array if ``array``)."""
+
+    def get(self: EdgeOfStability) -> Any:
+        _deprecated.warn(f"EdgeOfStability.{name}", f'EdgeOfStability.series("{key}")')
+        return self._array(key) if array else self.series(key)
+
+    return property(get, doc=f'Deprecated: ``tracker.series("{key}")``.')
+
 class EdgeOfStability(Every):
     """The sharpness tracker: Hessian eigenvalues against the optimiser's threshold every ``every`` steps of ``fit``.
 
@@ -174,24 +184,29 @@ class EdgeOfStability(Every):
             out["preconditioned"] = record["preconditioned"]
         return out
 
+    # A tracker is read one way, ``tracker.series(key)`` with key ``"sharpness"``, ``"preconditioned"``,
+    # ``"threshold"``, ``"gd_threshold"``, ``"values"``, ``"lr"``, ``"n_matvec"``; the readers below are the
+    # old spellings, kept one release.
     def array(self, key: str) -> np.ndarray:
-        """One recorded quantity as an array (``"sharpness"``, ``"preconditioned"``, ``"threshold"``, ...)."""
+        """Deprecated: ``np.asarray(tracker.series(key))``."""
+        _deprecated.warn("EdgeOfStability.array(key)", "EdgeOfStability.series(key) (np.asarray it for an array)")
+        return self._array(key)
+
+    array.__deprecated__ = True
+
+    def _array(self, key: str) -> np.ndarray:
         return np.array(self.series(key), dtype=float)
 
-    @property
-    def top(self) -> np.ndarray:
-        """lambda_max of ``H`` at each recorded step (``array("sharpness")``)."""
-        return self.array("sharpness")
-
-    values = property(lambda self: self.series("values"), doc="The ``k`` top eigenvalues at each record.")
-    lrs = property(lambda self: self.series("lr"), doc="The learning rate at each record.")
-    thresholds = property(lambda self: self.series("threshold"), doc="The threshold at each record.")
-    n_matvec = property(lambda self: self.series("n_matvec"), doc="HVPs each measurement took.")
+    top = _old_reader("top", "sharpness", array=True)
+    values = _old_reader("values", "values")
+    lrs = _old_reader("lrs", "lr")
+    thresholds = _old_reader("thresholds", "threshold")
+    n_matvec = _old_reader("n_matvec", "n_matvec")
 
     def verdict(self, **kwargs: Any) -> EdgeVerdict:
         """:func:`at_edge` on the sharpness this optimiser's threshold applies to (preconditioned if adaptive)."""
         key = "preconditioned" if self._kind in ADAPTIVE else "sharpness"
-        return at_edge(self.array(key), self.array("threshold"), **kwargs)
+        return at_edge(self._array(key), self._array("threshold"), **kwargs)
 
     def figure(self) -> Any:
         """Sharpness (and preconditioned sharpness) against step, with the threshold."""
@@ -200,11 +215,11 @@ class EdgeOfStability(Every):
         adaptive = self._kind in ADAPTIVE  # the preconditioned sharpness is orders of magnitude above the raw one
         fig = theme.figure(f"Edge of stability ({self._kind})", "step",
                            "top eigenvalue (log scale)" if adaptive else "top eigenvalue", log_y=adaptive)
-        fig.add_scatter(x=self.steps, y=self.array("sharpness"), mode="lines+markers", name="sharpness of H")
+        fig.add_scatter(x=self.steps, y=self._array("sharpness"), mode="lines+markers", name="sharpness of H")
         if adaptive:
-            fig.add_scatter(x=self.steps, y=self.array("preconditioned"), mode="lines+markers",
+            fig.add_scatter(x=self.steps, y=self._array("preconditioned"), mode="lines+markers",
                             name="sharpness of P^-1/2 H P^-1/2")
-        fig.add_scatter(x=self.steps, y=self.array("threshold"), mode="lines", name="threshold",
+        fig.add_scatter(x=self.steps, y=self._array("threshold"), mode="lines", name="threshold",
                         line={"dash": "dash", "color": theme.REFERENCE})
         return fig
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.func import stack_module_state
 
-from labkit import _checks
+from labkit import _checks, _deprecated
 from labkit.data import Dataset, modular_addition
 from labkit.history import Callback, StepInfo, as_callbacks
 from labkit.losses import resolve
@@ -80,7 +80,9 @@ def table(p: int) -> Dataset:
     return Dataset(x[order], y[order], "classification", p, f"modular_addition(p={p}) table")
 
 
-def split_masks(p: int, train_frac: Sequence[float], seed: Sequence[int], split: str = "pairs") -> torch.Tensor:
+@_deprecated.keyword_only("seed", "split")
+def split_masks(p: int, train_frac: Sequence[float], *, seed: int | Sequence[int] = 0,
+                split: str = "pairs") -> torch.Tensor:
     """Boolean training masks ``(members, p^2)`` over :func:`table`'s rows.
 
     ``split="pairs"`` keeps ``(a, b)`` and ``(b, a)`` on the same side, so a network that
@@ -104,7 +106,8 @@ def split_masks(p: int, train_frac: Sequence[float], seed: Sequence[int], split:
     return torch.stack(masks)
 
 
-def make_model(p: int, width: int = 128, seed: int = 0) -> torch.nn.Sequential:
+@_deprecated.keyword_only("seed")
+def make_model(p: int, width: int = 128, *, seed: int = 0) -> torch.nn.Sequential:
     """The one-hidden-layer ReLU MLP ``2p -> width -> p``; layer ``0`` is the embedding."""
     return mlp(2 * p, [width], p, activation="relu", seed=seed)
 
@@ -165,7 +168,8 @@ def null_concentration(p: int, top_k: int = 5) -> float:
     return top_k / (p // 2)
 
 
-def null_sparsity(p: int, samples: int = 4096, seed: int = 0) -> float:
+@_deprecated.keyword_only("seed")
+def null_sparsity(p: int, samples: int = 4096, *, seed: int = 0) -> float:
     """:func:`neuron_sparsity` of isotropic Gaussian weights (no Fourier structure), by seeded Monte Carlo."""
     g = torch.Generator().manual_seed(seed)
     return float(neuron_sparsity(torch.randn(samples, 2 * p, generator=g, dtype=torch.float64), p))
@@ -329,7 +333,7 @@ def run(
 
     ``train_frac``, ``weight_decay`` and ``seed`` (initialisation) are scalars or
     per-member sequences (zipped, as in ``fit_many``); member ``i`` trains on
-    ``split_masks(p, [train_frac_i], [split_seed], split)`` and is tested on the other
+    ``split_masks(p, [train_frac_i], seed=[split_seed], split=split)`` and is tested on the other
     pairs. At ~``records`` log-spaced steps the measures go to ``live`` (a
     :class:`labkit.viz.LivePlot`, e.g. :func:`live_plot`) and to ``callbacks`` (labkit
     callbacks or functions of :class:`~labkit.train.StepInfo`; ``info.metrics`` holds one
@@ -351,10 +355,10 @@ def run(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     data = table(p).to(dev)
     x, y = data.inputs, data.targets
-    train = split_masks(p, [m["train_frac"] for m in members], [split_seed] * len(members), split).to(dev)
+    train = split_masks(p, [m["train_frac"] for m in members], seed=[split_seed] * len(members), split=split).to(dev)
     train_w = train.float() / train.sum(1, keepdim=True)  # (M, p^2): mean over each member's training pairs
     test_w = (~train).float() / (~train).sum(1, keepdim=True)
-    params, _ = stack_module_state([make_model(p, width, m["seed"]).to(dev) for m in members])
+    params, _ = stack_module_state([make_model(p, width, seed=m["seed"]).to(dev) for m in members])
     params = {k: v.detach() for k, v in params.items()}
     M = len(members)
     lr_t = torch.full((M,), float(lr), device=dev)

@@ -162,7 +162,7 @@ BAD = [
     bad("linalg.spectral_density non-symmetric", lambda: linalg.spectral_density(
         linalg.from_function(lambda V: torch.roll(V, 1, 0), 50), 2, 5), "symmetric"),
     bad("linalg.power_iteration k=0", lambda: linalg.power_iteration(_op(), k=0), "k must"),
-    bad("linalg.lanczos k_steps=0", lambda: linalg.lanczos(_op(), 0), "k_steps"),
+    bad("linalg.lanczos lanczos_steps=0", lambda: linalg.lanczos(_op(), 0), "lanczos_steps"),
     bad("linalg operator @ wrong shape", lambda: _op(4) @ torch.ones(5, dtype=torch.float64), "shape"),
     # hessian
     bad("hessian.top_eigenvalues matrix", lambda: hessian.top_eigenvalues(_mlp(), "cross_entropy", _ds(),
@@ -180,7 +180,7 @@ BAD = [
         "n_matvec"),
     bad("hessian.Sharpness every=0", lambda: hessian.Sharpness(every=0), "every"),
     bad("hessian.batch_sharpness batch_sizes=[0]",
-        lambda: hessian.batch_sharpness(_mlp(), "cross_entropy", _ds(), [0]), "batch_size"),
+        lambda: hessian.batch_sharpness(_mlp(), "cross_entropy", _ds(), batch_sizes=[0]), "batch_size"),
     bad("hessian.count_outliers empty", lambda: hessian.count_outliers([]), "values"),
     bad("hessian.class_outliers classes=1", lambda: hessian.class_outliers(1), "classes"),
     # ntk
@@ -211,7 +211,7 @@ BAD = [
     bad("batchsize.fit_tradeoff negative", lambda: batchsize.fit_tradeoff([1.0, -2.0, 3.0], [3.0, 2.0, 1.0]),
         "steps"),
     bad("batchsize.per_example_grads rows", lambda: batchsize.per_example_grads(
-        _mlp(), "cross_entropy", torch.randn(4, 2), torch.tensor([0, 1])), "targets"),
+        _mlp(), "cross_entropy", (torch.randn(4, 2), torch.tensor([0, 1]))), "targets"),
     bad("batchsize.NoiseScaleTracker every=0", lambda: batchsize.NoiseScaleTracker(every=0), "every"),
     bad("batchsize.steps_to_target batch_sizes=[]", lambda: batchsize.steps_to_target(
         lambda s: _mlp(), _ds(), batch_sizes=[], target=0.1, lrs=[0.1], progress=False), "batch_sizes"),
@@ -249,6 +249,26 @@ BAD = [
     bad("exercises.check unknown id", lambda: exercises.check("nope.nope", 1), "nope",),
     bad("exercises.hint unknown id", lambda: exercises.hint("nope.nope"), "nope",),
     bad("exercises.hint n=-1", lambda: exercises.hint(exercises.list_exercises()[0], n=-1), "n"),
+    # issue 26: the API contract's catalogue
+    bad("fractal.scan chunk_size=0", lambda: fractal.scan("quick", resolution=4, chunk_size=0, progress=False),
+        "chunk_size"),
+    bad("fractal.scan log=(True,)", lambda: fractal.scan("quick", resolution=4, log=(True,), progress=False), "log="),
+    bad("fractal.scan log='yes'", lambda: fractal.scan("quick", resolution=4, log="yes", progress=False), "log="),
+    bad("fractal.Experiment.preset foo=1", lambda: fractal.Experiment.preset("quick", foo=1), "foo"),
+    bad("fractal.Experiment.replace foo=1", lambda: fractal.Experiment().replace(foo=1), "foo"),
+    bad("models.mlp weight_std=-1", lambda: models.mlp(2, [4], 1, weight_std=-1.0), "weight_std"),
+    bad("models.resmlp weight_std=-1", lambda: models.resmlp(2, 4, 2, 1, weight_std=-1.0), "weight_std"),
+    bad("models.mup_mlp weight_std=-1", lambda: models.mup_mlp(2, [4], 1, weight_std=-1.0), "weight_std"),
+    bad("fit_many eval_every=-1", lambda: train.fit_many(lambda s: _mlp(seed=s), _ds(), hparams={"lr": [0.1]},
+                                                          steps=2, eval_every=-1, progress=False), "eval_every"),
+    bad("ntk.predict non-symmetric kernel", lambda: ntk.predict(torch.tensor([[1.0, 2.0], [0.0, 1.0]]),
+                                                                torch.ones(1, 2), torch.ones(2, 1)), "k_train_train"),
+    bad("ntk.predict NaN kernel", lambda: ntk.predict(torch.tensor([[1.0, math.nan], [math.nan, 1.0]]),
+                                                      torch.ones(1, 2), torch.ones(2, 1)), "k_train_train"),
+    bad("hessian.count_outliers max_count=-1", lambda: hessian.count_outliers([3.0, 1.0], max_count=-1), "max_count"),
+    bad("linalg.to_dense chunk_size=0", lambda: linalg.to_dense(_op(4), chunk_size=0), "chunk_size"),
+    bad("hessian.trace data missing", lambda: hessian.trace(_mlp(), "cross_entropy"), "data"),
+    bad("per_example_grads data missing", lambda: batchsize.per_example_grads(_mlp()), "data"),
 ]
 
 
@@ -378,12 +398,22 @@ EDGE = [
          lambda kt: all(torch.isfinite(t).all() for t in kt)),
     edge("ntk.analytic numpy", lambda: ntk.analytic(_XT[:4].numpy(), depth=1), lambda kt: kt[0].shape == (4, 4)),
     edge("per_example_grads one example", lambda: batchsize.per_example_grads(
-        _mlp(), "cross_entropy", _ds().inputs[:1], _ds().targets[:1]), lambda g: g.shape[0] == 1),
+        _mlp(), "cross_entropy", (_ds().inputs[:1], _ds().targets[:1])), lambda g: g.shape[0] == 1),
     edge("noise_scale of one example is undefined", _noise_scale_of_one_example,
          lambda ns: math.isnan(ns.b_simple)),
     edge("box_counting_dimension of a list", lambda: fractal.box_counting_dimension(np.ones((64, 64)).tolist()),
          lambda d: abs(d.value - 2) < 1e-9),
     edge("viz.spectrum of a tensor", lambda: viz.spectrum(torch.tensor([3.0, 1.0])), lambda f: len(f.data) >= 1),
+    edge("hessian.count_outliers max_count=0 is none", lambda: hessian.count_outliers([5.0, 1.0, 0.9], max_count=0),
+         lambda c: c == 0),
+    edge("float32 + float64 operators promote", lambda: (linalg.from_dense(torch.eye(3, dtype=torch.float64))
+                                                         + linalg.from_dense(2 * torch.eye(3)))
+         @ torch.ones(3, dtype=torch.float64), lambda v: v.dtype == torch.float64 and v.tolist() == [3.0] * 3),
+    edge("float32 @ float64 operators promote", lambda: (linalg.from_dense(torch.eye(3))
+                                                         @ linalg.from_dense(2 * torch.eye(3, dtype=torch.float64)))
+         @ torch.ones(3), lambda v: v.dtype == torch.float64 and v.tolist() == [2.0] * 3),
+    edge("hessian.trace max_memory", lambda: hessian.trace(_mlp(), "cross_entropy", _ds(), n_matvec=6,
+                                                           max_memory=2**30), lambda e: math.isfinite(e.value)),
 ]
 
 

@@ -158,7 +158,7 @@ def test_fractal_scan_survives_a_killed_worker(cluster):
             os.kill(pids[0], signal.SIGKILL)  # a worker dies with tiles queued and running
             killed.append(result.cells_done)
 
-    there = fractal.scan(exp, (0.1, 10.0), (0.1, 10.0), 32, progress=False, executor=cluster, tile=64,
+    there = fractal.scan(exp, (0.1, 10.0), (0.1, 10.0), 32, progress=False, executor=cluster, tile_size=64,
                          on_chunk=kill_once)
     assert killed and killed[0] < 32 * 32
     assert there.complete and _same(here, there)  # lost tiles recomputed; nothing lost or duplicated
@@ -170,7 +170,7 @@ def test_fractal_scan_survives_a_killed_worker(cluster):
 def test_cancelling_a_scan_cancels_its_queued_tiles(cluster):
     exp = fractal.Experiment.preset("paper", steps=200)
     with pytest.warns(UserWarning, match="partial result"):
-        res = fractal.scan(exp, (0.1, 10.0), (0.2, 20.0), 32, progress=False, executor=cluster, tile=32,
+        res = fractal.scan(exp, (0.1, 10.0), (0.2, 20.0), 32, progress=False, executor=cluster, tile_size=32,
                            cancel=lambda: True)
     assert not res.complete and 0 < res.cells_done < 32 * 32
 

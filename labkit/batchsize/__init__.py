@@ -20,7 +20,7 @@ from labkit.batchsize import nqm
 from labkit.batchsize.grads import per_example_grads, per_example_sq_norms
 from labkit.batchsize.noise import NoiseScale, NoiseScaleTracker, b_noise, noise_scale
 from labkit.batchsize.nqm import NQM
-from labkit.batchsize.scaling import scale_adam, scale_beta2, scale_ema, scale_lr, warmup
+from labkit.batchsize.rules import scale_adam, scale_beta2, scale_ema, scale_lr, warmup
 from labkit.batchsize.sweep import Sweep, first_reached, steps_to_target
 from labkit.batchsize.tradeoff import Tradeoff, fit_tradeoff
 

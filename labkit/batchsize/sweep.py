@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from labkit import _checks
-from labkit.batchsize.scaling import RULES, scale_lr
+from labkit.batchsize.rules import RULES, scale_lr
 from labkit.batchsize.tradeoff import Tradeoff, draw_regimes, fit_tradeoff
 from labkit.data import as_dataset
 from labkit.train import Callback, History, StepInfo, fit_many, grid

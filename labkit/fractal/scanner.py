@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labkit import _checks
+from labkit import _checks, _deprecated
 from labkit.fractal.experiment import Experiment
 from labkit.fractal.result import ScanResult, axis_values, check_window
 from labkit.machine import MAX_MEMORY
@@ -227,6 +227,7 @@ def _check_memory(exp: Experiment, nx: int, ny: int, max_memory: int) -> int:
     return max_memory - need["result"]
 
 
+@_deprecated.renamed(chunk="chunk_size", tile="tile_size")
 def scan(
     experiment: Experiment | str = "quick",
     x_range: tuple[float, float] | None = None,
@@ -237,12 +238,12 @@ def scan(
     log: bool | tuple[bool, bool] | None = None,
     device: Any = None,
     max_memory: int = MAX_MEMORY,
-    chunk: int | None = None,
+    chunk_size: int | None = None,
     progress: bool = True,
     cancel: Callable[[], bool] | None = None,
     on_chunk: Callable[[ScanResult], None] | None = None,
     executor: Any = None,
-    tile: int | None = None,
+    tile_size: int | None = None,
 ) -> ScanResult:
     """Train one network per grid cell and return the converged/diverged picture.
 
@@ -253,7 +254,7 @@ def scan(
     1 GiB, well inside Binder's 2 GB) bounds the result arrays (9 bytes per cell) plus the
     working memory of a chunk: a scan whose result does not fit is refused before anything
     is allocated (see :func:`estimate_memory`); memory stays O(chunk) beyond the result.
-    ``chunk`` caps the cells per chunk (they are otherwise sized for the cache on CPUs and for
+    ``chunk_size`` caps the cells per chunk (they are otherwise sized for the cache on CPUs and for
     ``max_memory`` on GPUs). ``cancel()`` is polled between chunks; on ``KeyboardInterrupt``
     or cancel the scan **returns the partial result** (``complete=False``; cells are scanned
     row by row, ``res.done`` marks the finished ones, the others have ``score`` NaN and
@@ -261,7 +262,7 @@ def scan(
     cells only) with a warning.
 
     ``executor`` (see :mod:`labkit.parallel`: ``None`` in-process, ``"local"``, a scheduler address or a
-    ``distributed.Client``) splits the grid into tiles of ``tile`` cells (default: about four per worker, a
+    ``distributed.Client``) splits the grid into tiles of ``tile_size`` cells (default: about four per worker, a
     multiple of the chunk), each trained on a worker exactly as in-process: the result is identical bit for
     bit to an in-process scan with the workers' BLAS thread count (one per worker on a LocalCluster); with
     another thread count a matrix product's last bits can differ, which leaves the converged/diverged picture
@@ -284,6 +285,12 @@ def scan(
     y_range = exp.y_range if y_range is None else y_range
     nx, ny = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else resolution
     _checks.positive("max_memory", max_memory, integer=True)
+    if chunk_size is not None:
+        _checks.positive("chunk_size", chunk_size, integer=True)
+    if log is not None and not isinstance(log, bool) and (
+            not isinstance(log, (tuple, list)) or len(log) != 2 or not all(isinstance(v, bool) for v in log)):
+        raise ValueError(f"log={log!r} is not supported; give True, False, None (log-spaced learning-rate axes) "
+                         "or a pair of booleans (x, y)")
     logs = (axes[0] != "offset", True) if log is None else (log, log) if isinstance(log, bool) else tuple(log)
     eps = torch.finfo(exp.torch_dtype).eps
     x_range, y_range = check_window(x_range, y_range, (nx, ny), logs, eps)
@@ -303,7 +310,7 @@ def scan(
     flat_score, flat_conv = score.reshape(-1), converged.reshape(-1)
     result = ScanResult(exp, axes, x_range, y_range, logs, xs, ys, converged, score)
 
-    size = _chunk_cells(p, chunk, budget)
+    size = _chunk_cells(p, chunk_size, budget)
     start, complete = time.perf_counter(), True
     from tqdm.auto import tqdm
 
@@ -324,12 +331,12 @@ def scan(
         else:
             from labkit import parallel
 
-            if tile is None:
+            if tile_size is None:
                 per_tile = -(-cells // (4 * parallel.n_workers(executor)))
-                tile = -(-per_tile // size) * size
-            _checks.positive("tile", tile, integer=True)
-            tile = -(-tile // size) * size  # a multiple of the chunk: the same chunks as in-process
-            bounds = [*range(0, cells, tile), cells]
+                tile_size = -(-per_tile // size) * size
+            _checks.positive("tile_size", tile_size, integer=True)
+            tile_size = -(-tile_size // size) * size  # a multiple of the chunk: the same chunks as in-process
+            bounds = [*range(0, cells, tile_size), cells]
             worker_device = None if device is None else str(dev)
             args = [(exp, axes, xs, ys, worker_device, lo, hi, size) for lo, hi in itertools.pairwise(bounds)]
             stream = parallel.submit(_tile, args, name="fractal-tile", executor=executor)

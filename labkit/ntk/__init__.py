@@ -8,9 +8,9 @@
 """
 
 from labkit.ntk.analytic import analytic
+from labkit.ntk.drift import KernelTracker, kernel_distance, relative_change
 from labkit.ntk.dynamics import Linearized, linearize, predict
 from labkit.ntk.empirical import METHODS, NTKOperator, choose_method, empirical, estimate_memory
-from labkit.ntk.tracking import KernelTracker, kernel_distance, relative_change
 
 __all__ = [
     "METHODS",

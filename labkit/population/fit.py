@@ -173,6 +173,8 @@ def fit_many(
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if eval_every is not None:
+        _checks.positive("eval_every", eval_every, integer=True)
     defaults = {"lr": lr, "weight_decay": weight_decay, "seed": seed, "batch_size": batch_size}
     members_ = members(hparams, defaults)
     if executor is not None or groups is not None:

@@ -219,7 +219,7 @@ class FractalExplorer:
         pixels = int(self.resolution.value)
         ctx.status("scanning...")
         res = scan(exp, xr, yr, pixels, log=self.log, progress=False, cancel=ctx.stopped, on_chunk=partial,
-                   chunk=max(64, pixels * pixels // 8),  # >= 8 chunks (or tiles): the image fills in
+                   chunk_size=max(64, pixels * pixels // 8),  # >= 8 chunks (or tiles): the image fills in
                    executor=self.executor)  # a zoom stops this job: its queued tiles are cancelled
         self.result = res
         self._draw(res)
