@@ -135,7 +135,15 @@ class Dataset:
         return int(self.targets.shape[1])
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Dataset:
-        """Move to ``device``; cast floating inputs (and regression targets) to ``dtype``."""
+        """Move to ``device``; cast floating inputs (and regression targets) to ``dtype``.
+
+        ``ds.to(torch.float64)`` casts, as ``tensor.to(torch.float64)`` does."""
+        if isinstance(device, torch.dtype):
+            if dtype is not None:
+                raise TypeError(f"Dataset.to got two dtypes, {device} and dtype={dtype}; give one")
+            device, dtype = None, device
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype such as torch.float64, got {dtype!r}")
         x = self.inputs.to(device=device)
         y = self.targets.to(device=device)
         if dtype is None:

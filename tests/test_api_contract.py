@@ -231,3 +231,77 @@ def test_a_planted_breach_is_caught():
     ps = _params(bad)
     found = [m for rule in (_seed, _max_memory, _names, _model_loss_data, _progress) for m in rule("bad", ps)]
     assert len(found) == 6, found
+
+
+def _warns_once(call, match):
+    """``call()`` twice: the first warns (DeprecationWarning naming the new spelling), the second is silent."""
+    from labkit import _deprecated
+
+    _deprecated._warned.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = call()
+        second = call()
+    msgs = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning) and "labkit" in str(w.message)]
+    assert len(msgs) == 1 and match in msgs[0], msgs
+    return first, second
+
+
+def test_old_spellings_keep_working_for_one_release():
+    import torch
+
+    from labkit import batchsize, data, fractal, hessian, linalg, models
+
+    A = linalg.from_dense(torch.diag(torch.arange(1.0, 6.0, dtype=torch.float64)))
+    old, _ = _warns_once(lambda: linalg.lanczos(A, k_steps=3), "lanczos_steps=")
+    assert torch.equal(old.alpha, linalg.lanczos(A, lanczos_steps=3).alpha)
+    old, _ = _warns_once(lambda: linalg.trace(A, 5, "hutchpp", 3), "seed=")  # seed by position
+    assert old.value == linalg.trace(A, 5, "hutchpp", seed=3).value
+    old, _ = _warns_once(lambda: data.spirals(20, 2, 0.1, 1.5, 4), "seed=")
+    assert torch.equal(old.inputs, data.spirals(20, 2, 0.1, 1.5, seed=4).inputs)
+    old, _ = _warns_once(lambda: linalg.to_dense(A, chunk=2), "chunk_size=")
+    assert torch.equal(old, linalg.to_dense(A))
+    net, ds = models.mlp(2, [4], 3, seed=0).double(), data.gaussian_mixture(12, classes=3, seed=0).to(torch.float64)
+    old, _ = _warns_once(lambda: batchsize.per_example_grads(net, "cross_entropy", ds.inputs, ds.targets),
+                         "(inputs, targets)")
+    torch.testing.assert_close(old, batchsize.per_example_grads(net, "cross_entropy", (ds.inputs, ds.targets)))
+    old, _ = _warns_once(lambda: hessian.batch_sharpness(net, "cross_entropy", ds, [4], n_batches=2), "batch_sizes=")
+    assert old.full == hessian.batch_sharpness(net, "cross_entropy", ds, batch_sizes=[4], n_batches=2).full
+    exp = fractal.Experiment.preset("quick")
+    old, _ = _warns_once(lambda: fractal.scan(exp, (0.1, 10.0), (0.1, 10.0), 4, chunk=8, progress=False), "chunk_size=")
+    new = fractal.scan(exp, (0.1, 10.0), (0.1, 10.0), 4, chunk_size=8, progress=False)
+    assert (old.converged == new.converged).all()
+    with pytest.raises(TypeError, match="chunk_size"):
+        linalg.to_dense(A, chunk=2, chunk_size=2)
+
+
+def test_loss_auto_is_the_default_for_every_model_loss_data_probe():
+    import torch
+
+    from labkit import batchsize, data, hessian, models
+
+    net, ds = models.mlp(2, [4], 3, seed=0).double(), data.gaussian_mixture(12, classes=3, seed=0).to(torch.float64)
+    assert hessian.trace(net, data=ds, n_matvec=6).value == hessian.trace(net, "cross_entropy", ds, n_matvec=6).value
+    assert float(hessian.top_eigenvalues(net, data=ds).values[0]) == pytest.approx(
+        float(hessian.top_eigenvalues(net, "cross_entropy", ds).values[0]), rel=1e-8)
+    assert batchsize.noise_scale(net, data=ds).b_simple == batchsize.noise_scale(net, "cross_entropy", ds).b_simple
+    with pytest.raises(ValueError, match="max_memory"):
+        hessian.spectral_density(net, data=ds, n_probes=2, lanczos_steps=4, max_memory=1)
+
+
+def test_history_and_experiment_save_and_load(tmp_path):
+    import math
+
+    from labkit import fractal
+    from labkit.history import History
+
+    h = History(loss=[1.0, 0.5, math.inf], lr=[0.1] * 3, eval_steps=[0, 2], eval={"loss": [1.0, math.nan]},
+                diverged=True, diverged_at=2, hparams={"lr": 0.1, "seed": 3},
+                tracked={"sharpness": {"steps": [0], "values": [2.5]}})
+    back = History.load(h.save(tmp_path / "run"))
+    assert (tmp_path / "run.json").exists()
+    assert back.loss[:2] == [1.0, 0.5] and math.isnan(back.loss[2])  # JSON has no inf: it comes back undefined
+    assert back.eval_steps == [0, 2] and math.isnan(back.eval["loss"][1]) and back.tracked == h.tracked
+    assert (back.diverged, back.diverged_at, back.hparams) == (True, 2, {"lr": 0.1, "seed": 3})
+    exp = fractal.Experiment.preset("offset", steps=50)
+    assert fractal.Experiment.load(exp.save(tmp_path / "exp")) == exp

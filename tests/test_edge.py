@@ -148,7 +148,7 @@ def test_named_and_factory_built_adam_give_the_same_record():
     read, _ = _fit(read.optimizer(torch.optim.Adam, betas=(0.9, 0.999), eps=1e-8), weight_decay=0.05, tracker=read)
     assert named.steps == read.steps == [0, 4, 8]
     for key in ("sharpness", "preconditioned", "threshold"):
-        assert named.array(key) == pytest.approx(read.array(key), rel=1e-6)
+        assert named.series(key) == pytest.approx(read.series(key), rel=1e-6)
 
 
 def test_tracked_preconditioned_sharpness_matches_dense_at_a_step():
@@ -207,7 +207,7 @@ def test_top_k_values_are_the_dense_spectrum_at_step_0():
     model, data = _problem(1)
     ev = torch.linalg.eigvalsh(dense_hessian(Risk(model, "mse", data))).flip(0)[:3]
     tracker, _ = _fit("sgd", tracker=edge.EdgeOfStability(4, k=3), steps=1)
-    assert tracker.values[0] == pytest.approx(ev.tolist(), rel=1e-4)
+    assert tracker.series("values")[0] == pytest.approx(ev.tolist(), rel=1e-4)
     assert tracker.top[0] == pytest.approx(float(ev[0]), rel=1e-4)
 
 

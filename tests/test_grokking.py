@@ -25,7 +25,7 @@ def test_table_is_every_pair_once_in_row_order():
 @pytest.mark.parametrize("split", ["pairs", "random"])
 def test_split_masks_fraction_nesting_and_symmetry(split):
     p = 11
-    masks = G.split_masks(p, [0.3, 0.6], [4, 4], split)
+    masks = G.split_masks(p, [0.3, 0.6], seed=[4, 4], split=split)
     assert masks.shape == (2, p * p)
     assert bool((masks[0] <= masks[1]).all())  # same seed: the larger training set contains the smaller
     for m, f in zip(masks, (0.3, 0.6)):
@@ -39,7 +39,7 @@ def test_split_masks_fraction_nesting_and_symmetry(split):
 
 def test_split_masks_rejects_bad_fraction_and_split():
     with pytest.raises(ValueError, match="train_frac"):
-        G.split_masks(7, [1.0], [0])
+        G.split_masks(7, [1.0], seed=[0])
     with pytest.raises(ValueError, match="split"):
         G.split_masks(7, [0.5], [0], "diagonal")
 

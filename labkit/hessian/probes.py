@@ -233,7 +233,7 @@ def outlier_count(
     _checks.in_range("outputs", outputs, classes, 100)
     _checks.choice("loss", loss, ["cross_entropy", "mse"])
     _checks.positive("steps", steps, integer=True, allow_zero=True)
-    ds = gaussian_mixture(per_class * classes, dim, classes, separation, seed).to(dtype=torch.float64)
+    ds = gaussian_mixture(per_class * classes, dim, classes, separation, seed=seed).to(dtype=torch.float64)
     model = mlp(dim, [width], outputs, "relu", seed=seed).double()
     with torch.no_grad():
         model[-1].weight.mul_(0.01)
