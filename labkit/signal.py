@@ -164,6 +164,10 @@ def iterate(depth: int, q0: float = 1.0, c0: float | None = None, sigma_w2=1.0, 
     ``a^2`` times the maps.
     """
     _checks.positive("depth", depth, integer=True)
+    _nonnegative("q0", q0)
+    _nonnegative("sigma_w2", sigma_w2)
+    _nonnegative("sigma_b2", sigma_b2)
+    _correlation("c0", c0)
     a2 = None if branch is None else branch_scale(branch, depth) ** 2
     first = (lambda v: _t(v)) if a2 is not None else (lambda v: _t(sigma_w2) * v + _t(sigma_b2))
     q, q12 = first(q0), (first(c0 * q0) if c0 is not None else None)
@@ -255,13 +259,35 @@ def depth_scales(sigma_w2, sigma_b2=0.0, activation: Act = "tanh") -> tuple[np.n
     return scale(slope), scale(chi_c)
 
 
+def _nonnegative(name: str, value: Any) -> np.ndarray:
+    """``value`` (a number, an array of them or a tensor) as floats, each finite and >= 0, else raise."""
+    try:
+        v = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}") from None
+    if not np.all(np.isfinite(v)) or np.any(v < 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return v
+
+
+def _correlation(name: str, value: Any) -> None:
+    """Refuse a correlation (a number or an array of them) outside [-1, 1] or not finite; None passes."""
+    if value is not None and np.any(_nonnegative(name, np.abs(np.asarray(value, dtype=float))) > 1):
+        raise ValueError(f"{name} is a correlation: it must be between -1 and 1, got {value!r}")
+
+
 def critical_sigma_w2(sigma_b2=0.0, activation: Act = "tanh", *, lo: float = 0.05, hi: float = 20.0,
                       iters: int = 40) -> np.ndarray:
     """The order-to-chaos line: ``sigma_w^2`` with ``chi_1 = 1`` at each ``sigma_b2`` (bisection in log sigma_w^2).
 
     ``nan`` where ``chi_1 - 1`` does not change sign in ``[lo, hi]``.
     """
-    sb2 = np.asarray(sigma_b2, dtype=float)
+    _checks.positive("lo", lo)
+    _checks.positive("hi", hi)
+    if not lo < hi:
+        raise ValueError(f"lo must be below hi, got lo={lo!r}, hi={hi!r}")
+    _checks.positive("iters", iters, integer=True)
+    sb2 = _nonnegative("sigma_b2", sigma_b2)
     a, b = np.full(sb2.shape, math.log(lo)), np.full(sb2.shape, math.log(hi))
     fa = chi(np.exp(a), sb2, activation) - 1
     fb = chi(np.exp(b), sb2, activation) - 1
@@ -363,6 +389,7 @@ def propagate(
     _checks.positive("seeds", seeds, integer=True)
     _checks.positive("sigma_w2", sigma_w2)
     _checks.positive("sigma_b2", sigma_b2, allow_zero=True)
+    _correlation("c0", c0)
     _checks.choice("init", init, ("gaussian", "orthogonal"))
     phi = _act(activation)
     g = torch.Generator().manual_seed(int(seed))

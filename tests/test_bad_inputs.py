@@ -22,7 +22,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import labkit
-from labkit import batchsize, data, exercises, fractal, hessian, linalg, models, ntk, train, viz, widgets
+from labkit import (
+    batchsize,
+    data,
+    exercises,
+    fractal,
+    grokking,
+    hessian,
+    linalg,
+    models,
+    ntk,
+    signal,
+    train,
+    viz,
+    widgets,
+)
 
 LABKIT = Path(labkit.__file__).resolve().parent
 FAST = settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -269,6 +283,27 @@ BAD = [
     bad("linalg.to_dense chunk_size=0", lambda: linalg.to_dense(_op(4), chunk_size=0), "chunk_size"),
     bad("hessian.trace data missing", lambda: hessian.trace(_mlp(), "cross_entropy"), "data"),
     bad("per_example_grads data missing", lambda: batchsize.per_example_grads(_mlp()), "data"),
+    bad("grokking.split_masks train_frac=1.5", lambda: grokking.split_masks(7, [1.5]), "train_frac"),
+    bad("grokking.split_masks seed count", lambda: grokking.split_masks(7, [0.5], seed=[0, 1]), "seed"),
+    bad("grokking.run train_frac='x'", lambda: grokking.run(p=7, train_frac="x", steps=2, progress=False),
+        "train_frac"),
+    bad("grokking.run split_seed=-1", lambda: grokking.run(p=7, steps=2, split_seed=-1, progress=False), "split_seed"),
+    bad("grokking.make_model p=0", lambda: grokking.make_model(0), "p must"),
+    bad("grokking.null_sparsity samples=0", lambda: grokking.null_sparsity(7, samples=0), "samples"),
+    bad("grokking.null_concentration top_k=0", lambda: grokking.null_concentration(7, top_k=0), "top_k"),
+    bad("grokking.live_plot p=0", lambda: grokking.live_plot(0), "p must"),
+    bad("signal.critical_sigma_w2 lo=-1", lambda: signal.critical_sigma_w2(lo=-1.0), "lo"),
+    bad("signal.critical_sigma_w2 lo>hi", lambda: signal.critical_sigma_w2(lo=5.0, hi=1.0), "lo"),
+    bad("signal.critical_sigma_w2 iters=0", lambda: signal.critical_sigma_w2(iters=0), "iters"),
+    bad("signal.critical_sigma_w2 sigma_b2=-1", lambda: signal.critical_sigma_w2(-1.0), "sigma_b2"),
+    bad("signal.iterate sigma_w2=nan", lambda: signal.iterate(3, sigma_w2=math.nan), "sigma_w2"),
+    bad("signal.iterate q0=-1", lambda: signal.iterate(3, q0=-1.0), "q0"),
+    bad("signal.iterate c0=2", lambda: signal.iterate(3, c0=2.0), "c0"),
+    bad("signal.propagate c0=nan", lambda: signal.propagate(depth=2, width=4, c0=math.nan), "c0"),
+    bad("hessian.outlier_count lr=-1", lambda: hessian.probes.outlier_count(3, lr=-1.0), "lr"),
+    bad("hessian.outlier_count per_class=0", lambda: hessian.probes.outlier_count(3, per_class=0), "per_class"),
+    bad("linalg.power_iteration tol=nan", lambda: linalg.power_iteration(_op(4), tol=math.nan), "tol"),
+    bad("data.Dataset.to dtype='x'", lambda: _ds().to(dtype="x"), "dtype"),
 ]
 
 
@@ -404,6 +439,8 @@ EDGE = [
     edge("box_counting_dimension of a list", lambda: fractal.box_counting_dimension(np.ones((64, 64)).tolist()),
          lambda d: abs(d.value - 2) < 1e-9),
     edge("viz.spectrum of a tensor", lambda: viz.spectrum(torch.tensor([3.0, 1.0])), lambda f: len(f.data) >= 1),
+    edge("data.Dataset.to(torch.float64) casts", lambda: _ds().to(torch.float64),
+         lambda d: d.inputs.dtype == torch.float64),
     edge("hessian.count_outliers max_count=0 is none", lambda: hessian.count_outliers([5.0, 1.0, 0.9], max_count=0),
          lambda c: c == 0),
     edge("float32 + float64 operators promote", lambda: (linalg.from_dense(torch.eye(3, dtype=torch.float64))

@@ -233,6 +233,8 @@ def outlier_count(
     _checks.in_range("outputs", outputs, classes, 100)
     _checks.choice("loss", loss, ["cross_entropy", "mse"])
     _checks.positive("steps", steps, integer=True, allow_zero=True)
+    _checks.positive("lr", lr)
+    _checks.positive("per_class", per_class, integer=True)
     ds = gaussian_mixture(per_class * classes, dim, classes, separation, seed=seed).to(dtype=torch.float64)
     model = mlp(dim, [width], outputs, "relu", seed=seed).double()
     with torch.no_grad():

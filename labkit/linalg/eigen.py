@@ -483,6 +483,7 @@ def power_iteration(
     if k > op.size:
         raise ValueError(f"k={k} is larger than the operator (size {op.size}); choose k <= {op.size}")
     _checks.positive("max_matvecs", max_matvecs, integer=True)
+    _checks.positive("tol", tol, allow_zero=True)
     vals, vecs, res, flags = [], [], [], []
     used = 0
     budget = max(1, max_matvecs // k)
