@@ -159,7 +159,7 @@ def test_tracked_preconditioned_sharpness_matches_dense_at_a_step():
     S = torch.diag(P.rsqrt())
     expected = float(torch.linalg.eigvalsh(S @ dense_hessian(risk) @ S).max())
     tracker, _ = _fit("adam", steps=1)
-    assert tracker.array("preconditioned")[0] == pytest.approx(expected, rel=1e-4)
+    assert tracker.series("preconditioned")[0] == pytest.approx(expected, rel=1e-4)
     assert tracker.array("sharpness")[0] == pytest.approx(float(torch.linalg.eigvalsh(dense_hessian(risk)).max()),
                                                           rel=1e-4)
 
@@ -182,7 +182,7 @@ def test_rmsprop_read_from_torch_state_matches_dense():
     P = (0.01 * g0 * g0).sqrt() + 1e-8  # torch's RMSprop default eps is 1e-8
     S = torch.diag(P.rsqrt())
     expected = float(torch.linalg.eigvalsh(S @ dense_hessian(risk0) @ S).max())
-    assert tracker.array("preconditioned")[0] == pytest.approx(expected, rel=1e-4)
+    assert tracker.series("preconditioned")[0] == pytest.approx(expected, rel=1e-4)
     assert tracker.array("threshold")[0] == pytest.approx(2 / 1e-3)
 
 
@@ -208,7 +208,7 @@ def test_top_k_values_are_the_dense_spectrum_at_step_0():
     ev = torch.linalg.eigvalsh(dense_hessian(Risk(model, "mse", data))).flip(0)[:3]
     tracker, _ = _fit("sgd", tracker=edge.EdgeOfStability(4, k=3), steps=1)
     assert tracker.series("values")[0] == pytest.approx(ev.tolist(), rel=1e-4)
-    assert tracker.top[0] == pytest.approx(float(ev[0]), rel=1e-4)
+    assert tracker.series("sharpness")[0] == pytest.approx(float(ev[0]), rel=1e-4)
 
 
 def test_at_edge_returns_its_evidence_and_can_fail():

@@ -41,7 +41,7 @@ def test_split_masks_rejects_bad_fraction_and_split():
     with pytest.raises(ValueError, match="train_frac"):
         G.split_masks(7, [1.0], seed=[0])
     with pytest.raises(ValueError, match="split"):
-        G.split_masks(7, [0.5], [0], "diagonal")
+        G.split_masks(7, [0.5], seed=[0], split="diagonal")
 
 
 def test_forward_matches_vmapped_functional_call():
@@ -89,7 +89,7 @@ def test_run_records_consistent_curves_and_stops_on_callback():
     assert res.record_steps[0] == 0 and res.record_steps[-1] == 30
     assert res.spectrum.shape == (2, len(res.record_steps), 3)
     np.testing.assert_allclose(res.spectrum.sum(-1), 1.0)
-    assert [h["n_train"] for h in res.hparams] == [int(m.sum()) for m in G.split_masks(7, [0.5, 0.7], [0, 0])]
+    assert [h["n_train"] for h in res.hparams] == [int(m.sum()) for m in G.split_masks(7, [0.5, 0.7], seed=[0, 0])]
     assert np.all(np.diff(res.train_loss[0, :10]) < 0.5)  # finite and not diverging
     seen = []
     stopped = G.run(7, 0.5, 1.0, steps=200, records=50, width=8, callbacks=[lambda info: seen.append(info.step)

@@ -171,7 +171,7 @@ def test_sharpness_callback_tracks_lambda_max():
 
 def test_batch_hessians_are_sharper():
     model, ds = _problem(n=96)
-    res = Hs.batch_sharpness(model, "cross_entropy", ds, [4, 96], n_batches=6, seed=0)
+    res = Hs.batch_sharpness(model, "cross_entropy", ds, batch_sizes=[4, 96], n_batches=6, seed=0)
     assert res.mean[-1] == pytest.approx(res.full, rel=1e-6)  # the full batch
     assert res.mean[0] > res.full
     assert res.figure() is not None
