@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from labkit import _checks, _deprecated
+from labkit.machine import MAX_MEMORY
 
 __all__ = ["Frontier", "PowerLawCheck", "PowerLawFit", "SizeSweep", "fit_power_law", "frontier", "live_plot",
            "loglog_slope", "mlp_sweep", "power_law_check", "rf_loss_infinite_data", "rf_loss_ridgeless", "rf_problem",
@@ -475,6 +476,7 @@ def mlp_sweep(
     eval_every: int | None = None,
     progress: bool = True,
     executor: Any = None,
+    max_memory: int = MAX_MEMORY,
 ) -> SizeSweep:
     """Train one-hidden-layer tanh MLPs of each width full batch with Adam; record their test loss.
 
@@ -492,7 +494,8 @@ def mlp_sweep(
         _checks.positive("width", w, integer=True)
         hs = fit_many(lambda seed, w=w: mlp(dim, [w], out, activation="tanh", seed=seed), train, loss="mse",
                       hparams={"seed": list(seeds)}, optimizer="adam", lr=lr, steps=steps, eval_data=test,
-                      eval_every=eval_every or max(1, steps // 50), progress=progress, executor=executor)
+                      eval_every=eval_every or max(1, steps // 50), progress=progress, executor=executor,
+                      max_memory=max_memory)
         curves.append(np.nanmean([h.eval["loss"] for h in hs], axis=0))
         sizes.append(dim * w + w + w * out + out)
         eval_steps = np.asarray(hs[0].eval_steps)

@@ -37,6 +37,7 @@ import torch
 from numpy.polynomial.hermite_e import hermegauss
 
 from labkit import _checks
+from labkit.machine import MAX_MEMORY
 from labkit.models import ACTIVATIONS, branch_scale, init_weight
 
 __all__ = [
@@ -533,13 +534,13 @@ class Trainability:
 
 def trainability(data, depths, sigma_w2, *, sigma_b2: float = 0.05, activation: Act = "tanh", width: int = 32,
                  lr: float = 0.01, steps: int = 300, seed: int = 0, progress: bool = True,
-                 executor: Any = None) -> Trainability:
+                 executor: Any = None, max_memory: int = MAX_MEMORY) -> Trainability:
     """Train tanh MLPs of every depth and ``sigma_w^2`` with full-batch SGD (one ``fit_many`` per depth).
 
     Schoenholz et al. (2017) found that random networks train only when ``depth`` is below
     about ``6 xi_c``; at criticality ``xi_c`` diverges and any depth trains. Member ``i`` of a
-    depth's ``fit_many`` call is the network with ``sigma_w2[i]`` (its seed picks it). ``progress`` and
-    ``executor`` (:mod:`labkit.parallel`) are handed to each ``fit_many`` call.
+    depth's ``fit_many`` call is the network with ``sigma_w2[i]`` (its seed picks it). ``progress``,
+    ``executor`` (:mod:`labkit.parallel`) and ``max_memory`` are handed to each ``fit_many`` call.
     """
     from labkit.models import mlp
     from labkit.train import fit_many
@@ -558,7 +559,7 @@ def trainability(data, depths, sigma_w2, *, sigma_b2: float = 0.05, activation: 
                        weight_std=math.sqrt(sw2[s % k]), bias_std=math.sqrt(sigma_b2), seed=seed * k + s)
 
         hs = fit_many(make, data, hparams={"seed": list(range(k))}, lr=lr, steps=steps, eval_every=steps,
-                      progress=progress, executor=executor)
+                      progress=progress, executor=executor, max_memory=max_memory)
         out[i] = [h.eval["accuracy"][-1] if not h.diverged else np.nan for h in hs]
     _, xi_c = depth_scales(sw2, sigma_b2, activation)
     return Trainability(list(depths), sw2, float(sigma_b2), out, np.asarray(xi_c))

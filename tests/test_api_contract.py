@@ -29,7 +29,9 @@ MIRRORS = ("labkit.exercises.", "labkit.lessons.")
 # functions whose refusal can name max_memory, so they accept it
 MAX_MEMORY_REQUIRED = ["labkit.hessian:trace", "labkit.hessian:spectral_density", "labkit.linalg:trace",
                        "labkit.linalg:spectral_density", "labkit.ntk:empirical", "labkit.train:fit_many",
-                       "labkit.fractal:scan"]
+                       "labkit.fractal:scan", "labkit.batchsize:steps_to_target", "labkit.mup:lr_sweep",
+                       "labkit.signal:trainability", "labkit.scaling:mlp_sweep", "labkit.ntk:KernelTracker",
+                       "labkit.curvature:trace_product"]
 # sweeps that can hand work to an executor
 EXECUTOR_REQUIRED = ["labkit.train:fit_many", "labkit.fractal:scan", "labkit.fractal:zoom_sequence",
                      "labkit.scaling:mlp_sweep", "labkit.batchsize:steps_to_target", "labkit.signal:trainability",

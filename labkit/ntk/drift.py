@@ -16,6 +16,7 @@ import torch
 
 from labkit import _checks
 from labkit.history import StepInfo
+from labkit.machine import MAX_MEMORY
 from labkit.ntk.empirical import METHODS, choose_method, empirical
 from labkit.tracking import Every
 
@@ -64,12 +65,13 @@ class KernelTracker(Every):
     """
 
     def __init__(self, x: torch.Tensor, every: int = 10, *, k: int = 5, method: str = "auto", live: Any = None,
-                 name: str | None = None):
+                 name: str | None = None, max_memory: int = MAX_MEMORY):
         if not isinstance(x, torch.Tensor) or x.ndim < 2:
             raise ValueError(f"x must be a tensor of inputs (n, features...), got {getattr(x, 'shape', x)!r}")
         super().__init__(every, live=live, final=True)
         self.k = _checks.positive("k", k, integer=True)
         self.method = _checks.choice("method", method, METHODS)
+        self.max_memory = _checks.positive("max_memory", max_memory, integer=True)
         self.x, self.kernel_name = x, name
         self.initial: torch.Tensor | None = None
         self.final: torch.Tensor | None = None
@@ -78,7 +80,7 @@ class KernelTracker(Every):
     def measure(self, info: StepInfo) -> dict[str, Any]:
         if self._method is None:
             self._method = choose_method(info.model, self.x) if self.method == "auto" else self.method
-        kern = empirical(info.model, self.x, method=self._method).detach()
+        kern = empirical(info.model, self.x, method=self._method, max_memory=self.max_memory).detach()
         if self.initial is None:
             self.initial = kern
         self.final = kern
