@@ -16,6 +16,7 @@ Quick look::
     sweep.tradeoff().b_crit                                  # fitted critical batch size
 """
 
+from labkit import _deprecated
 from labkit.batchsize import nqm
 from labkit.batchsize.grads import per_example_grads, per_example_sq_norms
 from labkit.batchsize.noise import NoiseScale, NoiseScaleTracker, b_noise, noise_scale
@@ -44,3 +45,6 @@ __all__ = [
     "steps_to_target",
     "warmup",
 ]
+
+# the renamed submodule, reached as an attribute (``package.scaling.name``): one warning, then the new module
+__getattr__ = _deprecated.moved(__name__, {"scaling": "labkit.batchsize.rules"})

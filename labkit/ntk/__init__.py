@@ -7,6 +7,7 @@
 - :func:`kernel_distance`, :class:`KernelTracker`: how far the kernel moves during training.
 """
 
+from labkit import _deprecated
 from labkit.ntk.analytic import analytic
 from labkit.ntk.drift import KernelTracker, kernel_distance, relative_change
 from labkit.ntk.dynamics import Linearized, linearize, predict
@@ -26,3 +27,6 @@ __all__ = [
     "predict",
     "relative_change",
 ]
+
+# the renamed submodule, reached as an attribute (``package.tracking.name``): one warning, then the new module
+__getattr__ = _deprecated.moved(__name__, {"tracking": "labkit.ntk.drift"})
