@@ -103,7 +103,7 @@ def test_run_matches_an_independent_adamw_loop():
     p, frac, wd, steps = 7, 0.6, 0.5, 15
     res = G.run(p, frac, wd, steps=steps, width=8, lr=1e-2, records=3)
     d = G.table(p)
-    mask = G.split_masks(p, [frac], [0])[0]
+    mask = G.split_masks(p, [frac], seed=[0])[0]
     model = G.make_model(p, 8, seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=wd)
     for _ in range(steps):
