@@ -7,7 +7,6 @@ these three types. ``labkit.train`` re-exports them.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -91,15 +90,14 @@ class History:
         """Write :meth:`to_dict` as JSON to ``path`` (``.json`` appended if missing), atomically; returns the path."""
         from labkit import _io
 
-        path = _io.with_suffix(path, ".json")
-        return _io.write_text(path, json.dumps(self.to_dict(), indent=1))
+        return _io.write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> History:
         """A History read back from :meth:`save` (JSON ``null`` losses come back as NaN)."""
         from labkit import _io
 
-        d = json.loads(Path(_io.with_suffix(path, ".json")).read_text())
+        d = _io.read_json(path)
         nan = lambda vs: [math.nan if v is None else v for v in vs]  # noqa: E731
         return cls(loss=nan(d["loss"]), lr=nan(d["lr"]), eval_steps=list(d["eval_steps"]),
                    eval={k: nan(v) for k, v in d["eval"].items()}, wall_time=d["wall_time"],

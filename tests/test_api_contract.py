@@ -88,29 +88,23 @@ def test_the_walk_sees_the_api():
     assert {"labkit.train.fit", "labkit.linalg.stochastic.trace", "labkit.history.History.save"} <= names
 
 
-def _seed(name, ps):
-    p = ps.get("seed")
+def _keyword_only(ps, param, defaults, what):
+    """``param`` (if taken) must be keyword-only with a default in ``defaults``."""
+    p = ps.get(param)
     if p is None:
         return []
-    out = []
-    if p.kind is not p.KEYWORD_ONLY:
-        out.append("seed must be keyword-only (put it after *)")
-    ok = (0, None) if name in MODEL_BUILDERS else (0,)
-    if p.default not in ok or isinstance(p.default, bool):
-        out.append(f"seed must default to 0, defaults to {p.default!r}")
+    out = [] if p.kind is p.KEYWORD_ONLY else [f"{param} must be keyword-only (put it after *)"]
+    if isinstance(p.default, bool) or p.default not in defaults:
+        out.append(f"{param} must default to {what}, defaults to {p.default!r}")
     return out
+
+
+def _seed(name, ps):
+    return _keyword_only(ps, "seed", (0, None) if name in MODEL_BUILDERS else (0,), "0")
 
 
 def _max_memory(name, ps):
-    p = ps.get("max_memory")
-    if p is None:
-        return []
-    out = []
-    if p.kind is not p.KEYWORD_ONLY:
-        out.append("max_memory must be keyword-only")
-    if p.default != MAX_MEMORY:
-        out.append(f"max_memory must default to machine.MAX_MEMORY, defaults to {p.default!r}")
-    return out
+    return _keyword_only(ps, "max_memory", (MAX_MEMORY,), "machine.MAX_MEMORY")
 
 
 def _names(name, ps):

@@ -19,7 +19,6 @@ laptop CPU)::
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -114,14 +113,12 @@ class Experiment:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON (``.json`` appended if missing), atomically; returns the path."""
-        path = _io.with_suffix(path, ".json")
-        return _io.write_text(path, json.dumps(self.to_dict(), indent=1))
+        return _io.write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Experiment:
         """The Experiment :meth:`save` wrote."""
-        d = json.loads(Path(_io.with_suffix(path, ".json")).read_text())
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in _io.read_json(path).items()})
 
     # ------------------------------------------------------------------ shared data and weights
     def data(self) -> tuple[torch.Tensor, torch.Tensor]:
