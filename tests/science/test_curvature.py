@@ -104,7 +104,7 @@ def test_outliers_live_in_gauss_newton_when_residual_is_small():
 
     ds3 = gaussian_mixture(120, dim=4, classes=3, seed=0).to(dtype=torch.float64)
     m3 = mlp(4, [16], 3, activation="tanh", seed=0).double()
-    fails = probes.gauss_newton_outliers(m3, "cross_entropy", ds3, 2)
+    fails = probes.gauss_newton_outliers(m3, "cross_entropy", ds3, k=2)
     assert not fails.residual_small, fails
 
 
