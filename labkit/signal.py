@@ -260,20 +260,28 @@ def depth_scales(sigma_w2, sigma_b2=0.0, activation: Act = "tanh") -> tuple[np.n
     return scale(slope), scale(chi_c)
 
 
-def _nonnegative(name: str, value: Any) -> np.ndarray:
-    """``value`` (a number, an array of them or a tensor) as floats, each finite and >= 0, else raise."""
+def _floats(name: str, value: Any) -> np.ndarray:
+    """``value`` (a number, an array of them or a tensor) as finite floats, else raise naming ``name``."""
     try:
         v = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}") from None
-    if not np.all(np.isfinite(v)) or np.any(v < 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def _nonnegative(name: str, value: Any) -> np.ndarray:
+    """``value`` as finite floats, each >= 0, else raise."""
+    v = _floats(name, value)
+    if np.any(v < 0):
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
     return v
 
 
 def _correlation(name: str, value: Any) -> None:
     """Refuse a correlation (a number or an array of them) outside [-1, 1] or not finite; None passes."""
-    if value is not None and np.any(_nonnegative(name, np.abs(np.asarray(value, dtype=float))) > 1):
+    if value is not None and np.any(np.abs(_floats(name, value)) > 1):
         raise ValueError(f"{name} is a correlation: it must be between -1 and 1, got {value!r}")
 
 
