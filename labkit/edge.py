@@ -282,9 +282,8 @@ def at_edge(values: Any, thresholds: Any, *, start_below: float = START_BELOW, w
     ``value / threshold`` over the last ``tail`` (a third) of the measurements is within ``within`` (10%) of 1.
     Returns the evidence (:class:`EdgeVerdict`), which is truthy iff the criterion holds.
     """
-    v = np.asarray(values, dtype=float)
-    thr = np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(v))
-    if v.ndim != 1 or len(v) < 3:
+    v, thr = _series(values, thresholds)
+    if len(v) < 3:
         raise ValueError(f"values must be a 1-D series of at least 3 measurements, got shape {v.shape}")
     if not 0 < tail <= 1:
         raise ValueError(f"tail must be a fraction in (0, 1], got {tail!r}")
@@ -292,9 +291,19 @@ def at_edge(values: Any, thresholds: Any, *, start_below: float = START_BELOW, w
     return EdgeVerdict(float(thr[0]), float(v[0] / thr[0]), edge_ratio(v, thr, tail), n_end, start_below, within)
 
 
+def _series(values: Any, thresholds: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as a 1-D float array and ``thresholds`` (one, or one per value) broadcast to it."""
+    v, t = np.asarray(values, dtype=float), np.asarray(thresholds, dtype=float)
+    if v.ndim != 1 or len(v) == 0:
+        raise ValueError(f"values must be a 1-D series of measurements, got shape {v.shape}")
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != len(v)):
+        raise ValueError(f"thresholds must be one number or one per value ({len(v)}), got shape {t.shape}")
+    return v, np.broadcast_to(t, v.shape)
+
+
 def edge_ratio(values: Any, thresholds: Any, tail: float = TAIL) -> float:
     """Median of ``value / threshold`` over the last ``tail`` of the measurements (:attr:`EdgeVerdict.end`)."""
-    v, thr = np.asarray(values, dtype=float), np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(values))
+    v, thr = _series(values, thresholds)
     k = max(1, round(len(v) * tail))
     return float(np.median(v[-k:] / thr[-k:]))
 

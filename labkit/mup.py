@@ -113,6 +113,9 @@ def lr_sweep(make_model: Callable[[int, int], nn.Module], widths: Sequence[int],
     from labkit.train import fit_many, grid
 
     lrs = [_checks.positive("lrs[]", lr) for lr in lrs]
+    widths = [_checks.positive("widths[]", w, integer=True) for w in widths]
+    if not widths or not lrs:
+        raise ValueError(f"widths and lrs must not be empty, got {len(widths)} width(s) and {len(lrs)} lr(s)")
     out = []
     for w in widths:
         hs = fit_many(lambda seed, w=w: make_model(w, seed), data, hparams=grid(lr=lrs, seed=list(seeds)),

@@ -62,10 +62,14 @@ def loglog_slope(x: Any, y: Any) -> tuple[Any, Any]:
     """The one log-log slope: least squares of ``log y`` on ``log x``, and its standard error (NaN with 2 points).
 
     ``y`` is ``(n,)`` (floats returned) or ``(n, k)``: ``k`` columns fitted at once (arrays returned), as the
-    per-layer slopes of :func:`labkit.mup.slopes`. No checks: :func:`slope` is the checked entry point.
+    per-layer slopes of :func:`labkit.mup.slopes`. ``x`` is checked; a non-positive ``y`` gives NaN (undefined);
+    :func:`slope` also checks ``y``.
     """
-    lx = np.log(np.asarray(x, dtype=float))
-    ly = np.log(np.asarray(y, dtype=float))
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.ndim != 1 or len(x) < 2 or len(y) != len(x) or not np.all(np.isfinite(x) & (x > 0)):
+        raise ValueError(f"x must be at least 2 finite values > 0 with one y (row) each, got x of shape {x.shape} "
+                         f"and y of shape {y.shape}")
+    lx, ly = np.log(x), np.log(y)
     A = np.stack([lx, np.ones_like(lx)], 1)
     coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
     r = ly - A @ coef

@@ -554,6 +554,8 @@ def trainability(data, depths, sigma_w2, *, sigma_b2: float = 0.05, activation: 
     from labkit.train import fit_many
 
     sw2 = [float(_checks.positive("sigma_w2", v)) for v in sigma_w2]
+    if not sw2 or not len(depths):
+        raise ValueError(f"depths and sigma_w2 must not be empty, got {len(depths)} depth(s) and {len(sw2)} value(s)")
     _checks.positive("sigma_b2", sigma_b2, allow_zero=True)
     if not isinstance(activation, str):
         raise TypeError("trainability needs an activation name (it builds labkit.models.mlp networks)")

@@ -304,6 +304,17 @@ BAD = [
     bad("hessian.outlier_count per_class=0", lambda: hessian.probes.outlier_count(3, per_class=0), "per_class"),
     bad("linalg.power_iteration tol=nan", lambda: linalg.power_iteration(_op(4), tol=math.nan), "tol"),
     bad("data.Dataset.to dtype='x'", lambda: _ds().to(dtype="x"), "dtype"),
+    bad("scaling.loglog_slope empty", lambda: labkit.scaling.loglog_slope([], []), "x must"),
+    bad("scaling.loglog_slope x<=0", lambda: labkit.scaling.loglog_slope([0.0, 1.0, 2.0], [1.0, 2.0, 3.0]), "x must"),
+    bad("edge.at_edge thresholds length", lambda: labkit.edge.at_edge([1.0, 2.0, 3.0], [1.0, 2.0]), "thresholds"),
+    bad("edge.edge_ratio thresholds length", lambda: labkit.edge.edge_ratio([1.0, 2.0, 3.0], [1.0, 2.0]),
+        "thresholds"),
+    bad("mup.lr_sweep widths=[]", lambda: labkit.mup.lr_sweep(lambda w, s: models.mlp(2, [w], 3, seed=s), [], [0.1],
+                                                               _ds(), steps=2, progress=False), "widths"),
+    bad("signal.trainability depths=[]", lambda: signal.trainability(_ds(), [], [1.0], steps=2, progress=False),
+        "depths"),
+    bad("fit_many make_model=3", lambda: train.fit_many(3, _ds(), hparams={"lr": [0.1]}, steps=2, progress=False),
+        "make_model"),
 ]
 
 
