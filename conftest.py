@@ -7,6 +7,9 @@
   592 s with 2 threads and 48 s with 1 on a loaded 2-core machine). Set ``LABKIT_THREADS`` to override.
 - nbval collects only the product notebooks in ``notebooks/``; fixture notebooks under ``tests/``
   (deliberately broken or student versions) are run by the tests that own them.
+- ``pytest --fast`` is the developer loop (CONTRIBUTING.md): no notebooks, no ``tests/science``, no
+  ``tests/browser`` and no test marked ``slow`` (student builds, the docs build, Dask clusters). A bare
+  ``pytest`` (what CI runs) still runs everything.
 """
 
 import os
@@ -16,10 +19,30 @@ os.environ.setdefault("LABKIT_FAST", "1")
 os.environ.setdefault("PYTHONHASHSEED", "0")
 os.environ.setdefault("LABKIT_THREADS", "1")
 
-_NOTEBOOKS = (Path(__file__).parent / "notebooks").resolve()
+_ROOT = Path(__file__).parent.resolve()
+_NOTEBOOKS = _ROOT / "notebooks"
+_NOT_FAST = (_ROOT / "tests" / "science", _ROOT / "tests" / "browser")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true", default=False,
+                     help="developer loop: skip notebooks, tests/science, tests/browser and tests marked slow")
 
 
 def pytest_ignore_collect(collection_path, config):
-    if collection_path.suffix == ".ipynb":
-        return collection_path.resolve().parent != _NOTEBOOKS
+    path = collection_path.resolve()
+    if config.getoption("--fast", default=False):
+        if path.suffix == ".ipynb" or any(path == d or d in path.parents for d in _NOT_FAST):
+            return True
+    if path.suffix == ".ipynb":
+        return path.parent != _NOTEBOOKS
     return None
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--fast", default=False):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]

@@ -59,9 +59,9 @@ def norms_rows(repeats: int) -> list[tuple[str, float, float]]:
 
     t_loop, ref = timed(loop, min(repeats, 3))
     rows = [("per-sample autograd loop", t_loop, 0.0)]
-    for name, fn in (("per_example_sq_norms (layer structure)", lambda: per_example_sq_norms(model, loss, x, y)),
+    for name, fn in (("per_example_sq_norms (layer structure)", lambda: per_example_sq_norms(model, loss, (x, y))),
                      ("per_example_grads (torch.func vmap)",
-                      lambda: per_example_grads(model, loss, x, y).square().sum(1))):
+                      lambda: per_example_grads(model, loss, (x, y)).square().sum(1))):
         t, out = timed(fn, repeats)
         rows.append((name, t, float(((out - ref).abs() / ref).max())))
     try:

@@ -25,7 +25,7 @@ def run(exp, resolution: int, executor, tile: int | None = None, first_only: boo
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a cancelled scan warns that it is partial: here that is the point
-        res = fractal.scan(exp, (0.1, 10.0), (0.1, 10.0), resolution, progress=False, executor=executor, tile=tile,
+        res = fractal.scan(exp, (0.1, 10.0), (0.1, 10.0), resolution, progress=False, executor=executor, tile_size=tile,
                            on_chunk=lambda r: times.append(time.perf_counter() - start),
                            cancel=(lambda: bool(times)) if first_only else None)
     assert res.complete or first_only

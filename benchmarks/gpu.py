@@ -87,8 +87,8 @@ def correctness(device: torch.device, tiny: bool) -> list[Check]:
         k = ntk.empirical(model_d, x.to(device), method=method)
         checks.append(Check(f"NTK {method} vs CPU jacobian", rel(k, ref), 1e-9))
 
-    sq_c = batchsize.per_example_sq_norms(model_c, "cross_entropy", ds.inputs, ds.targets)
-    sq_d = batchsize.per_example_sq_norms(model_d, "cross_entropy", ds_d.inputs, ds_d.targets)
+    sq_c = batchsize.per_example_sq_norms(model_c, "cross_entropy", ds)
+    sq_d = batchsize.per_example_sq_norms(model_d, "cross_entropy", ds_d)
     checks.append(Check("per-example squared gradient norms", rel(sq_d, sq_c), 1e-9))
     b_c = batchsize.noise_scale(model_c, "cross_entropy", ds).b_simple
     b_d = batchsize.noise_scale(model_d, "cross_entropy", ds_d).b_simple
@@ -177,7 +177,7 @@ def probe_rows(device: torch.device, tiny: bool) -> list[Row]:
         rows.append(Row(f"empirical NTK {n} inputs ({method}), trace", t, f"{n * n / t:,.0f} entries/s"))
     m = 128 if tiny else 8192
     big = data.gaussian_mixture(n=m, dim=16, classes=10, seed=1).to(device)
-    t = timed(lambda: batchsize.per_example_sq_norms(model, "cross_entropy", big.inputs, big.targets), device)
+    t = timed(lambda: batchsize.per_example_sq_norms(model, "cross_entropy", big), device)
     rows.append(Row(f"per-example gradient norms, {m} examples", t, f"{m / t:,.0f} examples/s"))
     width = 4 if tiny else 210  # about 1.0M parameters at width 210 on 28x28 images
     size = 8 if tiny else 28

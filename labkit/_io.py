@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["atomic", "copy_file", "ensure_folder", "with_suffix", "write_bytes", "write_text"]
+__all__ = ["atomic", "copy_file", "ensure_folder", "read_json", "with_suffix", "write_bytes", "write_json",
+           "write_text"]
 
 
 def with_suffix(path: str | Path, suffix: str) -> Path:
@@ -115,6 +117,16 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` (``.json`` appended if missing), atomically; returns the path."""
+    return write_text(with_suffix(path, ".json"), json.dumps(data, indent=1))
+
+
+def read_json(path: str | Path) -> Any:
+    """What :func:`write_json` wrote to ``path`` (``.json`` appended if missing)."""
+    return json.loads(with_suffix(path, ".json").read_text())
 
 
 def copy_file(src: str | Path, dst: str | Path) -> Path:

@@ -3,6 +3,8 @@
 
 from labkit import _deprecated
 
+__deprecated__ = "labkit.population.batched"
+
 __getattr__ = _deprecated.moved(__name__, {
     "fit_many": "labkit.train:fit_many",
     "fit_group": "labkit.population.batched:train_group",

@@ -51,6 +51,7 @@ from torch.func import grad, jvp, vjp, vmap
 from labkit import _checks, linalg
 from labkit.linalg import LinearOperator, Product
 from labkit.losses import Loss
+from labkit.machine import MAX_MEMORY
 from labkit.risk import Params, Risk
 
 __all__ = [
@@ -262,15 +263,15 @@ class GradientCovariance(EmpiricalFisher):
 
 
 def trace_product(a: LinearOperator, b: LinearOperator, n_matvec: int | None = None, *, method: str = "hutchpp",
-                  seed: int = 0, chunk_size: int = 64) -> float:
+                  seed: int = 0, chunk_size: int = 64, max_memory: int = MAX_MEMORY) -> float:
     """``tr(A B)``: exact when ``n_matvec`` is None, else :func:`labkit.linalg.trace` of ``A @ B``.
 
     Exact uses ``B = C C^T`` when ``B`` has a ``factor()`` (``tr(C^T A C)``, one product per column
     of ``C``, ``chunk_size`` at a time), else ``P`` products.
     """
     if n_matvec is not None:
-        return float(linalg.trace(Product(a, b), n_matvec, method, seed).value)
+        return float(linalg.trace(Product(a, b), n_matvec, method, seed=seed, max_memory=max_memory).value)
     if hasattr(b, "factor"):
         C = b.factor()
         return float(sum((c * a.matmat(c)).sum() for c in C.split(chunk_size, dim=1)))
-    return float(linalg.trace(Product(a, b), a.size).value)
+    return float(linalg.trace(Product(a, b), a.size, max_memory=max_memory).value)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from labkit import _checks
+from labkit import _checks, _deprecated
 
 Task = Literal["classification", "regression"]
 
@@ -135,7 +135,15 @@ class Dataset:
         return int(self.targets.shape[1])
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Dataset:
-        """Move to ``device``; cast floating inputs (and regression targets) to ``dtype``."""
+        """Move to ``device``; cast floating inputs (and regression targets) to ``dtype``.
+
+        ``ds.to(torch.float64)`` casts, as ``tensor.to(torch.float64)`` does."""
+        if isinstance(device, torch.dtype):
+            if dtype is not None:
+                raise TypeError(f"Dataset.to got two dtypes, {device} and dtype={dtype}; give one")
+            device, dtype = None, device
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype such as torch.float64, got {dtype!r}")
         x = self.inputs.to(device=device)
         y = self.targets.to(device=device)
         if dtype is None:
@@ -146,7 +154,8 @@ class Dataset:
             y = y.to(dtype)
         return replace(self, inputs=x, targets=y)  # checked again: a cast to float16 can overflow to inf
 
-    def split(self, frac: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    @_deprecated.keyword_only("seed")
+    def split(self, frac: float, *, seed: int = 0) -> tuple[Dataset, Dataset]:
         """Random split into ``(first, rest)`` with ``round(frac * n)`` rows in ``first``."""
         _checks.fraction("frac", frac)
         _checks.seed("seed", seed)
@@ -157,7 +166,8 @@ class Dataset:
         k = min(max(round(frac * len(self)), 1), len(self) - 1)
         return self[perm[:k]], self[perm[k:]]
 
-    def batches(self, batch_size: int, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    @_deprecated.keyword_only("seed")
+    def batches(self, batch_size: int, *, seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless random mini-batches ``(inputs, targets)``.
 
         Each epoch is a fresh permutation cut into full batches (a remainder
@@ -180,7 +190,8 @@ def _index_stream(n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
             yield perm[b * batch_size : (b + 1) * batch_size]
 
 
-def batch_indices(n: int, batch_size: int, steps: int, seed: int = 0) -> torch.Tensor:
+@_deprecated.keyword_only("seed")
+def batch_indices(n: int, batch_size: int, steps: int, *, seed: int = 0) -> torch.Tensor:
     """The first ``steps`` index batches of :meth:`Dataset.batches`, as a ``(steps, batch_size)`` tensor."""
     _checks.positive("n", n, integer=True)
     _checks.in_range("batch_size", batch_size, 1, n)
@@ -231,8 +242,9 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(_checks.seed("seed", seed))
 
 
+@_deprecated.keyword_only("seed")
 def gaussian_mixture(
-    n: int = 512, dim: int = 2, classes: int = 3, separation: float = 3.0, seed: int = 0
+    n: int = 512, dim: int = 2, classes: int = 3, separation: float = 3.0, *, seed: int = 0
 ) -> Dataset:
     """Isotropic unit Gaussians around ``classes`` random means at distance ``separation`` from 0.
 
@@ -251,7 +263,8 @@ def gaussian_mixture(
     return Dataset(x, y, "classification", classes, "gaussian_mixture")
 
 
-def two_moons(n: int = 512, noise: float = 0.1, seed: int = 0) -> Dataset:
+@_deprecated.keyword_only("seed")
+def two_moons(n: int = 512, noise: float = 0.1, *, seed: int = 0) -> Dataset:
     """Two interleaved half circles in 2-D (two classes)."""
     _checks.positive("n", n, integer=True)
     _checks.positive("noise", noise, allow_zero=True)
@@ -264,7 +277,9 @@ def two_moons(n: int = 512, noise: float = 0.1, seed: int = 0) -> Dataset:
     return Dataset(x, y, "classification", 2, "two_moons")
 
 
-def spirals(n: int = 512, classes: int = 2, noise: float = 0.1, turns: float = 1.5, seed: int = 0) -> Dataset:
+@_deprecated.keyword_only("seed")
+def spirals(n: int = 512, classes: int = 2, noise: float = 0.1, turns: float = 1.5, *,
+            seed: int = 0) -> Dataset:
     """``classes`` interleaved spiral arms in 2-D: a classic hard task for small MLPs."""
     _checks.positive("n", n, integer=True)
     _checks.in_range("classes", classes, 2, 100)
@@ -279,11 +294,13 @@ def spirals(n: int = 512, classes: int = 2, noise: float = 0.1, turns: float = 1
     return Dataset(x, y, "classification", classes, "spirals")
 
 
+@_deprecated.keyword_only("seed", "out_dim")
 def teacher_student(
     n: int = 512,
     dim: int = 10,
     teacher_width: int = 32,
     noise: float = 0.0,
+    *,
     seed: int = 0,
     out_dim: int = 1,
 ) -> Dataset:
@@ -301,7 +318,8 @@ def teacher_student(
     return Dataset(x, y, "regression", None, "teacher_student")
 
 
-def modular_addition(p: int = 97, train_frac: float = 0.5, seed: int = 0) -> tuple[Dataset, Dataset]:
+@_deprecated.keyword_only("seed")
+def modular_addition(p: int = 97, train_frac: float = 0.5, *, seed: int = 0) -> tuple[Dataset, Dataset]:
     """All pairs ``(a, b)`` labelled ``(a + b) mod p``, split into ``(train, test)`` (grokking tasks).
 
     Inputs are the two one-hot codes side by side (``2 p`` features).
@@ -312,10 +330,11 @@ def modular_addition(p: int = 97, train_frac: float = 0.5, seed: int = 0) -> tup
     a, b = a.reshape(-1), b.reshape(-1)
     x = torch.cat([torch.nn.functional.one_hot(a, p), torch.nn.functional.one_hot(b, p)], 1).float()
     full = Dataset(x, (a + b) % p, "classification", p, f"modular_addition(p={p})")
-    return full.split(train_frac, seed)
+    return full.split(train_frac, seed=seed)
 
 
-def sparse_parity(n: int = 1024, n_bits: int = 20, k: int = 3, seed: int = 0) -> Dataset:
+@_deprecated.keyword_only("seed")
+def sparse_parity(n: int = 1024, n_bits: int = 20, k: int = 3, *, seed: int = 0) -> Dataset:
     """Random +-1 strings labelled by the parity of a secret subset of ``k`` of their ``n_bits`` bits."""
     _checks.positive("n", n, integer=True)
     _checks.in_range("n_bits", n_bits, 1, 10_000)

@@ -107,6 +107,16 @@ class Preconditioned(LinearOperator):
         return s * self.op.matmat(s * V)
 
 
+
+def _old_reader(name: str, key: str, array: bool = False) -> property:
+    """A deprecated property ``tracker.<name>``: ``tracker.series(key)`` (as an array if ``array``)."""
+
+    def get(self: EdgeOfStability) -> Any:
+        _deprecated.warn(f"EdgeOfStability.{name}", f'EdgeOfStability.series("{key}")')
+        return self._array(key) if array else self.series(key)
+
+    return property(get, doc=f'Deprecated: ``tracker.series("{key}")``.')
+
 class EdgeOfStability(Every):
     """The sharpness tracker: Hessian eigenvalues against the optimiser's threshold every ``every`` steps of ``fit``.
 
@@ -175,24 +185,29 @@ class EdgeOfStability(Every):
             out["preconditioned"] = record["preconditioned"]
         return out
 
+    # A tracker is read one way, ``tracker.series(key)`` with key ``"sharpness"``, ``"preconditioned"``,
+    # ``"threshold"``, ``"gd_threshold"``, ``"values"``, ``"lr"``, ``"n_matvec"``; the readers below are the
+    # old spellings, kept one release.
     def array(self, key: str) -> np.ndarray:
-        """One recorded quantity as an array (``"sharpness"``, ``"preconditioned"``, ``"threshold"``, ...)."""
+        """Deprecated: ``np.asarray(tracker.series(key))``."""
+        _deprecated.warn("EdgeOfStability.array(key)", "EdgeOfStability.series(key) (np.asarray it for an array)")
+        return self._array(key)
+
+    array.__deprecated__ = True
+
+    def _array(self, key: str) -> np.ndarray:
         return np.array(self.series(key), dtype=float)
 
-    @property
-    def top(self) -> np.ndarray:
-        """lambda_max of ``H`` at each recorded step (``array("sharpness")``)."""
-        return self.array("sharpness")
-
-    values = property(lambda self: self.series("values"), doc="The ``k`` top eigenvalues at each record.")
-    lrs = property(lambda self: self.series("lr"), doc="The learning rate at each record.")
-    thresholds = property(lambda self: self.series("threshold"), doc="The threshold at each record.")
-    n_matvec = property(lambda self: self.series("n_matvec"), doc="HVPs each measurement took.")
+    top = _old_reader("top", "sharpness", array=True)
+    values = _old_reader("values", "values")
+    lrs = _old_reader("lrs", "lr")
+    thresholds = _old_reader("thresholds", "threshold")
+    n_matvec = _old_reader("n_matvec", "n_matvec")
 
     def verdict(self, **kwargs: Any) -> EdgeVerdict:
         """:func:`at_edge` on the sharpness this optimiser's threshold applies to (preconditioned if adaptive)."""
         key = "preconditioned" if self._kind in ADAPTIVE else "sharpness"
-        return at_edge(self.array(key), self.array("threshold"), **kwargs)
+        return at_edge(self._array(key), self._array("threshold"), **kwargs)
 
     def figure(self) -> Any:
         """Sharpness (and preconditioned sharpness) against step, with the threshold."""
@@ -201,11 +216,11 @@ class EdgeOfStability(Every):
         adaptive = self._kind in ADAPTIVE  # the preconditioned sharpness is orders of magnitude above the raw one
         fig = theme.figure(f"Edge of stability ({self._kind})", "step",
                            "top eigenvalue (log scale)" if adaptive else "top eigenvalue", log_y=adaptive)
-        fig.add_scatter(x=self.steps, y=self.array("sharpness"), mode="lines+markers", name="sharpness of H")
+        fig.add_scatter(x=self.steps, y=self._array("sharpness"), mode="lines+markers", name="sharpness of H")
         if adaptive:
-            fig.add_scatter(x=self.steps, y=self.array("preconditioned"), mode="lines+markers",
+            fig.add_scatter(x=self.steps, y=self._array("preconditioned"), mode="lines+markers",
                             name="sharpness of P^-1/2 H P^-1/2")
-        fig.add_scatter(x=self.steps, y=self.array("threshold"), mode="lines", name="threshold",
+        fig.add_scatter(x=self.steps, y=self._array("threshold"), mode="lines", name="threshold",
                         line={"dash": "dash", "color": theme.REFERENCE})
         return fig
 
@@ -268,9 +283,8 @@ def at_edge(values: Any, thresholds: Any, *, start_below: float = START_BELOW, w
     ``value / threshold`` over the last ``tail`` (a third) of the measurements is within ``within`` (10%) of 1.
     Returns the evidence (:class:`EdgeVerdict`), which is truthy iff the criterion holds.
     """
-    v = np.asarray(values, dtype=float)
-    thr = np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(v))
-    if v.ndim != 1 or len(v) < 3:
+    v, thr = _series(values, thresholds)
+    if len(v) < 3:
         raise ValueError(f"values must be a 1-D series of at least 3 measurements, got shape {v.shape}")
     if not 0 < tail <= 1:
         raise ValueError(f"tail must be a fraction in (0, 1], got {tail!r}")
@@ -293,9 +307,19 @@ def hovers(values: Any, threshold: float, *, within: float = WITHIN, rise: float
     return bool(abs(float(np.median(v[-k:])) - 1) <= within and climb < rise)
 
 
+def _series(values: Any, thresholds: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` as a 1-D float array and ``thresholds`` (one, or one per value) broadcast to it."""
+    v, t = np.asarray(values, dtype=float), np.asarray(thresholds, dtype=float)
+    if v.ndim != 1 or len(v) == 0:
+        raise ValueError(f"values must be a 1-D series of measurements, got shape {v.shape}")
+    if t.ndim > 1 or (t.ndim == 1 and len(t) != len(v)):
+        raise ValueError(f"thresholds must be one number or one per value ({len(v)}), got shape {t.shape}")
+    return v, np.broadcast_to(t, v.shape)
+
+
 def edge_ratio(values: Any, thresholds: Any, tail: float = TAIL) -> float:
     """Median of ``value / threshold`` over the last ``tail`` of the measurements (:attr:`EdgeVerdict.end`)."""
-    v, thr = np.asarray(values, dtype=float), np.broadcast_to(np.asarray(thresholds, dtype=float), np.shape(values))
+    v, thr = _series(values, thresholds)
     k = max(1, round(len(v) * tail))
     return float(np.median(v[-k:] / thr[-k:]))
 

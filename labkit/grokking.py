@@ -39,6 +39,7 @@ per-member mask says which pairs it trains on (the others are its test set)::
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ import numpy as np
 import torch
 from torch.func import stack_module_state
 
-from labkit import _checks, threads
+from labkit import _checks, _deprecated, threads
 from labkit.data import Dataset, modular_addition
 from labkit.history import Callback, StepInfo, as_callbacks
 from labkit.losses import resolve
@@ -80,7 +81,9 @@ def table(p: int) -> Dataset:
     return Dataset(x[order], y[order], "classification", p, f"modular_addition(p={p}) table")
 
 
-def split_masks(p: int, train_frac: Sequence[float], seed: Sequence[int], split: str = "pairs") -> torch.Tensor:
+@_deprecated.keyword_only("seed", "split")
+def split_masks(p: int, train_frac: Sequence[float], *, seed: int | Sequence[int] = 0,
+                split: str = "pairs") -> torch.Tensor:
     """Boolean training masks ``(members, p^2)`` over :func:`table`'s rows.
 
     ``split="pairs"`` keeps ``(a, b)`` and ``(b, a)`` on the same side, so a network that
@@ -93,10 +96,13 @@ def split_masks(p: int, train_frac: Sequence[float], seed: Sequence[int], split:
     b = torch.arange(p).repeat(p)
     key = torch.minimum(a, b) * p + torch.maximum(a, b) if split == "pairs" else a * p + b
     keys, inverse = torch.unique(key, return_inverse=True)
+    seeds = [seed] * len(train_frac) if isinstance(seed, numbers.Integral) else list(seed)
+    if len(seeds) != len(train_frac):
+        raise ValueError(f"seed must be one int or one per train_frac ({len(train_frac)}), got {len(seeds)}")
     masks = []
-    for f, s in zip(train_frac, seed):
-        if not 0 < f < 1:
-            raise ValueError(f"train_frac must be strictly between 0 and 1, got {f!r}")
+    for f, s in zip(train_frac, seeds):
+        _checks.fraction("train_frac", f)
+        _checks.seed("seed", s)
         rank = torch.empty(len(keys), dtype=torch.long)
         rank[torch.randperm(len(keys), generator=torch.Generator().manual_seed(int(s)))] = torch.arange(len(keys))
         n_train = min(max(round(f * len(keys)), 1), len(keys) - 1)
@@ -104,8 +110,10 @@ def split_masks(p: int, train_frac: Sequence[float], seed: Sequence[int], split:
     return torch.stack(masks)
 
 
-def make_model(p: int, width: int = 128, seed: int = 0) -> torch.nn.Sequential:
+@_deprecated.keyword_only("seed")
+def make_model(p: int, width: int = 128, *, seed: int = 0) -> torch.nn.Sequential:
     """The one-hidden-layer ReLU MLP ``2p -> width -> p``; layer ``0`` is the embedding."""
+    _checks.positive("p", p, integer=True)
     return mlp(2 * p, [width], p, activation="relu", seed=seed)
 
 
@@ -162,11 +170,16 @@ def neuron_sparsity(weight: torch.Tensor, p: int) -> torch.Tensor:
 
 def null_concentration(p: int, top_k: int = 5) -> float:
     """:func:`concentration` of weights with no Fourier structure: power spread evenly, ``top_k / (p // 2)``."""
+    _checks.in_range("p", p, 2, 10**6)
+    _checks.in_range("top_k", top_k, 1, p // 2)
     return top_k / (p // 2)
 
 
-def null_sparsity(p: int, samples: int = 4096, seed: int = 0) -> float:
+@_deprecated.keyword_only("seed")
+def null_sparsity(p: int, samples: int = 4096, *, seed: int = 0) -> float:
     """:func:`neuron_sparsity` of isotropic Gaussian weights (no Fourier structure), by seeded Monte Carlo."""
+    _checks.in_range("p", p, 2, 10**6)
+    _checks.positive("samples", samples, integer=True)
     g = torch.Generator().manual_seed(seed)
     return float(neuron_sparsity(torch.randn(samples, 2 * p, generator=g, dtype=torch.float64), p))
 
@@ -353,7 +366,7 @@ def run(
 
     ``train_frac``, ``weight_decay`` and ``seed`` (initialisation) are scalars or
     per-member sequences (zipped, as in ``fit_many``); member ``i`` trains on
-    ``split_masks(p, [train_frac_i], [split_seed], split)`` and is tested on the other
+    ``split_masks(p, [train_frac_i], seed=[split_seed], split=split)`` and is tested on the other
     pairs. At ~``records`` log-spaced steps the measures go to ``live`` (a
     :class:`labkit.viz.LivePlot`, e.g. :func:`live_plot`) and to ``callbacks`` (labkit
     callbacks or functions of :class:`~labkit.train.StepInfo`; ``info.metrics`` holds one
@@ -371,14 +384,17 @@ def run(
     top_k = min(5, p // 2) if top_k is None else _checks.in_range("top_k", top_k, 1, p // 2)
     for m in members:
         _checks.positive("weight_decay", m["weight_decay"], allow_zero=True)
+        _checks.fraction("train_frac", m["train_frac"])
+        _checks.seed("seed", m["seed"])
+    _checks.seed("split_seed", split_seed)
     cbs = as_callbacks(callbacks)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     data = table(p).to(dev)
     x, y = data.inputs, data.targets
-    train = split_masks(p, [m["train_frac"] for m in members], [split_seed] * len(members), split).to(dev)
+    train = split_masks(p, [m["train_frac"] for m in members], seed=[split_seed] * len(members), split=split).to(dev)
     train_w = train.float() / train.sum(1, keepdim=True)  # (M, p^2): mean over each member's training pairs
     test_w = (~train).float() / (~train).sum(1, keepdim=True)
-    params, _ = stack_module_state([make_model(p, width, m["seed"]).to(dev) for m in members])
+    params, _ = stack_module_state([make_model(p, width, seed=m["seed"]).to(dev) for m in members])
     params = {k: v.detach() for k, v in params.items()}
     M = len(members)
     lr_t = torch.full((M,), float(lr), device=dev)
@@ -474,6 +490,7 @@ def live_plot(p: int, member_labels: Sequence[str] | None = None, **kwargs: Any)
     """
     from labkit.viz import LivePlot
 
+    _checks.in_range("p", p, 2, 10**6)
     kwargs.setdefault("title", "solid: train, dotted: test (Fourier: solid per-unit sparsity, dotted top-k share)")
     kwargs.setdefault("height", 400)  # per row of panels: room between row 1's axis titles and row 2's panel title
     live = LivePlot({"accuracy": ["train accuracy", "test accuracy"], "loss": ["train loss", "test loss"],

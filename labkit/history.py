@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -84,6 +85,26 @@ class History:
             "hparams": {k: (_finite([v])[0] if isinstance(v, float) else v if isinstance(v, (int, str, bool))
                             or v is None else repr(v)) for k, v in self.hparams.items()},
         }
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path`` (``.json`` appended if missing), atomically; returns the path."""
+        from labkit import _io
+
+        return _io.write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> History:
+        """A History read back from :meth:`save` (JSON ``null`` losses come back as NaN)."""
+        from labkit import _io
+
+        d = _io.read_json(path)
+        nan = lambda vs: [math.nan if v is None else v for v in vs]  # noqa: E731
+        return cls(loss=nan(d["loss"]), lr=nan(d["lr"]), eval_steps=list(d["eval_steps"]),
+                   eval={k: nan(v) for k, v in d["eval"].items()}, wall_time=d["wall_time"],
+                   diverged=d["diverged"], diverged_at=d["diverged_at"], stopped_early=d["stopped_early"],
+                   hparams=dict(d["hparams"]),
+                   tracked={k: {"steps": list(v["steps"]), "values": nan(v["values"])}
+                            for k, v in d["tracked"].items()})
 
     def figure(self, **kwargs: Any) -> Any:
         """Loss (and metric) curves as a plotly figure (:func:`labkit.viz.loss_curves`)."""

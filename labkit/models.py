@@ -232,6 +232,9 @@ def mup_mlp(in_dim: int, widths: Iterable[int], out_dim: int, activation: str = 
     _checks.positive("base_width", base_width, integer=True)
     _checks.choice("activation", activation, ACTIVATIONS)
     sgd = _checks.choice("optimizer", optimizer, ("sgd", "momentum", "adam", "adamw")) in ("sgd", "momentum")
+    if weight_std is not None:
+        _checks.positive("weight_std", weight_std, allow_zero=True)
+    _checks.positive("bias_std", bias_std, allow_zero=True)
     sw = float(weight_std) if weight_std is not None else (math.sqrt(2.0) if activation == "relu" else 1.0)
     sizes = [in_dim, *widths, out_dim]
     rows = mup_multipliers(len(sizes) - 1, widths[-1] / base_width, optimizer)
@@ -423,6 +426,8 @@ def mlp(
         raise TypeError(f"widths must be a list of hidden-layer widths such as [64, 64], got {widths!r}")
     widths = list(widths)
     _checks.positive("bias_std", bias_std, allow_zero=True)
+    if weight_std is not None:
+        _checks.positive("weight_std", weight_std, allow_zero=True)
     _checks.positive("in_dim", in_dim, integer=True)
     _checks.positive("out_dim", out_dim, integer=True)
     for i, w in enumerate(widths):
@@ -509,6 +514,9 @@ def resmlp(
     _checks.positive("out_dim", out_dim, integer=True)
     _checks.choice("activation", activation, ACTIVATIONS)
     _checks.choice("init", init, INITS)
+    if weight_std is not None:
+        _checks.positive("weight_std", weight_std, allow_zero=True)
+    _checks.positive("bias_std", bias_std, allow_zero=True)
     _check_norm(norm, virtual_batch)
     a = branch_scale(branch, depth)
     sw = float(weight_std) if weight_std is not None else (math.sqrt(2.0) if activation == "relu" else 1.0)

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from labkit import _checks
+from labkit.machine import MAX_MEMORY
 from labkit.models import Dense, mup_mlp, mup_multipliers
 from labkit.scaling import loglog_slope
 
@@ -102,18 +103,24 @@ def slopes(widths: Any, values: Any) -> np.ndarray:
 
 def lr_sweep(make_model: Callable[[int, int], nn.Module], widths: Sequence[int], lrs: Sequence[float], data: Any, *,
              optimizer: str = "adam", steps: int = 100, seeds: Sequence[int] = (0,), batch_size: int | None = None,
-             loss: Any = "auto") -> dict[str, np.ndarray]:
+             loss: Any = "auto", progress: bool = True, executor: Any = None,
+             max_memory: int = MAX_MEMORY) -> dict[str, np.ndarray]:
     """Final training loss per (width, lr), mean over ``seeds``: one :func:`labkit.train.fit_many` per width.
 
     Diverged runs count as ``inf``. Returns ``{"widths", "lrs", "loss": (W, L), "best_lr": (W,)}``.
+    ``progress``, ``executor`` (:mod:`labkit.parallel`) and ``max_memory`` are handed to each ``fit_many`` call.
     """
     from labkit.train import fit_many, grid
 
     lrs = [_checks.positive("lrs[]", lr) for lr in lrs]
+    widths = [_checks.positive("widths[]", w, integer=True) for w in widths]
+    if not widths or not lrs:
+        raise ValueError(f"widths and lrs must not be empty, got {len(widths)} width(s) and {len(lrs)} lr(s)")
     out = []
     for w in widths:
         hs = fit_many(lambda seed, w=w: make_model(w, seed), data, hparams=grid(lr=lrs, seed=list(seeds)),
-                      optimizer=optimizer, steps=steps, batch_size=batch_size, loss=loss, progress=False)
+                      optimizer=optimizer, steps=steps, batch_size=batch_size, loss=loss, progress=progress,
+                      executor=executor, max_memory=max_memory)
         final = np.array([math.inf if h.diverged or not h.eval.get("loss") else h.eval["loss"][-1] for h in hs])
         final = np.where(np.isfinite(final), final, math.inf).reshape(len(lrs), len(seeds)).mean(1)
         out.append(final)

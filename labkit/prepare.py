@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from labkit import _checks
+from labkit import _checks, _deprecated
 from labkit.data import Dataset, as_dataset
 from labkit.losses import Loss
 from labkit.optim import OPTIMIZERS
@@ -87,7 +87,8 @@ def prepare(data: DataLike, model: nn.Module, device: Any) -> Dataset:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DataLike, loss: str | Loss | Callable = "auto") -> dict[str, float]:
+@_deprecated.keyword_only("loss")
+def evaluate(model: nn.Module, data: DataLike, *, loss: str | Loss | Callable = "auto") -> dict[str, float]:
     """Mean loss (and accuracy for classification) of ``model`` on ``data`` (moved to the model's device and dtype)."""
     dtype, device = model_dtype_device(model)
     ds = as_dataset(data).to(device, dtype)

@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from labkit import _checks
+from labkit import _checks, _deprecated
+from labkit.machine import MAX_MEMORY
 
 __all__ = ["Frontier", "PowerLawCheck", "PowerLawFit", "SizeSweep", "fit_power_law", "frontier", "live_plot",
            "loglog_slope", "mlp_sweep", "power_law_check", "rf_loss_infinite_data", "rf_loss_ridgeless", "rf_problem",
@@ -61,10 +62,14 @@ def loglog_slope(x: Any, y: Any) -> tuple[Any, Any]:
     """The one log-log slope: least squares of ``log y`` on ``log x``, and its standard error (NaN with 2 points).
 
     ``y`` is ``(n,)`` (floats returned) or ``(n, k)``: ``k`` columns fitted at once (arrays returned), as the
-    per-layer slopes of :func:`labkit.mup.slopes`. No checks: :func:`slope` is the checked entry point.
+    per-layer slopes of :func:`labkit.mup.slopes`. ``x`` is checked; a non-positive ``y`` gives NaN (undefined);
+    :func:`slope` also checks ``y``.
     """
-    lx = np.log(np.asarray(x, dtype=float))
-    ly = np.log(np.asarray(y, dtype=float))
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.ndim != 1 or len(x) < 2 or len(y) != len(x) or not np.all(np.isfinite(x) & (x > 0)):
+        raise ValueError(f"x must be at least 2 finite values > 0 with one y (row) each, got x of shape {x.shape} "
+                         f"and y of shape {y.shape}")
+    lx, ly = np.log(x), np.log(y)
     A = np.stack([lx, np.ones_like(lx)], 1)
     coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
     r = ly - A @ coef
@@ -298,7 +303,8 @@ class RFProblem:
         return beta, float(self.total - self.b[:N] @ beta)
 
 
-def rf_problem(N_max: int, lam: np.ndarray, t: np.ndarray, seed: int = 0) -> RFProblem:
+@_deprecated.keyword_only("seed")
+def rf_problem(N_max: int, lam: np.ndarray, t: np.ndarray, *, seed: int = 0) -> RFProblem:
     """Draw ``F`` (``N_max x M``, iid N(0, 1)) and the target ``w`` (``w_i^2`` mean ``t_i / lam_i``)."""
     lam_t = torch.as_tensor(np.asarray(lam, dtype=float))
     g = torch.Generator().manual_seed(int(seed))
@@ -331,7 +337,7 @@ def rf_simulate(
     ds = list(D) if isinstance(D, (list, tuple, np.ndarray)) else [D]
     out = np.empty((len(seeds), len(ns), len(ds)))
     for s, seed in enumerate(seeds):
-        prob = rf_problem(max(ns), lam, t, seed)
+        prob = rf_problem(max(ns), lam, t, seed=seed)
         g = torch.Generator().manual_seed(10_000 + int(seed))
         for i, n in enumerate(ns):
             beta_star, l_inf = prob.population(n)
@@ -478,7 +484,9 @@ def mlp_sweep(
     lr: float = 1e-2,
     seeds: Sequence[int] = (0, 1),
     eval_every: int | None = None,
-    progress: bool = False,
+    progress: bool = True,
+    executor: Any = None,
+    max_memory: int = MAX_MEMORY,
 ) -> SizeSweep:
     """Train one-hidden-layer tanh MLPs of each width full batch with Adam; record their test loss.
 
@@ -496,7 +504,8 @@ def mlp_sweep(
         _checks.positive("width", w, integer=True)
         hs = fit_many(lambda seed, w=w: mlp(dim, [w], out, activation="tanh", seed=seed), train, loss="mse",
                       hparams={"seed": list(seeds)}, optimizer="adam", lr=lr, steps=steps, eval_data=test,
-                      eval_every=eval_every or max(1, steps // 50), progress=progress)
+                      eval_every=eval_every or max(1, steps // 50), progress=progress, executor=executor,
+                      max_memory=max_memory)
         curves.append(np.nanmean([h.eval["loss"] for h in hs], axis=0))
         sizes.append(dim * w + w + w * out + out)
         eval_steps = np.asarray(hs[0].eval_steps)

@@ -30,12 +30,14 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.polynomial.hermite_e import hermegauss
 
 from labkit import _checks
+from labkit.machine import MAX_MEMORY
 from labkit.models import ACTIVATIONS, branch_scale, init_weight
 
 __all__ = [
@@ -163,6 +165,10 @@ def iterate(depth: int, q0: float = 1.0, c0: float | None = None, sigma_w2=1.0, 
     ``a^2`` times the maps.
     """
     _checks.positive("depth", depth, integer=True)
+    _nonnegative("q0", q0)
+    _nonnegative("sigma_w2", sigma_w2)
+    _nonnegative("sigma_b2", sigma_b2)
+    _correlation("c0", c0)
     a2 = None if branch is None else branch_scale(branch, depth) ** 2
     first = (lambda v: _t(v)) if a2 is not None else (lambda v: _t(sigma_w2) * v + _t(sigma_b2))
     q, q12 = first(q0), (first(c0 * q0) if c0 is not None else None)
@@ -254,13 +260,43 @@ def depth_scales(sigma_w2, sigma_b2=0.0, activation: Act = "tanh") -> tuple[np.n
     return scale(slope), scale(chi_c)
 
 
+def _floats(name: str, value: Any) -> np.ndarray:
+    """``value`` (a number, an array of them or a tensor) as finite floats, else raise naming ``name``."""
+    try:
+        v = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}") from None
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def _nonnegative(name: str, value: Any) -> np.ndarray:
+    """``value`` as finite floats, each >= 0, else raise."""
+    v = _floats(name, value)
+    if np.any(v < 0):
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return v
+
+
+def _correlation(name: str, value: Any) -> None:
+    """Refuse a correlation (a number or an array of them) outside [-1, 1] or not finite; None passes."""
+    if value is not None and np.any(np.abs(_floats(name, value)) > 1):
+        raise ValueError(f"{name} is a correlation: it must be between -1 and 1, got {value!r}")
+
+
 def critical_sigma_w2(sigma_b2=0.0, activation: Act = "tanh", *, lo: float = 0.05, hi: float = 20.0,
                       iters: int = 40) -> np.ndarray:
     """The order-to-chaos line: ``sigma_w^2`` with ``chi_1 = 1`` at each ``sigma_b2`` (bisection in log sigma_w^2).
 
     ``nan`` where ``chi_1 - 1`` does not change sign in ``[lo, hi]``.
     """
-    sb2 = np.asarray(sigma_b2, dtype=float)
+    _checks.positive("lo", lo)
+    _checks.positive("hi", hi)
+    if not lo < hi:
+        raise ValueError(f"lo must be below hi, got lo={lo!r}, hi={hi!r}")
+    _checks.positive("iters", iters, integer=True)
+    sb2 = _nonnegative("sigma_b2", sigma_b2)
     a, b = np.full(sb2.shape, math.log(lo)), np.full(sb2.shape, math.log(hi))
     fa = chi(np.exp(a), sb2, activation) - 1
     fb = chi(np.exp(b), sb2, activation) - 1
@@ -362,6 +398,7 @@ def propagate(
     _checks.positive("seeds", seeds, integer=True)
     _checks.positive("sigma_w2", sigma_w2)
     _checks.positive("sigma_b2", sigma_b2, allow_zero=True)
+    _correlation("c0", c0)
     _checks.choice("init", init, ("gaussian", "orthogonal"))
     phi = _act(activation)
     g = torch.Generator().manual_seed(int(seed))
@@ -507,17 +544,21 @@ class Trainability:
 
 
 def trainability(data, depths, sigma_w2, *, sigma_b2: float = 0.05, activation: Act = "tanh", width: int = 32,
-                 lr: float = 0.01, steps: int = 300, seed: int = 0) -> Trainability:
+                 lr: float = 0.01, steps: int = 300, seed: int = 0, progress: bool = True,
+                 executor: Any = None, max_memory: int = MAX_MEMORY) -> Trainability:
     """Train tanh MLPs of every depth and ``sigma_w^2`` with full-batch SGD (one ``fit_many`` per depth).
 
     Schoenholz et al. (2017) found that random networks train only when ``depth`` is below
     about ``6 xi_c``; at criticality ``xi_c`` diverges and any depth trains. Member ``i`` of a
-    depth's ``fit_many`` call is the network with ``sigma_w2[i]`` (its seed picks it).
+    depth's ``fit_many`` call is the network with ``sigma_w2[i]`` (its seed picks it). ``progress``,
+    ``executor`` (:mod:`labkit.parallel`) and ``max_memory`` are handed to each ``fit_many`` call.
     """
     from labkit.models import mlp
     from labkit.train import fit_many
 
     sw2 = [float(_checks.positive("sigma_w2", v)) for v in sigma_w2]
+    if not sw2 or not len(depths):
+        raise ValueError(f"depths and sigma_w2 must not be empty, got {len(depths)} depth(s) and {len(sw2)} value(s)")
     _checks.positive("sigma_b2", sigma_b2, allow_zero=True)
     if not isinstance(activation, str):
         raise TypeError("trainability needs an activation name (it builds labkit.models.mlp networks)")
@@ -531,7 +572,7 @@ def trainability(data, depths, sigma_w2, *, sigma_b2: float = 0.05, activation: 
                        weight_std=math.sqrt(sw2[s % k]), bias_std=math.sqrt(sigma_b2), seed=seed * k + s)
 
         hs = fit_many(make, data, hparams={"seed": list(range(k))}, lr=lr, steps=steps, eval_every=steps,
-                      progress=False)
+                      progress=progress, executor=executor, max_memory=max_memory)
         out[i] = [h.eval["accuracy"][-1] if not h.diverged else np.nan for h in hs]
     _, xi_c = depth_scales(sw2, sigma_b2, activation)
     return Trainability(list(depths), sw2, float(sigma_b2), out, np.asarray(xi_c))

@@ -80,7 +80,7 @@ def fit(
                             "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer)})
     opt = torch_optimizer(optimizer, model.parameters(), lr, weight_decay)
     mult = schedule(lr_schedule, steps)
-    batches = ds.batches(batch_size, seed) if batch_size is not None else None
+    batches = ds.batches(batch_size, seed=seed) if batch_size is not None else None
     metrics: dict[str, float] = {}
 
     def info(step: int, value: float, lr_t: float) -> StepInfo:
@@ -106,7 +106,7 @@ def fit(
                 hist.diverged, hist.diverged_at = True, t
                 break
             if t % eval_every == 0:
-                metrics = evaluate(model, eval_ds, loss_fn)
+                metrics = evaluate(model, eval_ds, loss=loss_fn)
                 hist.record_eval(t, metrics)
             value_t.backward()
             stop = [cb.on_step(info(t, value, lr_t)) for cb in cbs]
@@ -124,7 +124,7 @@ def fit(
         if not hist.diverged:  # keep only the steps whose update was applied (as fit_many does)
             del hist.loss[taken:], hist.lr[taken:]
     if not hist.diverged and (not hist.eval_steps or hist.eval_steps[-1] != taken):
-        hist.record_eval(taken, evaluate(model, eval_ds, loss_fn))
+        hist.record_eval(taken, evaluate(model, eval_ds, loss=loss_fn))
     hist.wall_time = time.perf_counter() - start
     for cb in cbs:
         cb.on_end(hist)

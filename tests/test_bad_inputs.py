@@ -22,7 +22,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import labkit
-from labkit import batchsize, data, exercises, fractal, hessian, linalg, models, ntk, train, viz, widgets
+from labkit import (
+    batchsize,
+    data,
+    exercises,
+    fractal,
+    grokking,
+    hessian,
+    linalg,
+    models,
+    ntk,
+    signal,
+    train,
+    viz,
+    widgets,
+)
 
 LABKIT = Path(labkit.__file__).resolve().parent
 FAST = settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -162,7 +176,7 @@ BAD = [
     bad("linalg.spectral_density non-symmetric", lambda: linalg.spectral_density(
         linalg.from_function(lambda V: torch.roll(V, 1, 0), 50), 2, 5), "symmetric"),
     bad("linalg.power_iteration k=0", lambda: linalg.power_iteration(_op(), k=0), "k must"),
-    bad("linalg.lanczos k_steps=0", lambda: linalg.lanczos(_op(), 0), "k_steps"),
+    bad("linalg.lanczos lanczos_steps=0", lambda: linalg.lanczos(_op(), 0), "lanczos_steps"),
     bad("linalg operator @ wrong shape", lambda: _op(4) @ torch.ones(5, dtype=torch.float64), "shape"),
     # hessian
     bad("hessian.top_eigenvalues matrix", lambda: hessian.top_eigenvalues(_mlp(), "cross_entropy", _ds(),
@@ -180,7 +194,7 @@ BAD = [
         "n_matvec"),
     bad("hessian.Sharpness every=0", lambda: hessian.Sharpness(every=0), "every"),
     bad("hessian.batch_sharpness batch_sizes=[0]",
-        lambda: hessian.batch_sharpness(_mlp(), "cross_entropy", _ds(), [0]), "batch_size"),
+        lambda: hessian.batch_sharpness(_mlp(), "cross_entropy", _ds(), batch_sizes=[0]), "batch_size"),
     bad("hessian.count_outliers empty", lambda: hessian.count_outliers([]), "values"),
     bad("hessian.class_outliers classes=1", lambda: hessian.class_outliers(1), "classes"),
     # ntk
@@ -211,7 +225,7 @@ BAD = [
     bad("batchsize.fit_tradeoff negative", lambda: batchsize.fit_tradeoff([1.0, -2.0, 3.0], [3.0, 2.0, 1.0]),
         "steps"),
     bad("batchsize.per_example_grads rows", lambda: batchsize.per_example_grads(
-        _mlp(), "cross_entropy", torch.randn(4, 2), torch.tensor([0, 1])), "targets"),
+        _mlp(), "cross_entropy", (torch.randn(4, 2), torch.tensor([0, 1]))), "targets"),
     bad("batchsize.NoiseScaleTracker every=0", lambda: batchsize.NoiseScaleTracker(every=0), "every"),
     bad("batchsize.steps_to_target batch_sizes=[]", lambda: batchsize.steps_to_target(
         lambda s: _mlp(), _ds(), batch_sizes=[], target=0.1, lrs=[0.1], progress=False), "batch_sizes"),
@@ -249,6 +263,58 @@ BAD = [
     bad("exercises.check unknown id", lambda: exercises.check("nope.nope", 1), "nope",),
     bad("exercises.hint unknown id", lambda: exercises.hint("nope.nope"), "nope",),
     bad("exercises.hint n=-1", lambda: exercises.hint(exercises.list_exercises()[0], n=-1), "n"),
+    # issue 26: the API contract's catalogue
+    bad("fractal.scan chunk_size=0", lambda: fractal.scan("quick", resolution=4, chunk_size=0, progress=False),
+        "chunk_size"),
+    bad("fractal.scan log=(True,)", lambda: fractal.scan("quick", resolution=4, log=(True,), progress=False), "log="),
+    bad("fractal.scan log='yes'", lambda: fractal.scan("quick", resolution=4, log="yes", progress=False), "log="),
+    bad("fractal.Experiment.preset foo=1", lambda: fractal.Experiment.preset("quick", foo=1), "foo"),
+    bad("fractal.Experiment.replace foo=1", lambda: fractal.Experiment().replace(foo=1), "foo"),
+    bad("models.mlp weight_std=-1", lambda: models.mlp(2, [4], 1, weight_std=-1.0), "weight_std"),
+    bad("models.resmlp weight_std=-1", lambda: models.resmlp(2, 4, 2, 1, weight_std=-1.0), "weight_std"),
+    bad("models.mup_mlp weight_std=-1", lambda: models.mup_mlp(2, [4], 1, weight_std=-1.0), "weight_std"),
+    bad("fit_many eval_every=-1", lambda: train.fit_many(lambda s: _mlp(seed=s), _ds(), hparams={"lr": [0.1]},
+                                                          steps=2, eval_every=-1, progress=False), "eval_every"),
+    bad("ntk.predict non-symmetric kernel", lambda: ntk.predict(torch.tensor([[1.0, 2.0], [0.0, 1.0]]),
+                                                                torch.ones(1, 2), torch.ones(2, 1)), "k_train_train"),
+    bad("ntk.predict NaN kernel", lambda: ntk.predict(torch.tensor([[1.0, math.nan], [math.nan, 1.0]]),
+                                                      torch.ones(1, 2), torch.ones(2, 1)), "k_train_train"),
+    bad("hessian.count_outliers max_count=-1", lambda: hessian.count_outliers([3.0, 1.0], max_count=-1), "max_count"),
+    bad("linalg.to_dense chunk_size=0", lambda: linalg.to_dense(_op(4), chunk_size=0), "chunk_size"),
+    bad("hessian.trace data missing", lambda: hessian.trace(_mlp(), "cross_entropy"), "data"),
+    bad("per_example_grads data missing", lambda: batchsize.per_example_grads(_mlp()), "data"),
+    bad("grokking.split_masks train_frac=1.5", lambda: grokking.split_masks(7, [1.5]), "train_frac"),
+    bad("grokking.split_masks seed count", lambda: grokking.split_masks(7, [0.5], seed=[0, 1]), "seed"),
+    bad("grokking.run train_frac='x'", lambda: grokking.run(p=7, train_frac="x", steps=2, progress=False),
+        "train_frac"),
+    bad("grokking.run split_seed=-1", lambda: grokking.run(p=7, steps=2, split_seed=-1, progress=False), "split_seed"),
+    bad("grokking.make_model p=0", lambda: grokking.make_model(0), "p must"),
+    bad("grokking.null_sparsity samples=0", lambda: grokking.null_sparsity(7, samples=0), "samples"),
+    bad("grokking.null_concentration top_k=0", lambda: grokking.null_concentration(7, top_k=0), "top_k"),
+    bad("grokking.live_plot p=0", lambda: grokking.live_plot(0), "p must"),
+    bad("signal.critical_sigma_w2 lo=-1", lambda: signal.critical_sigma_w2(lo=-1.0), "lo"),
+    bad("signal.critical_sigma_w2 lo>hi", lambda: signal.critical_sigma_w2(lo=5.0, hi=1.0), "lo"),
+    bad("signal.critical_sigma_w2 iters=0", lambda: signal.critical_sigma_w2(iters=0), "iters"),
+    bad("signal.critical_sigma_w2 sigma_b2=-1", lambda: signal.critical_sigma_w2(-1.0), "sigma_b2"),
+    bad("signal.iterate sigma_w2=nan", lambda: signal.iterate(3, sigma_w2=math.nan), "sigma_w2"),
+    bad("signal.iterate q0=-1", lambda: signal.iterate(3, q0=-1.0), "q0"),
+    bad("signal.iterate c0=2", lambda: signal.iterate(3, c0=2.0), "c0"),
+    bad("signal.propagate c0=nan", lambda: signal.propagate(depth=2, width=4, c0=math.nan), "c0"),
+    bad("hessian.outlier_count lr=-1", lambda: hessian.probes.outlier_count(3, lr=-1.0), "lr"),
+    bad("hessian.outlier_count per_class=0", lambda: hessian.probes.outlier_count(3, per_class=0), "per_class"),
+    bad("linalg.power_iteration tol=nan", lambda: linalg.power_iteration(_op(4), tol=math.nan), "tol"),
+    bad("data.Dataset.to dtype='x'", lambda: _ds().to(dtype="x"), "dtype"),
+    bad("scaling.loglog_slope empty", lambda: labkit.scaling.loglog_slope([], []), "x must"),
+    bad("scaling.loglog_slope x<=0", lambda: labkit.scaling.loglog_slope([0.0, 1.0, 2.0], [1.0, 2.0, 3.0]), "x must"),
+    bad("edge.at_edge thresholds length", lambda: labkit.edge.at_edge([1.0, 2.0, 3.0], [1.0, 2.0]), "thresholds"),
+    bad("edge.edge_ratio thresholds length", lambda: labkit.edge.edge_ratio([1.0, 2.0, 3.0], [1.0, 2.0]),
+        "thresholds"),
+    bad("mup.lr_sweep widths=[]", lambda: labkit.mup.lr_sweep(lambda w, s: models.mlp(2, [w], 3, seed=s), [], [0.1],
+                                                               _ds(), steps=2, progress=False), "widths"),
+    bad("signal.trainability depths=[]", lambda: signal.trainability(_ds(), [], [1.0], steps=2, progress=False),
+        "depths"),
+    bad("fit_many make_model=3", lambda: train.fit_many(3, _ds(), hparams={"lr": [0.1]}, steps=2, progress=False),
+        "make_model"),
 ]
 
 
@@ -378,12 +444,24 @@ EDGE = [
          lambda kt: all(torch.isfinite(t).all() for t in kt)),
     edge("ntk.analytic numpy", lambda: ntk.analytic(_XT[:4].numpy(), depth=1), lambda kt: kt[0].shape == (4, 4)),
     edge("per_example_grads one example", lambda: batchsize.per_example_grads(
-        _mlp(), "cross_entropy", _ds().inputs[:1], _ds().targets[:1]), lambda g: g.shape[0] == 1),
+        _mlp(), "cross_entropy", (_ds().inputs[:1], _ds().targets[:1])), lambda g: g.shape[0] == 1),
     edge("noise_scale of one example is undefined", _noise_scale_of_one_example,
          lambda ns: math.isnan(ns.b_simple)),
     edge("box_counting_dimension of a list", lambda: fractal.box_counting_dimension(np.ones((64, 64)).tolist()),
          lambda d: abs(d.value - 2) < 1e-9),
     edge("viz.spectrum of a tensor", lambda: viz.spectrum(torch.tensor([3.0, 1.0])), lambda f: len(f.data) >= 1),
+    edge("data.Dataset.to(torch.float64) casts", lambda: _ds().to(torch.float64),
+         lambda d: d.inputs.dtype == torch.float64),
+    edge("hessian.count_outliers max_count=0 is none", lambda: hessian.count_outliers([5.0, 1.0, 0.9], max_count=0),
+         lambda c: c == 0),
+    edge("float32 + float64 operators promote", lambda: (linalg.from_dense(torch.eye(3, dtype=torch.float64))
+                                                         + linalg.from_dense(2 * torch.eye(3)))
+         @ torch.ones(3, dtype=torch.float64), lambda v: v.dtype == torch.float64 and v.tolist() == [3.0] * 3),
+    edge("float32 @ float64 operators promote", lambda: (linalg.from_dense(torch.eye(3))
+                                                         @ linalg.from_dense(2 * torch.eye(3, dtype=torch.float64)))
+         @ torch.ones(3), lambda v: v.dtype == torch.float64 and v.tolist() == [2.0] * 3),
+    edge("hessian.trace max_memory", lambda: hessian.trace(_mlp(), "cross_entropy", _ds(), n_matvec=6,
+                                                           max_memory=2**30), lambda e: math.isfinite(e.value)),
 ]
 
 

@@ -40,10 +40,10 @@ def test_per_example_grads_match_loop(param):
     y = torch.randint(0, 3, (9,), generator=g)
     ref = _loop_grads(model, "auto", x, y)
     for chunk in (None, 4):
-        got = per_example_grads(model, "auto", x, y, chunk_size=chunk)
+        got = per_example_grads(model, "auto", (x, y), chunk_size=chunk)
         assert got.shape == (9, ParamSpec.of(model).numel)
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
-    torch.testing.assert_close(per_example_sq_norms(model, "auto", x, y), ref.square().sum(1), rtol=0, atol=1e-10)
+    torch.testing.assert_close(per_example_sq_norms(model, "auto", (x, y)), ref.square().sum(1), rtol=0, atol=1e-10)
 
 
 class _Odd(nn.Module):
@@ -74,7 +74,7 @@ def test_sq_norms_match_materialised(kind):
         x = torch.randn(7, 16, generator=g, dtype=torch.float64)
     y = torch.randn(7, 2, generator=g, dtype=torch.float64)
     ref = _loop_grads(model, "mse", x, y).square().sum(1)
-    torch.testing.assert_close(per_example_sq_norms(model, "mse", x, y), ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(per_example_sq_norms(model, "mse", (x, y)), ref, rtol=1e-10, atol=1e-12)
 
 
 # ---------------------------------------------------------------- linear regression closed forms

@@ -230,7 +230,7 @@ def test_slopes_and_repeat_example():
 
 
 def test_compare_rule_is_exact_at_k_1_and_reports_divergence():
-    from labkit.batchsize.scaling import compare_rule
+    from labkit.batchsize.rules import compare_rule
 
     same = compare_rule(make_model, DATA, base_batch=8, k=1, lr=0.05, steps=20)
     assert same["gap"] == 0.0 and not same["diverged"]  # k = 1: the scaled run is the base run

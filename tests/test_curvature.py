@@ -12,54 +12,41 @@ from labkit.risk import Risk
 TOL = 1e-10
 
 
-def _problem(arch: str, loss: str, n: int = 12, seed: int = 0) -> Risk:
-    g = torch.Generator().manual_seed(seed)
-    if arch == "mlp":
-        model = models.mlp(3, [5], 3, "tanh", seed=seed).double()
-        x = torch.randn(n, 3, generator=g, dtype=torch.float64)
-    else:
-        model = models.cnn(image_size=4, channels=1, num_classes=3, width=2, activation="tanh", seed=seed).double()
-        x = torch.randn(n, 1, 4, 4, generator=g, dtype=torch.float64)
-    if loss == "cross_entropy":
-        y = torch.arange(n) % 3
-    else:
-        y = torch.randn(n, 3, generator=g, dtype=torch.float64)
-    return Risk(model, loss, (x, y), batch_size=5)  # unequal batches: 5, 5, 2
-
-
-CASES = [(a, l) for a in ("mlp", "cnn") for l in ("cross_entropy", "mse")]
-
-
-@pytest.mark.parametrize("arch,loss", CASES)
-def test_second_moment_operators_match_dense(arch, loss):
-    risk = _problem(arch, loss)
+def test_second_moment_operators_match_dense(problem):
+    risk = problem
     testing.assert_matches_dense(curvature.GradientCovariance(risk), testing.dense_gradient_covariance(risk), atol=TOL)
     testing.assert_matches_dense(curvature.EmpiricalFisher(risk), testing.dense_empirical_fisher(risk), atol=TOL)
     testing.assert_matches_dense(curvature.Fisher(risk), testing.dense_fisher(risk), atol=TOL)
 
 
-@pytest.mark.parametrize("arch,loss", CASES)
-def test_hessian_and_ggn_match_dense(arch, loss):
-    risk = _problem(arch, loss)
+def test_hessian_and_ggn_match_dense(problem):
+    risk = problem
     testing.assert_matches_dense(curvature.HessianOperator(risk), testing.dense_hessian(risk), atol=TOL)
     testing.assert_matches_dense(curvature.GaussNewtonOperator(risk), testing.dense_ggn(risk), atol=TOL)
 
 
-@pytest.mark.parametrize("arch,loss", CASES)
-def test_fisher_equals_gauss_newton(arch, loss):
+def test_operators_match_dense_in_float32(problem32):
+    """The same operators in float32: agreement to float32 rounding (eps 1.2e-7 times the entries' scale)."""
+    risk = problem32
+    scale = float(testing.dense_hessian(risk).abs().max())
+    testing.assert_matches_dense(curvature.HessianOperator(risk), testing.dense_hessian(risk), atol=1e-5 * scale)
+    testing.assert_matches_dense(curvature.GaussNewtonOperator(risk), testing.dense_ggn(risk), atol=1e-5 * scale)
+
+
+def test_fisher_equals_gauss_newton(problem):
     """The loss is the NLL of the predictive (softmax; N(f, I/2) for MSE): then F = G exactly (Martens 2020)."""
-    risk = _problem(arch, loss)
+    risk = problem
     G = linalg.to_dense(curvature.GaussNewtonOperator(risk))
     testing.assert_matches_dense(curvature.Fisher(risk), G, atol=TOL)
-    if loss == "mse":  # the unit-variance Gaussian reading: F = J^T J / N = G / 2
+    if risk.loss.name == "mse":  # the unit-variance Gaussian reading: F = J^T J / N = G / 2
         testing.assert_matches_dense(curvature.Fisher(risk, variance=1.0), G / 2, atol=TOL)
     # negative control: the empirical Fisher is not the Fisher away from the optimum
     with pytest.raises(AssertionError, match="differs from the dense reference"):
         testing.assert_matches_dense(curvature.EmpiricalFisher(risk), G, atol=1e-6)
 
 
-def test_sigma_is_empirical_fisher_minus_mean_gradient():
-    risk = _problem("mlp", "cross_entropy")
+def test_sigma_is_empirical_fisher_minus_mean_gradient(make_problem):
+    risk = make_problem("mlp", "cross_entropy")
     G = risk.gradient()
     ef = linalg.to_dense(curvature.EmpiricalFisher(risk))
     testing.assert_matches_dense(curvature.GradientCovariance(risk), ef - torch.outer(G, G), atol=TOL)
@@ -69,8 +56,8 @@ def test_sigma_is_empirical_fisher_minus_mean_gradient():
     testing.assert_matches_dense(C @ C.T, testing.dense_gradient_covariance(risk), atol=TOL)
 
 
-def test_product_operator_and_trace_of_h_sigma():
-    risk = _problem("mlp", "mse")
+def test_product_operator_and_trace_of_h_sigma(make_problem):
+    risk = make_problem("mlp", "mse")
     H, S = curvature.HessianOperator(risk), curvature.GradientCovariance(risk)
     Hd, Sd = testing.dense_hessian(risk), testing.dense_gradient_covariance(risk)
     testing.assert_matches_dense(H @ S, Hd @ Sd, atol=TOL)
@@ -81,21 +68,21 @@ def test_product_operator_and_trace_of_h_sigma():
     assert abs(est - exact) < 0.5 * abs(exact)
 
 
-def test_ntk_matches_explicit_jacobians():
+def test_ntk_matches_explicit_jacobians(make_problem):
     from labkit.ntk import empirical
 
-    risk = _problem("cnn", "mse")
+    risk = make_problem("cnn", "mse")
     x = risk.batches[0][0]
     for method in ("jacobian", "ntk_vp", "structured"):
         testing.assert_matches_dense(empirical(risk.model, x, method=method), testing.dense_ntk(risk.model, x),
                                      atol=TOL)
 
 
-def test_snapshot_semantics_are_the_same_for_every_operator():
+def test_snapshot_semantics_are_the_same_for_every_operator(make_problem):
     """Operators are evaluated at the parameters they were built with, even if the model then changes."""
     from labkit.ntk import NTKOperator
 
-    risk = _problem("mlp", "cross_entropy")
+    risk = make_problem("mlp", "cross_entropy")
     ops = {name: cls(risk) for name, cls in [("H", curvature.HessianOperator), ("G", curvature.GaussNewtonOperator),
                                               ("F", curvature.Fisher), ("S", curvature.GradientCovariance)]}
     x = risk.batches[0][0]
@@ -146,16 +133,16 @@ def test_noise_scale_of_one_example_is_undefined():
         curvature.GradientCovariance(model, "mse", (x, y))
 
 
-def test_risk_value_gradient_and_per_example_gradients_match_references():
-    risk = _problem("cnn", "cross_entropy")
+def test_risk_value_gradient_and_per_example_gradients_match_references(make_problem):
+    risk = make_problem("cnn", "cross_entropy")
     g = testing.per_example_gradients(risk)
     testing.assert_matches_dense(risk.per_example_gradients(), g, atol=TOL)
     testing.assert_matches_dense(risk.gradient()[None], g.mean(0)[None], atol=TOL)
     assert torch.allclose(risk.per_example_sq_norms(), g.square().sum(1), atol=TOL, rtol=0)
 
 
-def test_subset_and_examples_keep_the_snapshot():
-    risk = _problem("mlp", "cross_entropy")
+def test_subset_and_examples_keep_the_snapshot(make_problem):
+    risk = make_problem("mlp", "cross_entropy")
     x, y = risk.examples()
     assert x.shape[0] == risk.num_examples == 12
     idx = torch.tensor([0, 3, 7])

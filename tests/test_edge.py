@@ -148,7 +148,7 @@ def test_named_and_factory_built_adam_give_the_same_record():
     read, _ = _fit(read.optimizer(torch.optim.Adam, betas=(0.9, 0.999), eps=1e-8), weight_decay=0.05, tracker=read)
     assert named.steps == read.steps == [0, 4, 8]
     for key in ("sharpness", "preconditioned", "threshold"):
-        assert named.array(key) == pytest.approx(read.array(key), rel=1e-6)
+        assert named.series(key) == pytest.approx(read.series(key), rel=1e-6)
 
 
 def test_tracked_preconditioned_sharpness_matches_dense_at_a_step():
@@ -159,16 +159,16 @@ def test_tracked_preconditioned_sharpness_matches_dense_at_a_step():
     S = torch.diag(P.rsqrt())
     expected = float(torch.linalg.eigvalsh(S @ dense_hessian(risk) @ S).max())
     tracker, _ = _fit("adam", steps=1)
-    assert tracker.array("preconditioned")[0] == pytest.approx(expected, rel=1e-4)
-    assert tracker.array("sharpness")[0] == pytest.approx(float(torch.linalg.eigvalsh(dense_hessian(risk)).max()),
+    assert tracker.series("preconditioned")[0] == pytest.approx(expected, rel=1e-4)
+    assert tracker.series("sharpness")[0] == pytest.approx(float(torch.linalg.eigvalsh(dense_hessian(risk)).max()),
                                                           rel=1e-4)
 
 
 def test_sgd_and_momentum_record_raw_sharpness_as_preconditioned_and_their_thresholds():
     for name, thr in (("sgd", 2 / 0.05), ("momentum", 3.8 / 0.05)):
         tracker, hist = _fit(name, lr=0.05)
-        assert (tracker.array("preconditioned") == tracker.array("sharpness")).all()
-        assert tracker.array("threshold") == pytest.approx([thr] * 3)
+        assert tracker.series("preconditioned") == tracker.series("sharpness")
+        assert tracker.series("threshold") == pytest.approx([thr] * 3)
         assert hist.tracked["sharpness"]["steps"] == [0, 4, 8]
 
 
@@ -182,8 +182,8 @@ def test_rmsprop_read_from_torch_state_matches_dense():
     P = (0.01 * g0 * g0).sqrt() + 1e-8  # torch's RMSprop default eps is 1e-8
     S = torch.diag(P.rsqrt())
     expected = float(torch.linalg.eigvalsh(S @ dense_hessian(risk0) @ S).max())
-    assert tracker.array("preconditioned")[0] == pytest.approx(expected, rel=1e-4)
-    assert tracker.array("threshold")[0] == pytest.approx(2 / 1e-3)
+    assert tracker.series("preconditioned")[0] == pytest.approx(expected, rel=1e-4)
+    assert tracker.series("threshold")[0] == pytest.approx(2 / 1e-3)
 
 
 def test_unknown_optimisers_are_refused_before_training():
@@ -199,16 +199,16 @@ def test_any_readable_torch_optimiser_is_read_from_step_info():
     """A plain factory (no tracker.optimizer) works: the state comes from StepInfo.optimizer_state."""
     tracker, _ = _fit(lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
                       lr=0.05)
-    assert tracker.array("threshold") == pytest.approx([edge.threshold(0.05, "nesterov")] * 3)
-    assert (tracker.array("preconditioned") == tracker.array("sharpness")).all()
+    assert tracker.series("threshold") == pytest.approx([edge.threshold(0.05, "nesterov")] * 3)
+    assert tracker.series("preconditioned") == tracker.series("sharpness")
 
 
 def test_top_k_values_are_the_dense_spectrum_at_step_0():
     model, data = _problem(1)
     ev = torch.linalg.eigvalsh(dense_hessian(Risk(model, "mse", data))).flip(0)[:3]
     tracker, _ = _fit("sgd", tracker=edge.EdgeOfStability(4, k=3), steps=1)
-    assert tracker.values[0] == pytest.approx(ev.tolist(), rel=1e-4)
-    assert tracker.top[0] == pytest.approx(float(ev[0]), rel=1e-4)
+    assert tracker.series("values")[0] == pytest.approx(ev.tolist(), rel=1e-4)
+    assert tracker.series("sharpness")[0] == pytest.approx(float(ev[0]), rel=1e-4)
 
 
 def test_at_edge_returns_its_evidence_and_can_fail():
@@ -223,7 +223,7 @@ def test_at_edge_returns_its_evidence_and_can_fail():
 
 def test_divergence_is_data_not_a_crash():
     tracker, hist = _fit("sgd", lr=1e150, steps=30)
-    assert hist.diverged and all(math.isfinite(v) for v in tracker.array("threshold"))
+    assert hist.diverged and all(math.isfinite(v) for v in tracker.series("threshold"))
 
 
 def test_monitor_has_the_panels():

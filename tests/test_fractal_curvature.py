@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from labkit import fractal
-from labkit.fractal import curvature
+from labkit.fractal import curvature_map
 
 DT = torch.float64
 EXP = fractal.Experiment.preset("quick", width=6, n_points=8)  # P = 42: dense references are cheap
@@ -16,7 +16,7 @@ def test_loss_function_is_the_loss_the_scanner_descends():
     exp = EXP.replace(steps=2, tail=1)
     lr_in, lr_out = 0.3, 2.0
     res = fractal.scan(exp, (lr_in, lr_in * 1.0001), (lr_out, lr_out * 1.0001), 2, progress=False)
-    loss = curvature.loss_function(exp)
+    loss = curvature_map.loss_function(exp)
     w0, w1 = exp.init_weights()
     theta = torch.cat([w0.flatten(), w1.flatten()]).requires_grad_(True)
     l0 = loss(theta)
@@ -28,8 +28,8 @@ def test_loss_function_is_the_loss_the_scanner_descends():
 
 def test_map_is_the_top_eigenvalue_of_the_preconditioned_hessian_per_cell():
     xr, yr = (1e-2, 1e3), (1e-2, 1e3)
-    S = curvature.sharpness_map(EXP, xr, yr, (5, 4), progress=False, tol=1e-10)
-    H = curvature.hessian(EXP)
+    S = curvature_map.sharpness_map(EXP, xr, yr, (5, 4), progress=False, tol=1e-10)
+    H = curvature_map.hessian(EXP)
     xs, ys = fractal.result.axis_values(xr, 5, True), fractal.result.axis_values(yr, 4, True)
     dh = EXP.width * EXP.input_dim
     for i, b in enumerate(ys):
@@ -39,15 +39,15 @@ def test_map_is_the_top_eigenvalue_of_the_preconditioned_hessian_per_cell():
             assert abs(S[i, j] - ref) <= 1e-8 * ref
     # offset axes: lr x lambda_max(H(offset))
     off = EXP.replace(axes=("offset", "lr"))
-    So = curvature.sharpness_map(off, (-1.0, 1.0), (0.1, 10.0), 3, progress=False)
-    ref = 10.0 * float(torch.linalg.eigvalsh(curvature.hessian(off, 1.0))[-1])
+    So = curvature_map.sharpness_map(off, (-1.0, 1.0), (0.1, 10.0), 3, progress=False)
+    ref = 10.0 * float(torch.linalg.eigvalsh(curvature_map.hessian(off, 1.0))[-1])
     assert abs(So[-1, -1] - ref) <= 1e-10 * ref
 
 
 def test_tiles_of_whole_chunks_give_the_same_bits():
     xs = fractal.result.axis_values((1e-2, 1e3), 9, True)
-    whole = curvature._tile(EXP, xs, xs, 0, 81, 20, 1e-6)
-    parts = np.concatenate([curvature._tile(EXP, xs, xs, lo, hi, 20, 1e-6) for lo, hi in [(0, 40), (40, 81)]])
+    whole = curvature_map._tile(EXP, xs, xs, 0, 81, 20, 1e-6)
+    parts = np.concatenate([curvature_map._tile(EXP, xs, xs, lo, hi, 20, 1e-6) for lo, hi in [(0, 40), (40, 81)]])
     assert np.array_equal(whole, parts)
 
 
@@ -55,7 +55,7 @@ def test_scan_measures_sharpness_saves_it_and_refuses_what_does_not_fit(tmp_path
     res = fractal.scan(EXP, (1e-2, 1e3), (1e-2, 1e3), 6, progress=False, measure="sharpness")
     assert res.sharpness.shape == (6, 6)
     np.testing.assert_array_equal(res.sharpness,
-                                  curvature.sharpness_map(EXP, (1e-2, 1e3), (1e-2, 1e3), 6, progress=False))
+                                  curvature_map.sharpness_map(EXP, (1e-2, 1e3), (1e-2, 1e3), 6, progress=False))
     back = fractal.ScanResult.load(res.save(tmp_path / "scan"))
     np.testing.assert_array_equal(back.sharpness, res.sharpness)
     assert fractal.ScanResult.load(fractal.scan(EXP, resolution=4, progress=False).save(tmp_path / "s")).sharpness \
@@ -65,12 +65,12 @@ def test_scan_measures_sharpness_saves_it_and_refuses_what_does_not_fit(tmp_path
     with pytest.raises(ValueError, match="max_memory"):
         fractal.scan(EXP, resolution=64, progress=False, measure="sharpness", max_memory=60_000)
     with pytest.raises(ValueError, match="max_memory"):
-        curvature.sharpness_map(EXP, resolution=64, progress=False, max_memory=30_000)
+        curvature_map.sharpness_map(EXP, resolution=64, progress=False, max_memory=30_000)
 
 
 def test_band_check_counts_boundary_cells():
     c = np.array([[1, 1, 0], [1, 0, 0]], dtype=bool)
     s = np.array([[0.5, 3.0, 20.0], [1.0, 2.5, 100.0]])
-    out = curvature.band_check(c, s)
-    assert curvature.boundary_cells(c).tolist() == [[False, True, True], [True, True, False]]
+    out = curvature_map.band_check(c, s)
+    assert curvature_map.boundary_cells(c).tolist() == [[False, True, True], [True, True, False]]
     assert out["in_band"] == 0.5 and out["below"] == 1.0 and out["far_above"] == 1.0 and out["n_boundary"] == 4

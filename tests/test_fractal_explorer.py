@@ -67,7 +67,7 @@ def test_explorer_sends_no_nan_or_inf_to_the_page():
     exp = Experiment.preset("quick", steps=20)
     calls = []
     with pytest.warns(UserWarning, match="partial"):
-        part = scan(exp, (1e-1, 1e3), (1e-1, 1e3), 16, chunk=64, progress=False,
+        part = scan(exp, (1e-1, 1e3), (1e-1, 1e3), 16, chunk_size=64, progress=False,
                     cancel=lambda: len(calls) >= 1 or bool(calls.append(1)))
     assert np.isnan(part.image()).any()
     ex._draw(part)  # a half-filled image, as during a scan

@@ -125,13 +125,13 @@ def test_chunked_equals_unchunked():
     """Chunk size changes nothing but BLAS blocking: identical phases everywhere and identical scores on every
     cell that is not rounding-sensitive (BLAS sums in a different order for a different chunk size)."""
     exp, xr, yr = Experiment.preset("quick", steps=60), (1e-1, 1e3), (1e-1, 1e3)
-    a = scan(exp, xr, yr, 20, chunk=50, progress=False)
-    b = scan(exp, xr, yr, 20, chunk=400, progress=False)
+    a = scan(exp, xr, yr, 20, chunk_size=50, progress=False)
+    b = scan(exp, xr, yr, 20, chunk_size=400, progress=False)
     np.testing.assert_array_equal(a.converged, b.converged)
     stable = rounding_insensitive(exp, xr, yr, b, rtol=1e-12)
     assert stable.mean() > 0.5
     np.testing.assert_allclose(a.score[stable], b.score[stable], rtol=1e-12)
-    same_chunk = scan(exp, xr, yr, 20, chunk=50, progress=False)
+    same_chunk = scan(exp, xr, yr, 20, chunk_size=50, progress=False)
     np.testing.assert_array_equal(a.score, same_chunk.score)  # and runs are exactly reproducible
 
 
@@ -250,9 +250,9 @@ def test_scan_memory_is_the_result_plus_a_chunk():
 
 def test_partial_result_says_so_and_summarises_finished_cells_only():
     exp = Experiment.preset("quick", steps=30)
-    full = scan(exp, (1e-1, 1e3), (1e-1, 1e3), 24, chunk=64, progress=False)
+    full = scan(exp, (1e-1, 1e3), (1e-1, 1e3), 24, chunk_size=64, progress=False)
     with pytest.warns(UserWarning, match=r"partial result \(192 of 576 cells done"):
-        part = scan(exp, (1e-1, 1e3), (1e-1, 1e3), 24, chunk=64, progress=False, cancel=_after(3))
+        part = scan(exp, (1e-1, 1e3), (1e-1, 1e3), 24, chunk_size=64, progress=False, cancel=_after(3))
     assert not part.complete and part.cells_done == 192
     assert part.done[:8].all() and not part.done[8:].any()  # rows 0..7 finished
     np.testing.assert_array_equal(part.score[:8], full.score[:8])

@@ -25,7 +25,7 @@ def test_table_is_every_pair_once_in_row_order():
 @pytest.mark.parametrize("split", ["pairs", "random"])
 def test_split_masks_fraction_nesting_and_symmetry(split):
     p = 11
-    masks = G.split_masks(p, [0.3, 0.6], [4, 4], split)
+    masks = G.split_masks(p, [0.3, 0.6], seed=[4, 4], split=split)
     assert masks.shape == (2, p * p)
     assert bool((masks[0] <= masks[1]).all())  # same seed: the larger training set contains the smaller
     for m, f in zip(masks, (0.3, 0.6)):
@@ -39,9 +39,9 @@ def test_split_masks_fraction_nesting_and_symmetry(split):
 
 def test_split_masks_rejects_bad_fraction_and_split():
     with pytest.raises(ValueError, match="train_frac"):
-        G.split_masks(7, [1.0], [0])
+        G.split_masks(7, [1.0], seed=[0])
     with pytest.raises(ValueError, match="split"):
-        G.split_masks(7, [0.5], [0], "diagonal")
+        G.split_masks(7, [0.5], seed=[0], split="diagonal")
 
 
 def test_forward_matches_vmapped_functional_call():
@@ -89,7 +89,7 @@ def test_run_records_consistent_curves_and_stops_on_callback():
     assert res.record_steps[0] == 0 and res.record_steps[-1] == 30
     assert res.spectrum.shape == (2, len(res.record_steps), 3)
     np.testing.assert_allclose(res.spectrum.sum(-1), 1.0)
-    assert [h["n_train"] for h in res.hparams] == [int(m.sum()) for m in G.split_masks(7, [0.5, 0.7], [0, 0])]
+    assert [h["n_train"] for h in res.hparams] == [int(m.sum()) for m in G.split_masks(7, [0.5, 0.7], seed=[0, 0])]
     assert np.all(np.diff(res.train_loss[0, :10]) < 0.5)  # finite and not diverging
     seen = []
     stopped = G.run(7, 0.5, 1.0, steps=200, records=50, width=8, callbacks=[lambda info: seen.append(info.step)
@@ -103,7 +103,7 @@ def test_run_matches_an_independent_adamw_loop():
     p, frac, wd, steps = 7, 0.6, 0.5, 15
     res = G.run(p, frac, wd, steps=steps, width=8, lr=1e-2, records=3)
     d = G.table(p)
-    mask = G.split_masks(p, [frac], [0])[0]
+    mask = G.split_masks(p, [frac], seed=[0])[0]
     model = G.make_model(p, 8, seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=wd)
     for _ in range(steps):

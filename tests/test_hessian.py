@@ -159,19 +159,19 @@ def test_sharpness_callback_tracks_lambda_max():
     model = labkit.models.mlp(3, [8], 1, activation="tanh", seed=0).double()
     sharp = edge.EdgeOfStability(every=5, k=2)
     labkit.train.fit(model, ds, loss="mse", lr=0.05, steps=11, callbacks=[sharp], progress=False)
-    assert sharp.steps == [0, 5, 10] and sharp.thresholds == pytest.approx([40.0] * 3)
+    assert sharp.steps == [0, 5, 10] and sharp.series("threshold") == pytest.approx([40.0] * 3)
     ref = torch.linalg.eigvalsh(Hs.dense(model, "mse", ds)).flip(0)  # model now holds theta_11; compare a fresh one
-    assert len(sharp.values[-1]) == 2 and ref[0] > 0
+    assert len(sharp.series("values")[-1]) == 2 and ref[0] > 0
     probe = edge.EdgeOfStability(every=1)
     labkit.train.fit(model, ds, loss="mse", lr=0.05, steps=1, callbacks=[probe], progress=False)
-    assert probe.top[0] == pytest.approx(float(ref[0]), rel=1e-6)
+    assert probe.series("sharpness")[0] == pytest.approx(float(ref[0]), rel=1e-6)
     assert edge.threshold(0.1, "momentum") == pytest.approx(38.0)
     assert sharp.figure() is not None
 
 
 def test_batch_hessians_are_sharper():
     model, ds = _problem(n=96)
-    res = Hs.batch_sharpness(model, "cross_entropy", ds, [4, 96], n_batches=6, seed=0)
+    res = Hs.batch_sharpness(model, "cross_entropy", ds, batch_sizes=[4, 96], n_batches=6, seed=0)
     assert res.mean[-1] == pytest.approx(res.full, rel=1e-6)  # the full batch
     assert res.mean[0] > res.full
     assert res.figure() is not None

@@ -90,7 +90,7 @@ def test_executor_local_cluster_equals_in_process(problem):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         tiled = landscape.plane(model, (x, y), "filter", resolution=6, progress=False, seed=1, executor=client,
-                                tile=10)
+                                tile_size=10)
     one = landscape.plane(model, (x, y), "filter", resolution=6, progress=False, seed=1)
     np.testing.assert_allclose(tiled.values, one.values, rtol=0, atol=TOL)
 

@@ -43,7 +43,7 @@ def test_operator_contract():
     f = L.from_function(lambda X: 2 * X, 6)
     torch.testing.assert_close((op - f) @ V, A @ V - 2 * V)
     torch.testing.assert_close((3 * op + f) @ v, 3 * A @ v + 2 * v)
-    torch.testing.assert_close(L.to_dense(op, chunk=4), A)
+    torch.testing.assert_close(L.to_dense(op, chunk_size=4), A)
     torch.testing.assert_close(torch.as_tensor(op.to_scipy() @ v.numpy()), A @ v)
 
     class Twice(L.LinearOperator):  # the minimal subclass: size/dtype/device + matmat

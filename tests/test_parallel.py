@@ -135,8 +135,8 @@ def test_fractal_scan_on_two_workers_is_identical(cluster):
 def test_curvature_map_on_two_workers_is_identical(cluster):
     """Tiles of whole lockstep chunks on workers: the same bits as in-process."""
     window = ((0.1, 100.0), (0.1, 100.0))
-    here = fractal.sharpness_map("quick", *window, 24, chunk=100, progress=False)
-    there = fractal.sharpness_map("quick", *window, 24, chunk=100, progress=False, executor=cluster, tile=200)
+    here = fractal.sharpness_map("quick", *window, 24, chunk_size=100, progress=False)
+    there = fractal.sharpness_map("quick", *window, 24, chunk=100, progress=False, executor=cluster, tile_size=200)
     assert np.array_equal(here, there)
 
 
@@ -167,7 +167,7 @@ def test_fractal_scan_survives_a_killed_worker(cluster):
             os.kill(pids[0], signal.SIGKILL)  # a worker dies with tiles queued and running
             killed.append(result.cells_done)
 
-    there = fractal.scan(exp, (0.1, 10.0), (0.1, 10.0), 32, progress=False, executor=cluster, tile=64,
+    there = fractal.scan(exp, (0.1, 10.0), (0.1, 10.0), 32, progress=False, executor=cluster, tile_size=64,
                          on_chunk=kill_once)
     assert killed and killed[0] < 32 * 32
     assert there.complete and _same(here, there)  # lost tiles recomputed; nothing lost or duplicated
@@ -179,7 +179,7 @@ def test_fractal_scan_survives_a_killed_worker(cluster):
 def test_cancelling_a_scan_cancels_its_queued_tiles(cluster):
     exp = fractal.Experiment.preset("paper", steps=200)
     with pytest.warns(UserWarning, match="partial result"):
-        res = fractal.scan(exp, (0.1, 10.0), (0.2, 20.0), 32, progress=False, executor=cluster, tile=32,
+        res = fractal.scan(exp, (0.1, 10.0), (0.2, 20.0), 32, progress=False, executor=cluster, tile_size=32,
                            cancel=lambda: True)
     assert not res.complete and 0 < res.cells_done < 32 * 32
 

@@ -70,7 +70,7 @@ def test_trackers_write_their_scalars_into_the_history():
     kern = KernelTracker(DS.inputs[:5], every=3, k=2)
     noise = NoiseScaleTracker(every=3)
     hist = train.fit(net(), DS, lr=0.05, steps=7, callbacks=[sharp, kern, noise], progress=False)
-    assert hist.tracked["sharpness"]["values"] == list(sharp.top)
+    assert hist.tracked["sharpness"]["values"] == sharp.series("sharpness")
     assert hist.tracked["change"]["steps"] == [0, 3, 6, 7] == kern.steps
     assert hist.tracked["b_simple"]["values"] == noise.b_simple
 

@@ -19,13 +19,14 @@ Quick look::
     sweep.tradeoff().b_crit                                  # fitted critical batch size
 """
 
+from labkit import _deprecated
 from labkit.batchsize import nqm
 from labkit.batchsize.adaptive import AdaptiveRun, NormTestSchedule, fit_adaptive
 from labkit.batchsize.grads import per_example_grads, per_example_sq_norms
 from labkit.batchsize.instruments import GradientInstruments, GradientTests, gradient_tests
 from labkit.batchsize.noise import NoiseScale, NoiseScaleTracker, b_noise, noise_scale
 from labkit.batchsize.nqm import NQM
-from labkit.batchsize.scaling import scale_adam, scale_beta2, scale_ema, scale_lr, warmup
+from labkit.batchsize.rules import scale_adam, scale_beta2, scale_ema, scale_lr, warmup
 from labkit.batchsize.sweep import Sweep, first_reached, steps_to_target
 from labkit.batchsize.tradeoff import Tradeoff, fit_tradeoff
 
@@ -55,3 +56,6 @@ __all__ = [
     "steps_to_target",
     "warmup",
 ]
+
+# the renamed submodule, reached as an attribute (``package.scaling.name``): one warning, then the new module
+__getattr__ = _deprecated.moved(__name__, {"scaling": "labkit.batchsize.rules"})

@@ -18,61 +18,80 @@ mean loss is ``L = mean_i l_i``, so ``G = mean_i g_i``). Both functions are
 >>> with torch.no_grad():
 ...     _ = lin.weight.copy_(torch.tensor([[1.0, 0.0]]))
 >>> x = torch.eye(2, dtype=torch.float64); y = torch.zeros(2, 1, dtype=torch.float64)
->>> per_example_grads(lin, "mse", x, y)       # l_i = (w.x_i)^2, g_i = 2 (w.x_i) x_i
+>>> per_example_grads(lin, "mse", (x, y))     # l_i = (w.x_i)^2, g_i = 2 (w.x_i) x_i
 tensor([[2., 0.],
         [0., 0.]], dtype=torch.float64)
->>> per_example_sq_norms(lin, "mse", x, y)
+>>> per_example_sq_norms(lin, "mse", (x, y))
 tensor([4., 0.], dtype=torch.float64)
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from labkit import _checks, threads
+from labkit import _checks, _deprecated, threads
 from labkit.losses import Loss
 from labkit.risk import Risk
 
 __all__ = ["per_example_grads", "per_example_sq_norms"]
 
 
-def _risk(model: nn.Module, loss: str | Loss | Callable, inputs: torch.Tensor, targets: torch.Tensor) -> Risk:
-    for name, t in (("inputs", inputs), ("targets", targets)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    if inputs.shape[0] != targets.shape[0] or inputs.shape[0] == 0:
-        raise ValueError(f"inputs and targets need the same, non-zero number of rows, got "
-                         f"{inputs.shape[0]} and {targets.shape[0]}")
-    return Risk(model, loss, (inputs, targets))
+def _risk(model: nn.Module, loss: str | Loss | Callable, data: Any) -> Risk:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        inputs, targets = data
+        if inputs.shape[0] != targets.shape[0] or inputs.shape[0] == 0:
+            raise ValueError(f"data needs inputs and targets with the same, non-zero number of rows, got "
+                             f"{inputs.shape[0]} and {targets.shape[0]}")
+    return Risk(model, loss, data)
 
 
+def _data_or_pair(fn: Callable) -> Callable:
+    """The old ``(model, loss, inputs, targets)`` call keeps working one release: ``data=(inputs, targets)``."""
+
+    @functools.wraps(fn)
+    def wrapper(model: nn.Module, loss: Any = "auto", data: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if args or "inputs" in kwargs or "targets" in kwargs:
+            inputs = kwargs.pop("inputs") if "inputs" in kwargs else data
+            targets = kwargs.pop("targets") if "targets" in kwargs else args[0] if args else None
+            if len(args) > 1:
+                raise TypeError(f"{fn.__name__}() takes (model, loss, data); got {3 + len(args)} positional arguments")
+            _deprecated.warn(f"labkit.batchsize.{fn.__name__}(model, loss, inputs, targets)",
+                             f"labkit.batchsize.{fn.__name__}(model, loss, (inputs, targets))")
+            data = (inputs, targets)
+        return fn(model, loss, data, **kwargs)
+
+    return wrapper
+
+
+@_data_or_pair
 def per_example_grads(
     model: nn.Module,
-    loss: str | Loss | Callable,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
+    loss: str | Loss | Callable = "auto",
+    data: Any = None,
     *,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Every example's loss gradient as rows of an ``(n, P)`` tensor (``ParamSpec.of(model)`` order).
 
-    ``torch.func.vmap(grad(l_i))`` over examples, evaluated ``chunk_size`` examples at a time
-    (all at once when None) so that peak memory is ``chunk_size * P`` numbers
-    (:meth:`labkit.risk.Risk.per_example_gradients`).
+    ``data`` is an ``(inputs, targets)`` pair or a labkit Dataset. ``torch.func.vmap(grad(l_i))`` over
+    examples, evaluated ``chunk_size`` examples at a time (all at once when None) so that peak memory is
+    ``chunk_size * P`` numbers (:meth:`labkit.risk.Risk.per_example_gradients`).
     """
     if chunk_size is not None:
         _checks.positive("chunk_size", chunk_size, integer=True)
-    return _risk(model, loss, inputs, targets).per_example_gradients(chunk_size=chunk_size)
+    return _risk(model, loss, data).per_example_gradients(chunk_size=chunk_size)
 
 
+@_data_or_pair
 def per_example_sq_norms(
     model: nn.Module,
-    loss: str | Loss | Callable,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
+    loss: str | Loss | Callable = "auto",
+    data: Any = None,
     *,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
@@ -82,5 +101,8 @@ def per_example_sq_norms(
     parameterised layer is a ``Dense``/``nn.Linear`` (or supported ``Conv2d``); otherwise
     the squared row norms of :func:`per_example_grads` (``chunk_size`` applies there).
     """
-    with threads.for_work(threads.layer_flops(model, len(inputs))):
-        return _risk(model, loss, inputs, targets).per_example_sq_norms(chunk_size=chunk_size)
+    if chunk_size is not None:
+        _checks.positive("chunk_size", chunk_size, integer=True)
+    risk = _risk(model, loss, data)
+    with threads.for_work(threads.layer_flops(model, risk.num_examples)):
+        return risk.per_example_sq_norms(chunk_size=chunk_size)

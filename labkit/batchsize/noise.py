@@ -114,8 +114,8 @@ def _mean_stderr(x: torch.Tensor) -> tuple[float, float]:
 
 def noise_scale(
     model: nn.Module,
-    loss: str | Loss | Callable,
-    data: Any,
+    loss: str | Loss | Callable = "auto",
+    data: Any = None,
     *,
     method: str = "per_example",
     batch_sizes: tuple[int, int] | None = None,
@@ -188,8 +188,8 @@ def _ratio(num: float, den: float) -> float:
 
 def b_noise(
     model: nn.Module,
-    loss: str | Loss | Callable,
-    data: Any,
+    loss: str | Loss | Callable = "auto",
+    data: Any = None,
     *,
     examples: int | None = None,
     seed: int = 0,

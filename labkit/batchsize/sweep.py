@@ -26,9 +26,10 @@ import torch
 from torch import nn
 
 from labkit import _checks
-from labkit.batchsize.scaling import RULES, scale_lr
+from labkit.batchsize.rules import RULES, scale_lr
 from labkit.batchsize.tradeoff import Tradeoff, draw_regimes, fit_tradeoff
 from labkit.data import as_dataset
+from labkit.machine import MAX_MEMORY
 from labkit.train import Callback, History, StepInfo, fit_many, grid
 
 __all__ = ["METRICS", "Sweep", "first_reached", "repeat_example", "steps_to_target"]
@@ -241,6 +242,7 @@ def steps_to_target(
     stop_early: bool = True,
     progress: bool = True,
     executor: Any = None,
+    max_memory: int = MAX_MEMORY,
 ) -> Sweep:
     """Steps (and examples) to reach ``target`` for every batch size, learning rate and seed.
 
@@ -254,7 +256,8 @@ def steps_to_target(
     reached the target or diverged (the recorded steps do not change; ``keep_histories``
     with ``stop_early=False`` keeps full ``max_steps`` curves). Each batch size is one vectorised
     ``fit_many`` run; with an ``executor`` (:mod:`labkit.parallel`) the batch sizes run on workers at once
-    (the data travels once) and the sweep is identical to the in-process one.
+    (the data travels once) and the sweep is identical to the in-process one. ``max_memory`` bounds each
+    ``fit_many`` call (its refusal names it).
     """
     ds = as_dataset(data)
     bs = _check_batch_sizes(batch_sizes, len(ds))
@@ -280,7 +283,7 @@ def steps_to_target(
 
     plans = [(b, grid(lr=[scale_lr(lr, bs[0], b, lr_rule) for lr in lrs], seed=seeds)) for b in bs]
     options = dict(optimizer=optimizer, loss=loss, steps=max_steps, eval_data=eval_data, eval_every=eval_every,
-                   lr_schedule=lr_schedule, progress=progress and executor is None)
+                   lr_schedule=lr_schedule, progress=progress and executor is None, max_memory=max_memory)
     stop = (target, metric) if stop_early else None
     client = parallel.client(executor)
     shared = ds if client is None else client.scatter(ds, broadcast=True)

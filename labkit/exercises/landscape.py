@@ -77,7 +77,7 @@ def _random_walk_fraction(answer) -> None:
     want = 8 / math.pi**2 * (1 + 1 / 9)
     if np.ndim(answer) != 0:
         raise Wrong("give one number: the fraction (between 0 and 1)")
-    expect_close(float(answer), want, rtol=1e-3, what="the fraction", mistakes=[
+    expect_close(answer, want, rtol=1e-3, what="the fraction", mistakes=[
         (6 / math.pi**2 * (1 + 1 / 4), "that is the walk centred on its mean (eigenvalues ~ 1/k^2); Li et al.'s PCA "
          "plane is centred on the final point"),
         (8 / math.pi**2, "that is the first component alone; the plane has two"),

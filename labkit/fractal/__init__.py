@@ -24,7 +24,7 @@ _EXPORTS = {
     "equalise": "result",
     "format_dimension": "result",
     "estimate_memory": "scanner",
-    "sharpness_map": "curvature",
+    "sharpness_map": "curvature_map",
     "box_counting_dimension": "dimension",
     "zoom_sequence": "sequence",
     "write_png": "png",

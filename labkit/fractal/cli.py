@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         executor = _executor(args)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="scan interrupted")  # the summary below says it
-            res = scan(exp, args.x_range, args.y_range, args.resolution, device=args.device, chunk=args.chunk,
+            res = scan(exp, args.x_range, args.y_range, args.resolution, device=args.device, chunk_size=args.chunk,
                        max_memory=int(args.max_memory * 2**30), progress=not args.quiet, executor=executor)
     except (ValueError, TypeError, ImportError) as err:
         print(f"labkit fractal: error: {err}", file=sys.stderr)

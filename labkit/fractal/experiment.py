@@ -20,12 +20,13 @@ laptop CPU)::
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from labkit import _checks
+from labkit import _checks, _io
 
 __all__ = ["AXES", "NONLINEARITIES", "PRESETS", "Experiment"]
 
@@ -47,7 +48,7 @@ class Experiment:
     tail: int = 20  # converged <=> mean normalised loss over the last `tail` steps < 1
     offset_every_step: bool = False  # offset axes: False adds the offset once at init (labkit); True as the notebook
     dtype: str = "float64"
-    seed: int = 0  # initial weights
+    seed: int = field(default=0, kw_only=True)  # initial weights (keyword-only, as every labkit seed)
     data_seed: int = 1  # inputs and targets
     batch_seed: int = 2  # the mini-batch sequence (same for every cell)
     axes: tuple[str, str] = ("lr_in", "lr_out")  # default axes of this setup
@@ -100,10 +101,24 @@ class Experiment:
 
     def replace(self, **changes: Any) -> Experiment:
         """A copy with some fields changed: ``exp.replace(steps=100)``."""
+        names = [f.name for f in fields(self)]
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise TypeError(f"Experiment has no field {', '.join(unknown)}; the fields are {names}")
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON-able values (tuples become lists)."""
         return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON (``.json`` appended if missing), atomically; returns the path."""
+        return _io.write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Experiment:
+        """The Experiment :meth:`save` wrote."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in _io.read_json(path).items()})
 
     # ------------------------------------------------------------------ shared data and weights
     def data(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +147,7 @@ class Experiment:
     def preset(cls, name: str, **changes: Any) -> Experiment:
         """One of :data:`PRESETS` (the paper's six setups and ``"quick"``), with optional field changes."""
         _checks.choice("name", name, list(PRESETS))
-        return replace(PRESETS[name], **changes)
+        return PRESETS[name].replace(**changes)
 
 
 _LR_WINDOW = dict(x_range=(1e-3, 1e6), y_range=(1e-3, 1e6))

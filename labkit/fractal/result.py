@@ -89,6 +89,10 @@ def window(experiment: Experiment | str, x_range: Any, y_range: Any, resolution:
     x_range = exp.x_range if x_range is None else x_range
     y_range = exp.y_range if y_range is None else y_range
     nx, ny = (resolution, resolution) if not isinstance(resolution, (tuple, list)) else resolution
+    if log is not None and not isinstance(log, bool) and (
+            not isinstance(log, (tuple, list)) or len(log) != 2 or not all(isinstance(v, bool) for v in log)):
+        raise ValueError(f"log={log!r} is not supported; give True, False, None (log-spaced learning-rate axes) "
+                         "or a pair of booleans (x, y)")
     logs = (axes[0] != "offset", True) if log is None else (log, log) if isinstance(log, bool) else tuple(log)
     x_range, y_range = check_window(x_range, y_range, (nx, ny), logs, torch.finfo(exp.torch_dtype).eps)
     xs, ys = axis_values(x_range, nx, logs[0]), axis_values(y_range, ny, logs[1])

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labkit import _checks, threads
+from labkit import _checks, _deprecated, threads
 from labkit.fractal.experiment import Experiment
 from labkit.fractal.result import ScanResult, window
 from labkit.machine import MAX_MEMORY
@@ -227,6 +227,7 @@ def _check_memory(exp: Experiment, nx: int, ny: int, max_memory: int) -> int:
     return max_memory - need["result"]
 
 
+@_deprecated.renamed(chunk="chunk_size", tile="tile_size")
 def scan(
     experiment: Experiment | str = "quick",
     x_range: tuple[float, float] | None = None,
@@ -237,12 +238,12 @@ def scan(
     log: bool | tuple[bool, bool] | None = None,
     device: Any = None,
     max_memory: int = MAX_MEMORY,
-    chunk: int | None = None,
+    chunk_size: int | None = None,
     progress: bool = True,
     cancel: Callable[[], bool] | None = None,
     on_chunk: Callable[[ScanResult], None] | None = None,
     executor: Any = None,
-    tile: int | None = None,
+    tile_size: int | None = None,
     measure: str | None = None,
 ) -> ScanResult:
     """Train one network per grid cell and return the converged/diverged picture.
@@ -254,7 +255,7 @@ def scan(
     1 GiB, well inside Binder's 2 GB) bounds the result arrays (9 bytes per cell) plus the
     working memory of a chunk: a scan whose result does not fit is refused before anything
     is allocated (see :func:`estimate_memory`); memory stays O(chunk) beyond the result.
-    ``chunk`` caps the cells per chunk (they are otherwise sized for the cache on CPUs and for
+    ``chunk_size`` caps the cells per chunk (they are otherwise sized for the cache on CPUs and for
     ``max_memory`` on GPUs). ``cancel()`` is polled between chunks; on ``KeyboardInterrupt``
     or cancel the scan **returns the partial result** (``complete=False``; cells are scanned
     row by row, ``res.done`` marks the finished ones, the others have ``score`` NaN and
@@ -262,7 +263,7 @@ def scan(
     cells only) with a warning.
 
     ``executor`` (see :mod:`labkit.parallel`: ``None`` in-process, ``"local"``, a scheduler address or a
-    ``distributed.Client``) splits the grid into tiles of ``tile`` cells (default: about four per worker, a
+    ``distributed.Client``) splits the grid into tiles of ``tile_size`` cells (default: about four per worker, a
     multiple of the chunk), each trained on a worker exactly as in-process: the result is identical bit for
     bit to an in-process scan with the workers' BLAS thread count (one per worker on a LocalCluster); with
     another thread count a matrix product's last bits can differ, which leaves the converged/diverged picture
@@ -271,7 +272,7 @@ def scan(
 
     ``measure="sharpness"`` also records, per cell, the top eigenvalue of ``D^(1/2) H D^(1/2)`` at initialisation
     (``D`` the cell's per-parameter learning rates; gradient descent is stable iff it is below 2) in
-    ``result.sharpness`` (:func:`labkit.fractal.curvature.sharpness_map`, on the same executor); ``max_memory``
+    ``result.sharpness`` (:func:`labkit.fractal.curvature_map.sharpness_map`, on the same executor); ``max_memory``
     then bounds both, and a scan whose map does not fit beside it is refused before training.
 
     >>> res = scan("quick", (1e-1, 1e2), (1e-1, 1e2), 8, progress=False)
@@ -283,6 +284,8 @@ def scan(
     exp, axes, x_range, y_range, logs, xs, ys = window(experiment, x_range, y_range, resolution, axes, log)
     nx, ny = len(xs), len(ys)
     _checks.positive("max_memory", max_memory, integer=True)
+    if chunk_size is not None:
+        _checks.positive("chunk_size", chunk_size, integer=True)
     dev = torch.device(default_device() if device is None else device)
     if dev.type == "mps" and exp.torch_dtype == torch.float64:
         if device is not None:
@@ -293,9 +296,9 @@ def scan(
     if measure not in (None, "sharpness"):
         raise ValueError(f"measure must be None or 'sharpness', got {measure!r}")
     if measure is not None:
-        from labkit.fractal import curvature
+        from labkit.fractal import curvature_map
 
-        need = curvature.estimate_memory(exp, (nx, ny))["total"]  # runs after training, beside the scan's result
+        need = curvature_map.estimate_memory(exp, (nx, ny))["total"]  # runs after training, beside the scan's result
         have = max_memory - estimate_memory(exp, (nx, ny))["result"]
         if need > have:
             raise ValueError(f"scan(measure='sharpness') needs about {need / 2**20:.3g} MiB for the curvature map "
@@ -309,7 +312,7 @@ def scan(
     flat_score, flat_conv = score.reshape(-1), converged.reshape(-1)
     result = ScanResult(exp, axes, x_range, y_range, logs, xs, ys, converged, score)
 
-    size = _chunk_cells(p, chunk, budget)
+    size = _chunk_cells(p, chunk_size, budget)
     start, complete = time.perf_counter(), True
     from tqdm.auto import tqdm
 
@@ -330,12 +333,12 @@ def scan(
         else:
             from labkit import parallel
 
-            if tile is None:
+            if tile_size is None:
                 per_tile = -(-cells // (4 * parallel.n_workers(executor)))
-                tile = -(-per_tile // size) * size
-            _checks.positive("tile", tile, integer=True)
-            tile = -(-tile // size) * size  # a multiple of the chunk: the same chunks as in-process
-            bounds = [*range(0, cells, tile), cells]
+                tile_size = -(-per_tile // size) * size
+            _checks.positive("tile_size", tile_size, integer=True)
+            tile_size = -(-tile_size // size) * size  # a multiple of the chunk: the same chunks as in-process
+            bounds = [*range(0, cells, tile_size), cells]
             worker_device = None if device is None else str(dev)
             args = [(exp, axes, xs, ys, worker_device, lo, hi, size) for lo, hi in itertools.pairwise(bounds)]
             stream = parallel.submit(_tile, args, name="fractal-tile", executor=executor)
@@ -359,7 +362,7 @@ def scan(
         warnings.warn(f"scan interrupted: returning a partial result ({result.cells_done:,} of {cells:,} cells done; "
                       "the others have score NaN, see ScanResult.done)", stacklevel=2)
     if measure is not None and complete:
-        result.sharpness = curvature.sharpness_map(exp, x_range, y_range, (nx, ny), axes=axes, log=logs,
+        result.sharpness = curvature_map.sharpness_map(exp, x_range, y_range, (nx, ny), axes=axes, log=logs,
                                                    max_memory=have, executor=executor, progress=progress)
     result.complete = complete
     result.wall_time = time.perf_counter() - start

@@ -14,6 +14,7 @@ from torch import nn
 from labkit import _checks, _deprecated, linalg, threads
 from labkit.data import as_dataset
 from labkit.hessian.operators import GaussNewtonOperator, HessianOperator
+from labkit.machine import MAX_MEMORY
 from labkit.testing import dense_hessian
 
 __all__ = [
@@ -36,7 +37,9 @@ __all__ = [
 MATRICES = ("hessian", "gauss_newton", "residual")
 
 
-def operator(model: nn.Module, loss: Any, data: Any, matrix: str = "hessian", **kwargs: Any) -> linalg.LinearOperator:
+def operator(
+    model: nn.Module, loss: Any = "auto", data: Any = None, matrix: str = "hessian", **kwargs: Any
+) -> linalg.LinearOperator:
     """``matrix`` = ``"hessian"`` (H), ``"gauss_newton"`` (G) or ``"residual"`` (H - G) as an operator."""
     _checks.choice("matrix", matrix, MATRICES)
     if matrix == "hessian":
@@ -47,8 +50,9 @@ def operator(model: nn.Module, loss: Any, data: Any, matrix: str = "hessian", **
 
 
 def top_eigenvalues(
-    model: nn.Module, loss: Any, data: Any, k: int = 1, *, matrix: str = "hessian", which: linalg.Which = "largest",
-    tol: float = 1e-6, seed: int = 0, batch_size: int | None = None, params: Sequence[str] | None = None,
+    model: nn.Module, loss: Any = "auto", data: Any = None, k: int = 1, *, matrix: str = "hessian",
+    which: linalg.Which = "largest", tol: float = 1e-6, seed: int = 0, batch_size: int | None = None,
+    params: Sequence[str] | None = None,
 ) -> linalg.EigResult:
     """The ``k`` top (or ``which``) eigenpairs of the loss Hessian (or ``matrix``) over ``data``."""
     op = operator(model, loss, data, matrix, batch_size=batch_size, params=params)
@@ -57,26 +61,28 @@ def top_eigenvalues(
 
 
 def trace(
-    model: nn.Module, loss: Any, data: Any, n_matvec: int = 100, *, matrix: str = "hessian", method: str = "hutchpp",
-    seed: int = 0, batch_size: int | None = None, params: Sequence[str] | None = None,
+    model: nn.Module, loss: Any = "auto", data: Any = None, n_matvec: int = 100, *, matrix: str = "hessian",
+    method: str = "hutchpp", seed: int = 0, batch_size: int | None = None, params: Sequence[str] | None = None,
+    max_memory: int = MAX_MEMORY,
 ) -> linalg.Estimate:
     """Estimated trace of the loss Hessian (or ``matrix``), with its standard error."""
     op = operator(model, loss, data, matrix, batch_size=batch_size, params=params)
-    return linalg.trace(op, n_matvec, method, seed)
+    return linalg.trace(op, n_matvec, method, seed=seed, max_memory=max_memory)
 
 
 def spectral_density(
-    model: nn.Module, loss: Any, data: Any, *, matrix: str = "hessian", n_probes: int = 10, lanczos_steps: int = 80,
-    grid: Any = None, sigma: float | None = None, seed: int = 0, batch_size: int | None = None,
-    params: Sequence[str] | None = None,
+    model: nn.Module, loss: Any = "auto", data: Any = None, *, matrix: str = "hessian", n_probes: int = 10,
+    lanczos_steps: int = 80, grid: Any = None, sigma: float | None = None, seed: int = 0,
+    batch_size: int | None = None, params: Sequence[str] | None = None, max_memory: int = MAX_MEMORY,
 ) -> linalg.Density:
     """Eigenvalue density of the loss Hessian (or ``matrix``) by stochastic Lanczos quadrature."""
     op = operator(model, loss, data, matrix, batch_size=batch_size, params=params)
-    return linalg.spectral_density(op, n_probes, lanczos_steps, grid, sigma, seed)
+    return linalg.spectral_density(op, n_probes, lanczos_steps, grid, sigma, seed=seed, max_memory=max_memory)
 
 
 def dense(
-    model: nn.Module, loss: Any, data: Any, matrix: str = "hessian", *, params: Sequence[str] | None = None
+    model: nn.Module, loss: Any = "auto", data: Any = None, matrix: str = "hessian", *,
+    params: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """The exact dense matrix (``(P, P)``; for small models): ground truth for every estimate."""
     if _checks.choice("matrix", matrix, MATRICES) == "hessian":
@@ -92,6 +98,10 @@ def count_outliers(values: Any, max_count: int | None = None) -> int:
     where ``c`` maximises ``lambda_c / lambda_{c+1}`` over ``c <= max_count`` (default: a third
     of the values given): the split with the widest gap on a log scale.
     """
+    if max_count is not None:
+        _checks.positive("max_count", max_count, integer=True, allow_zero=True)
+        if max_count == 0:
+            return 0  # at most none: nothing to split off
     v = np.sort(np.asarray(torch.as_tensor(values).detach().cpu(), dtype=float))[::-1]
     v = v[v > 0]
     if len(v) < 2:
@@ -152,9 +162,10 @@ class BatchSharpness:
         return fig
 
 
+@_deprecated.keyword_only("batch_sizes")
 def batch_sharpness(
-    model: nn.Module, loss: Any, data: Any, batch_sizes: Sequence[int], *, n_batches: int = 5, tol: float = 1e-4,
-    seed: int = 0,
+    model: nn.Module, loss: Any = "auto", data: Any = None, *, batch_sizes: Sequence[int], n_batches: int = 5,
+    tol: float = 1e-4, seed: int = 0,
 ) -> BatchSharpness:
     """lambda_max of the Hessian on random mini-batches of each size vs that of the full data.
 
@@ -162,6 +173,8 @@ def batch_sharpness(
     1/sqrt(batch size); its top eigenvalue is pushed up (a random-matrix effect, as the
     extremal eigenvalue of a noisy matrix exceeds the noiseless one's).
     """
+    if data is None:
+        raise ValueError("data is required: pass a labkit Dataset or an (inputs, targets) pair")
     ds = as_dataset(data)
     _checks.positive("n_batches", n_batches, integer=True)
     for b in batch_sizes:
@@ -221,7 +234,9 @@ def outlier_count(
     _checks.in_range("outputs", outputs, classes, 100)
     _checks.choice("loss", loss, ["cross_entropy", "mse"])
     _checks.positive("steps", steps, integer=True, allow_zero=True)
-    ds = gaussian_mixture(per_class * classes, dim, classes, separation, seed).to(dtype=torch.float64)
+    _checks.positive("lr", lr)
+    _checks.positive("per_class", per_class, integer=True)
+    ds = gaussian_mixture(per_class * classes, dim, classes, separation, seed=seed).to(dtype=torch.float64)
     model = mlp(dim, [width], outputs, "relu", seed=seed).double()
     with torch.no_grad():
         model[-1].weight.mul_(0.01)
@@ -263,7 +278,8 @@ class OutlierSubspace:
         return self.residual < self.gap / 2
 
 
-def gauss_newton_outliers(model: nn.Module, loss: Any, data: Any, k: int) -> OutlierSubspace:
+@_deprecated.keyword_only("k")
+def gauss_newton_outliers(model: nn.Module, loss: Any = "auto", data: Any = None, *, k: int) -> OutlierSubspace:
     """Compare the top ``k`` eigenvectors of the Hessian with those of its Gauss-Newton part (dense; small models)."""
     _checks.positive("k", k, integer=True)
     H, G = dense(model, loss, data, "hessian"), dense(model, loss, data, "gauss_newton")

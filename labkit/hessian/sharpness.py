@@ -2,4 +2,6 @@
 
 from labkit import _deprecated
 
+__deprecated__ = "labkit.edge"
+
 __getattr__ = _deprecated.moved(__name__, {"Sharpness": "labkit.edge:EdgeOfStability"})

@@ -223,7 +223,7 @@ def estimate_memory(model: nn.Module | Risk, data: Any = None, points: int = 41 
     return need
 
 
-def _budget(ev: _Evaluator, shape: tuple[int, ...], max_memory: int, chunk: int | None) -> int:
+def _budget(ev: _Evaluator, shape: tuple[int, ...], max_memory: int, chunk_size: int | None) -> int:
     """Refuse a grid that cannot fit ``max_memory``; else the points per chunk."""
     _checks.positive("max_memory", max_memory, integer=True)
     n = math.prod(shape)
@@ -247,22 +247,22 @@ def _budget(ev: _Evaluator, shape: tuple[int, ...], max_memory: int, chunk: int 
     if ev.risk.device.type == "cpu":
         cap = min(cap, max(1, _CPU_CHUNK_BYTES // per_point))
     cap = max(1, cap)
-    if chunk is not None:
-        _checks.positive("chunk", chunk, integer=True)
-        cap = min(cap, chunk)
+    if chunk_size is not None:
+        _checks.positive("chunk_size", chunk_size, integer=True)
+        cap = min(cap, chunk_size)
     return int(cap)
 
 
-def _tile(risk: Risk, origin: torch.Tensor, directions: torch.Tensor, coords: np.ndarray, chunk: int) -> np.ndarray:
+def _tile(risk: Risk, origin: torch.Tensor, directions: torch.Tensor, coords: np.ndarray, size: int) -> np.ndarray:
     """Values at ``coords`` (a task for a worker: the same chunks as in-process)."""
     ev = _Evaluator(risk, origin, directions)
     c = torch.as_tensor(coords, dtype=torch.float64)
-    return np.concatenate([ev(c[i : i + chunk]).double().cpu().numpy() for i in range(0, len(c), chunk)])
+    return np.concatenate([ev(c[i : i + size]).double().cpu().numpy() for i in range(0, len(c), size)])
 
 
 def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, coords: Any, *, loss: Any = "auto",
-             batch_size: int | None = None, max_memory: int = MAX_MEMORY, chunk: int | None = None,
-             executor: Any = None, tile: int | None = None, progress: bool = True,
+             batch_size: int | None = None, max_memory: int = MAX_MEMORY, chunk_size: int | None = None,
+             executor: Any = None, tile_size: int | None = None, progress: bool = True,
              shape: tuple[int, ...] | None = None) -> np.ndarray:
     """The mean loss at ``origin + coords @ directions`` for every row of ``coords (n, k)``: float64 ``(n,)``.
 
@@ -270,7 +270,7 @@ def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, c
     flat vector) or a :class:`labkit.risk.Risk` (then ``data`` is None); ``directions (k, P)`` are checked
     (shape, dtype, nonzero). The points are evaluated in chunks sized under ``max_memory`` (refused up
     front when even one-point chunks would not fit); ``executor`` (:mod:`labkit.parallel`) runs tiles of
-    ``tile`` points on Dask workers (default: about four tiles per worker). ``shape`` is the grid's shape, for
+    ``tile_size`` points on Dask workers (default: about four tiles per worker). ``shape`` is the grid's shape, for
     the refusal's message (``(201, 201)``: "at most 150x150 points fit").
     """
     risk = _risk(model, loss, data, batch_size)
@@ -283,7 +283,7 @@ def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, c
     if not np.all(np.isfinite(c)):
         raise ValueError("coords contain NaN or inf")
     ev = _Evaluator(risk, theta0, d)
-    size = _budget(ev, shape or (len(c),), max_memory, chunk)
+    size = _budget(ev, shape or (len(c),), max_memory, chunk_size)
     out = np.empty(len(c))
     from tqdm.auto import tqdm
 
@@ -298,11 +298,11 @@ def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, c
         else:
             from labkit import parallel
 
-            if tile is None:
-                tile = -(-len(c) // (4 * parallel.n_workers(executor)))
-            _checks.positive("tile", tile, integer=True)
-            tile = -(-tile // size) * size  # a multiple of the chunk: the same chunks as in-process
-            bounds = [*range(0, len(c), tile), len(c)]
+            if tile_size is None:
+                tile_size = -(-len(c) // (4 * parallel.n_workers(executor)))
+            _checks.positive("tile_size", tile_size, integer=True)
+            tile_size = -(-tile_size // size) * size  # a multiple of the chunk: the same chunks as in-process
+            bounds = [*range(0, len(c), tile_size), len(c)]
             args = [(risk, theta0.cpu(), d.cpu(), c[lo:hi], size) for lo, hi in itertools.pairwise(bounds)]
             for i, values in parallel.submit(_tile, args, name="landscape-tile", executor=executor):
                 out[bounds[i] : bounds[i + 1]] = values
@@ -472,7 +472,7 @@ def _axis(name: str, rng: Any, n: int) -> np.ndarray:
 
 def interpolate(model: nn.Module | Risk, data: Any, start: Any, end: Any, *, loss: Any = "auto",
                 resolution: int = 41, t_range: tuple[float, float] = (0.0, 1.0), batch_size: int | None = None,
-                max_memory: int = MAX_MEMORY, progress: bool = False) -> Line:
+                max_memory: int = MAX_MEMORY, progress: bool = True) -> Line:
     """The loss on the straight line from ``start`` to ``end`` (modules, parameter dicts or flat vectors).
 
     ``t_range`` extends the line beyond the endpoints (``(-0.5, 1.5)``); ``data`` may be the training data or
@@ -526,7 +526,8 @@ def project(points: torch.Tensor, origin: torch.Tensor, directions: torch.Tensor
 def plane(model: nn.Module | Risk, data: Any = None, directions: Any = "filter", *, loss: Any = "auto",
           origin: Any = None, x_range: tuple[float, float] | None = None, y_range: tuple[float, float] | None = None,
           resolution: int | tuple[int, int] = 41, path: Any = None, seed: int = 0, batch_size: int | None = None,
-          max_memory: int = MAX_MEMORY, chunk: int | None = None, executor: Any = None, tile: int | None = None,
+          max_memory: int = MAX_MEMORY, chunk_size: int | None = None, executor: Any = None,
+          tile_size: int | None = None,
           progress: bool = True) -> Plane:
     """The loss on a plane through ``origin`` (default: the model's parameters) as one vectorised grid.
 
@@ -536,8 +537,8 @@ def plane(model: nn.Module | Risk, data: Any = None, directions: Any = "filter",
     components; the origin becomes the final snapshot and the path the projected trajectory), or a ``(2, P)``
     tensor. ``path`` (a Trajectory or ``(T, P)`` snapshots) is projected onto the plane (least squares).
     Ranges default to ``(-1, 1)`` (filter / random / custom), ``+-2/sqrt(lambda_1)`` (Hessian) or the path's
-    extent plus a margin (PCA). ``resolution`` is ``n`` or ``(nx, ny)``. ``max_memory``, ``chunk``,
-    ``executor``, ``tile``: as in :func:`evaluate`.
+    extent plus a margin (PCA). ``resolution`` is ``n`` or ``(nx, ny)``. ``max_memory``, ``chunk_size``,
+    ``executor``, ``tile_size``: as in :func:`evaluate`.
     """
     risk = _risk(model, loss, data, batch_size)
     begin = time.perf_counter()
@@ -583,7 +584,7 @@ def plane(model: nn.Module | Risk, data: Any = None, directions: Any = "filter",
     xs, ys = _axis("x_range", x_range, nx), _axis("y_range", y_range, ny)
     a, b = np.meshgrid(xs, ys)  # row-major: value[j, i] at (xs[i], ys[j])
     coords = np.stack([a.ravel(), b.ravel()], 1)
-    values = evaluate(risk, None, theta0, d, coords, max_memory=max_memory, chunk=chunk, executor=executor,
-                      tile=tile, progress=progress, shape=(ny, nx))
+    values = evaluate(risk, None, theta0, d, coords, max_memory=max_memory, chunk_size=chunk_size,
+                      executor=executor, tile_size=tile_size, progress=progress, shape=(ny, nx))
     return Plane(xs, ys, values.reshape(ny, nx), kind, path_xy, [int(s) for s in steps], extra.get("explained"),
                  extra.get("eigenvalues"), time.perf_counter() - begin)

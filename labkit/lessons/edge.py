@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from labkit import _deprecated
 from labkit.data import gaussian_mixture
 from labkit.edge import EdgeOfStability
 from labkit.models import mlp
@@ -19,7 +20,8 @@ from labkit.train import fit
 __all__ = ["catapult", "demo_data", "demo_run", "sgd_leaves_sharp_region"]
 
 
-def demo_data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+@_deprecated.keyword_only("seed")
+def demo_data(n: int = 64, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A 3-class Gaussian mixture in 4 dimensions with one-hot MSE targets, float64 (Cohen et al.'s setting, small)."""
     ds = gaussian_mixture(n, dim=4, classes=3, separation=2.0, seed=seed).to(dtype=torch.float64)
     return ds.inputs, torch.nn.functional.one_hot(ds.targets, 3).double()
@@ -36,7 +38,7 @@ def demo_run(optimizer: str, lr: float, steps: int, every: int, *, n: int = 64, 
     net = mlp(4, [32, 32], 3, activation="tanh", seed=seed).double()
     tracker = EdgeOfStability(every, k, live=live)
     extra = [tracker] + ([live] if live is not None else []) + list(callbacks)
-    hist = fit(net, demo_data(n, seed) if data is None else data, loss="mse", optimizer=optimizer, lr=lr,
+    hist = fit(net, demo_data(n, seed=seed) if data is None else data, loss="mse", optimizer=optimizer, lr=lr,
                steps=steps, callbacks=extra, progress=False)
     return tracker, hist
 

@@ -45,7 +45,7 @@ def _flat(model: nn.Module) -> torch.Tensor:
 # ---------------------------------------------------------------- 1. same basin
 
 
-def basin_data(seed: int = 0) -> Any:
+def basin_data(*, seed: int = 0) -> Any:
     """The task of the same-basin experiment: a 4-class Gaussian mixture in 8 dimensions, 256 points, float64."""
     from labkit import data
 
@@ -85,7 +85,7 @@ def same_basin(steps: int = 1000, *, different_init: bool = False, seed: int = 0
 
     sgd = solution(seed, 8, 0.05)
     gd = solution(seed + 1 if different_init else seed, None, 0.5)
-    line = interpolate(sgd, ds, sgd, gd, resolution=resolution)
+    line = interpolate(sgd, ds, sgd, gd, resolution=resolution, progress=False)
     return Barrier(line, float(max(line.values[0], line.values[-1])))
 
 
@@ -98,7 +98,8 @@ def slice_curvature(model: nn.Module, data: Any, direction: torch.Tensor, *, los
     to a 1-D landscape slice of 9 points on ``[-h, h]`` (``h = half_width``; small, so quartic terms vanish)."""
     u = direction / direction.norm()
     theta = _flat(model)
-    line = interpolate(model, data, theta, theta + u, loss=loss, resolution=9, t_range=(-half_width, half_width))
+    line = interpolate(model, data, theta, theta + u, loss=loss, resolution=9, t_range=(-half_width, half_width),
+                       progress=False)
     return line.curvature()
 
 
@@ -205,7 +206,8 @@ def rescaling_curvature(model: nn.Module, data: Any, alpha: float = 4.0, *, norm
     for net in (model, scaled):
         u = filter_normalize(d, net) if normalise else d
         theta = _flat(net)
-        line = interpolate(net, data, theta, theta + u, loss=loss, resolution=9, t_range=(-half_width, half_width))
+        line = interpolate(net, data, theta, theta + u, loss=loss, resolution=9, t_range=(-half_width, half_width),
+                           progress=False)
         curv.append(line.curvature())
     return Rescaling(float(alpha), normalise, curv[0], curv[1])
 

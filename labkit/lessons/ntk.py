@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from labkit import _checks
+from labkit import _checks, _deprecated
 from labkit.models import mlp
 from labkit.ntk.analytic import analytic
+from labkit.ntk.drift import KernelTracker
 from labkit.ntk.dynamics import linearize, predict
 from labkit.ntk.empirical import empirical
-from labkit.ntk.tracking import KernelTracker
 from labkit.scaling import loglog_slope as slope_and_error
 from labkit.train import fit
 
@@ -47,7 +47,8 @@ def _net(width: int, depth: int, parameterization: str, seed: int, *, activation
     return net
 
 
-def sine_data(n: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@_deprecated.keyword_only("seed")
+def sine_data(n: int = 12, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A 1-D regression task: ``n`` points of ``sin(2x) + x/2`` on [-2, 2] and a test grid (float64)."""
     _checks.positive("n", n, integer=True)
     g = torch.Generator().manual_seed(seed)
@@ -106,7 +107,7 @@ def regression_comparison(width: int = 256, depth: int = 1, lr: float = 0.5, ste
     ``t = steps``). ``gap`` is ``|f_net - f_lin| / |f_lin|`` on the test grid. ``seed`` draws the
     network, ``data_seed`` the training points.
     """
-    x, y, grid = sine_data(n, data_seed)
+    x, y, grid = sine_data(n, seed=data_seed)
     net = _net(width, depth, parameterization, seed, activation=activation, bias_std=bias_std)
     lin = linearize(net)
     lr = lr * max_stable_lr(net, x)
@@ -172,7 +173,7 @@ def kernel_change(widths: Sequence[int], *, parameterization: str = "ntk", lr: f
     _checks.choice("parameterization", parameterization, PARAMETERIZATIONS)
     _checks.positive("points", points, integer=True)
     _checks.positive("seeds", seeds, integer=True)
-    x, y, _ = sine_data(n, 0)
+    x, y, _ = sine_data(n, seed=0)
     from tqdm.auto import tqdm
 
     finals, curves = [], []
@@ -205,7 +206,7 @@ def predict_vs_network(width: int = 1024, *, parameterization: str = "ntk", lr: 
     ``|f_net - f_kernel| / |y - f_0|``, the residual the kernel removes) and ``kernel_change``.
     """
     _checks.positive("points", points, integer=True)
-    x, y, _ = sine_data(n, 0)
+    x, y, _ = sine_data(n, seed=0)
     net = _net(width, 1, parameterization, seed)
     k0 = empirical(net, x)
     with torch.no_grad():

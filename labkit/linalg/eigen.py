@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from labkit import _checks
+from labkit import _checks, _deprecated
 from labkit.linalg.operators import LinearOperator, as_operator, check_symmetric, to_dense
 
 __all__ = ["WHICH", "EigResult", "Lanczos", "Which", "lanczos", "power_iteration", "top_eigenvalues"]
@@ -127,12 +127,14 @@ def _start_block(n: int, b: int, v0: torch.Tensor | None, seed: int, dtype: torc
     return torch.cat([v / v.norm(dim=0), noise[:, v.shape[1] :]], 1)
 
 
-def lanczos(op: LinearOperator, k_steps: int, v0: torch.Tensor | None = None, seed: int = 0) -> Lanczos:
-    """``k_steps`` of Lanczos with full re-orthogonalisation (stops early on an invariant subspace)."""
+@_deprecated.renamed(k_steps="lanczos_steps")
+@_deprecated.keyword_only("seed")
+def lanczos(op: LinearOperator, lanczos_steps: int, v0: torch.Tensor | None = None, *, seed: int = 0) -> Lanczos:
+    """``lanczos_steps`` of Lanczos with full re-orthogonalisation (stops early on an invariant subspace)."""
     op = as_operator(op)
-    _checks.positive("k_steps", k_steps, integer=True)
+    _checks.positive("lanczos_steps", lanczos_steps, integer=True)
     n = op.size
-    m_max = min(k_steps, n)
+    m_max = min(lanczos_steps, n)
     drop, _ = _floors(op.dtype)
     Q = torch.zeros(n, m_max, dtype=op.dtype, device=op.device)
     alpha, beta = [], []
@@ -473,6 +475,7 @@ def _finish(vals: torch.Tensor, vecs: torch.Tensor, res: torch.Tensor, used: int
     return EigResult(vals, vecs, res, used, bool(ok.all()), ok, "; ".join(notes))
 
 
+@_deprecated.keyword_only("seed", "dense", "block_size")
 def top_eigenvalues(
     op: LinearOperator,
     k: int = 1,
@@ -480,6 +483,7 @@ def top_eigenvalues(
     tol: float = 1e-6,
     max_matvecs: int | None = None,
     v0: torch.Tensor | None = None,
+    *,
     seed: int = 0,
     dense: bool | None = None,
     block_size: int | None = None,
@@ -546,12 +550,14 @@ def top_eigenvalues(
     return out
 
 
+@_deprecated.keyword_only("seed")
 def power_iteration(
     op: LinearOperator,
     k: int = 1,
     tol: float = 1e-6,
     max_matvecs: int = 1000,
     v0: torch.Tensor | None = None,
+    *,
     seed: int = 0,
 ) -> EigResult:
     """Power iteration with deflation: the teaching baseline (PyHessian's algorithm, with a residual stop).
@@ -566,6 +572,7 @@ def power_iteration(
     if k > op.size:
         raise ValueError(f"k={k} is larger than the operator (size {op.size}); choose k <= {op.size}")
     _checks.positive("max_matvecs", max_matvecs, integer=True)
+    _checks.positive("tol", tol, allow_zero=True)
     vals, vecs, res, flags = [], [], [], []
     used = 0
     budget = max(1, max_matvecs // k)

@@ -45,7 +45,7 @@ class LockstepResult:
     message: str = ""
 
 
-def start_vector(n: int, seed: int, dtype: torch.dtype, device: Any) -> torch.Tensor:
+def start_vector(n: int, dtype: torch.dtype, device: Any, *, seed: int = 0) -> torch.Tensor:
     """The unit start vector ``top_eigenvalues(..., seed=seed)`` starts its Lanczos sequence from."""
     g = torch.Generator().manual_seed(int(seed))
     v = torch.randn(n, 1, generator=g, dtype=torch.float64)[:, 0]
@@ -110,7 +110,7 @@ def lockstep_eigenvalues(
     if skip.shape != (members,):
         raise ValueError(f"skip must have shape ({members},), got {tuple(skip.shape)}")
     todo = torch.nonzero(~skip).flatten()
-    q0 = start_vector(size, seed, dtype, device)
+    q0 = start_vector(size, dtype, device, seed=seed)
     notes: list[str] = []
     for lo in range(0, len(todo), chunk):
         ids = todo[lo: lo + chunk]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from labkit import _checks
+from labkit import _checks, _deprecated
 
 __all__ = [
     "LinearOperator", "Product", "as_operator", "check_symmetric", "from_dense", "from_function", "to_dense",
@@ -77,6 +79,8 @@ class LinearOperator:
         return _Combination([(1.0, self), (-1.0, other)])
 
     def __mul__(self, c: float) -> LinearOperator:
+        if isinstance(c, bool) or not isinstance(c, numbers.Real):
+            return NotImplemented  # Python then raises its TypeError naming both types
         return _Combination([(float(c), self)])
 
     __rmul__ = __mul__
@@ -118,11 +122,23 @@ class _Combination(LinearOperator):
                 raise TypeError(f"can only combine LinearOperators, got {type(op).__name__}")
             if op.shape != first.shape:
                 raise ValueError(f"cannot combine operators of shapes {first.shape} and {op.shape}")
-        super().__init__(first.size, first.dtype, first.device)
+        super().__init__(first.size, _common_dtype(op for _, op in terms), _common_device(op for _, op in terms))
         self.terms = terms
 
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        return sum(c * op.matmat(V) for c, op in self.terms)
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:  # each term in its own dtype, the sum in the promoted one
+        return sum(c * op.matmat(V.to(op.dtype)).to(self.dtype) for c, op in self.terms)
+
+
+def _common_dtype(ops: Any) -> torch.dtype:
+    """Operators of float32 and float64 combine in float64 (torch's promotion), as tensors do."""
+    return functools.reduce(torch.promote_types, [op.dtype for op in ops])
+
+
+def _common_device(ops: Any) -> torch.device:
+    devices = {op.device for op in ops}
+    if len(devices) > 1:
+        raise ValueError(f"cannot combine operators on different devices {sorted(map(str, devices))}; move them to one")
+    return devices.pop()
 
 
 def check_symmetric(name: str, matrix: torch.Tensor, precision: torch.dtype | None = None) -> torch.Tensor:
@@ -155,11 +171,11 @@ class Product(LinearOperator):
                 raise TypeError(f"{name} must be a LinearOperator, got {type(op).__name__}")
         if a.shape != b.shape:
             raise ValueError(f"cannot multiply operators of shapes {a.shape} and {b.shape}")
-        super().__init__(a.size, a.dtype, a.device)
+        super().__init__(a.size, _common_dtype((a, b)), _common_device((a, b)))
         self.a, self.b = a, b
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        return self.a.matmat(self.b.matmat(V))
+        return self.a.matmat(self.b.matmat(V.to(self.b.dtype)).to(self.a.dtype)).to(self.dtype)
 
 
 def from_dense(matrix: torch.Tensor) -> LinearOperator:
@@ -201,11 +217,13 @@ def as_operator(op: Any) -> LinearOperator:
     raise TypeError(f"op must be a labkit LinearOperator or a square tensor, got {type(op).__name__}")
 
 
-def to_dense(op: LinearOperator, chunk: int = 256) -> torch.Tensor:
-    """The ``(n, n)`` matrix of ``op``, ``chunk`` columns at a time (n matvecs)."""
+@_deprecated.renamed(chunk="chunk_size")
+def to_dense(op: LinearOperator, chunk_size: int = 256) -> torch.Tensor:
+    """The ``(n, n)`` matrix of ``op``, ``chunk_size`` columns at a time (n matvecs)."""
+    _checks.positive("chunk_size", chunk_size, integer=True)
     op = as_operator(op)
     eye = torch.eye(op.size, dtype=op.dtype, device=op.device)
-    cols = [op.matmat(eye[:, i : i + chunk]) for i in range(0, op.size, chunk)]
+    cols = [op.matmat(eye[:, i : i + chunk_size]) for i in range(0, op.size, chunk_size)]
     return torch.cat(cols, dim=1)
 
 

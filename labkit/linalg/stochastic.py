@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from labkit import _checks
+from labkit import _checks, _deprecated
 from labkit.linalg.operators import LinearOperator, as_operator
 from labkit.machine import MAX_MEMORY
 
@@ -89,7 +89,8 @@ def _diagonal_sum(op: LinearOperator) -> float:
     return total
 
 
-def trace(op: LinearOperator, n_matvec: int = 100, method: str = "hutchpp", seed: int = 0, *,
+@_deprecated.keyword_only("seed")
+def trace(op: LinearOperator, n_matvec: int = 100, method: str = "hutchpp", *, seed: int = 0,
           max_memory: int = MAX_MEMORY) -> Estimate:
     """Unbiased estimate of ``tr(A)`` from ``n_matvec`` products with random sign vectors.
 
@@ -134,14 +135,15 @@ def trace(op: LinearOperator, n_matvec: int = 100, method: str = "hutchpp", seed
 # ---------------------------------------------------------------- spectral density
 
 
+@_deprecated.keyword_only("seed")
 def spectral_density(
     op: LinearOperator,
     n_probes: int = 10,
     lanczos_steps: int = 80,
     grid: torch.Tensor | int | None = None,
     sigma: float | None = None,
-    seed: int = 0,
     *,
+    seed: int = 0,
     max_memory: int = MAX_MEMORY,
 ) -> Density:
     """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani, Krishnan & Xiao 2019).

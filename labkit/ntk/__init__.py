@@ -12,14 +12,15 @@
 - :func:`kernel_distance`, :class:`KernelTracker`: how far the kernel moves during training.
 """
 
+from labkit import _deprecated
 from labkit.ntk.analytic import analytic
 from labkit.ntk.calibration import coverage
+from labkit.ntk.drift import KernelTracker, kernel_distance, relative_change
 from labkit.ntk.dynamics import Linearized, linearize, predict
 from labkit.ntk.empirical import METHODS, NTKOperator, choose_method, empirical, estimate_memory
 from labkit.ntk.ensemble import Ensemble, train_ensemble
 from labkit.ntk.posterior import Gaussian, gd_ensemble, nngp_posterior, predictive_memory
 from labkit.ntk.quadrature import gaussian_expectations
-from labkit.ntk.tracking import KernelTracker, kernel_distance, relative_change
 
 __all__ = [
     "METHODS",
@@ -43,3 +44,6 @@ __all__ = [
     "relative_change",
     "train_ensemble",
 ]
+
+# the renamed submodule, reached as an attribute (``package.tracking.name``): one warning, then the new module
+__getattr__ = _deprecated.moved(__name__, {"tracking": "labkit.ntk.drift"})

@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import jvp
 
 from labkit import _checks
+from labkit.linalg.operators import check_symmetric
 from labkit.models import ParamSpec, call, param_dict
 
 __all__ = ["Linearized", "linearize", "predict"]
@@ -87,7 +88,8 @@ def predict(
     f0 = torch.zeros_like(y) if f_train is None else f_train.reshape(n, -1).to(dtype)
     g0 = torch.zeros(m, o, dtype=dtype, device=y.device) if f_test is None else f_test.reshape(m, -1).to(dtype)
     resid = (y - f0).reshape(-1, 1) if full else y - f0  # (n O, 1) or (n, O)
-    lam, vec = torch.linalg.eigh((ktt + ktt.T) / 2)
+    _checks.finite("k_train_train", ktt)
+    lam, vec = torch.linalg.eigh(check_symmetric("k_train_train", ktt))
     keep = lam > rcond * lam.abs().max().clamp_min(torch.finfo(dtype).tiny)
     lam, vec = lam[keep], vec[:, keep]
     proj = vec.T @ resid  # residual in the eigenbasis

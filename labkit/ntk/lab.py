@@ -2,6 +2,8 @@
 
 from labkit import _deprecated
 
+__deprecated__ = "labkit.lessons.ntk"
+
 _NAMES = ("DT", "PARAMETERIZATIONS", "eigenfunctions", "kernel_change", "kernel_runs", "linearization_gap",
           "loglog_slope", "max_stable_lr", "predict_vs_network", "regression_comparison", "sign_changes", "sine_data",
           "width_convergence")

@@ -171,8 +171,12 @@ def fit_many(
     ``fit_many`` call on one worker (progress bars off, ``max_memory`` per group); the Histories come back in
     member order and equal those of one in-process call. Callbacks then run on the workers.
     """
+    if not callable(make_model):
+        raise TypeError(f"make_model must be a function seed -> nn.Module, got {type(make_model).__name__}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if eval_every is not None:
+        _checks.positive("eval_every", eval_every, integer=True)
     defaults = {"lr": lr, "weight_decay": weight_decay, "seed": seed, "batch_size": batch_size}
     members_ = members(hparams, defaults)
     if executor is not None or groups is not None:

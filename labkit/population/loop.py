@@ -50,7 +50,8 @@ class Run:
         self.shared_batches = batch_size is None or len(set(seeds)) == 1  # every member sees the same batches
         self.index = None
         if batch_size is not None:
-            idx = [batch_indices(len(ds), batch_size, steps, s) for s in (seeds[:1] if self.shared_batches else seeds)]
+            streams = seeds[:1] if self.shared_batches else seeds
+            idx = [batch_indices(len(ds), batch_size, steps, seed=s) for s in streams]
             self.index = torch.stack(idx, 1).to(dev)  # (steps, M or 1, B)
         self.losses = torch.full((steps, m), math.nan, dtype=dtype, device=dev)
         self.alive = torch.ones(m, dtype=torch.bool, device=dev)

@@ -14,7 +14,7 @@ out of the products, a diverged member (non-finite parameters or loss) reports N
 >>> ds = labkit.data.teacher_student(32, dim=3, teacher_width=4, seed=0).to(dtype=torch.float64)
 >>> nets = [labkit.models.mlp(3, [8], 1, seed=s).double() for s in range(3)]
 >>> res = top_eigenvalues(Members.of(nets, "mse", ds), k=1)
->>> res.values.shape, bool(res.converged.all())
+>>> tuple(res.values.shape), bool(res.converged.all())
 ((3, 1), True)
 """
 

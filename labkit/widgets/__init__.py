@@ -8,7 +8,7 @@
 - :func:`~labkit.widgets.panel.train_panel`: a ready live-training panel;
 - :func:`~labkit.widgets.advisor.batch_size_advisor`: the live batch-size advisor (B_simple, B_noise,
   the largest stable lr, a check against a steps-to-target sweep).
-- :func:`~labkit.widgets.landscape.landscape_explorer`: the loss landscape live (path, slider, click to probe).
+- :func:`~labkit.widgets.landscape_panel.landscape_explorer`: the loss landscape live (path, slider, click to probe).
 
 Names are imported lazily from the submodules listed in ``_EXPORTS``.
 """
@@ -22,8 +22,8 @@ _EXPORTS: dict[str, str] = {
     "BatchSizeAdvisor": "advisor",
     "batch_size_advisor": "advisor",
     "fractal_explorer": "explorer",
-    "LandscapeExplorer": "landscape",
-    "landscape_explorer": "landscape",
+    "LandscapeExplorer": "landscape_panel",
+    "landscape_explorer": "landscape_panel",
     "DATASETS": "controls",
     "batch_size_slider": "controls",
     "batch_size_value": "controls",

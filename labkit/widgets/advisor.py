@@ -151,7 +151,7 @@ class BatchSizeAdvisor:
 
     # ------------------------------------------------------------ the check
 
-    def check(self, target: float | None = None, progress: bool = False) -> dict[str, Any]:
+    def check(self, target: float | None = None, progress: bool = True) -> dict[str, Any]:
         """Compare the predicted ``B_crit`` (``B_noise`` where the last run's loss was nearest ``target``; default
         ``target``: 1.2 x the lowest loss the run measured) with the one a steps-to-target sweep fits. Returns
         ``predicted``, ``measured``, ``ratio``, the ``sweep`` and ``within_10x`` (McCandlish et al.'s
@@ -177,7 +177,7 @@ class BatchSizeAdvisor:
     def _check_clicked(self) -> None:
         self.check_line.value = "running the steps-to-target sweep..."
         try:
-            c = self.check()
+            c = self.check(progress=False)
         except Exception as err:  # shown, never raised into the page
             self.check_line.value = html.escape(f"check failed: {err}")
             return

@@ -46,7 +46,7 @@ class FractalExplorer:
         import ipywidgets as w
         import plotly.graph_objects as go
 
-        from labkit.fractal.curvature import CATAPULT, STABLE
+        from labkit.fractal.curvature_map import CATAPULT, STABLE
         from labkit.fractal.experiment import PRESETS, Experiment
         from labkit.viz import theme
         from labkit.viz._figurewidget import figure_widget
@@ -235,7 +235,7 @@ class FractalExplorer:
         pixels = int(self.resolution.value)
         ctx.status("scanning...")
         res = scan(exp, xr, yr, pixels, log=self.log, progress=False, cancel=ctx.stopped, on_chunk=partial,
-                   chunk=max(64, pixels * pixels // 8),  # >= 8 chunks (or tiles): the image fills in
+                   chunk_size=max(64, pixels * pixels // 8),  # >= 8 chunks (or tiles): the image fills in
                    executor=self.executor,  # a zoom stops this job: its queued tiles are cancelled
                    measure="sharpness" if self.colour.value == "sharpness" else None)
         self.result = res
@@ -323,7 +323,7 @@ def fractal_explorer(preset: str = "quick", resolution: int = 48, steps: int | N
 
     ``executor`` runs its scans on a Dask cluster (:mod:`labkit.parallel`): tiles fill the image as they
     arrive, and zooming away cancels the tiles still queued for the old window. ``colour="sharpness"`` colours
-    the map by the preconditioned sharpness at initialisation (:mod:`labkit.fractal.curvature`) with the band
+    the map by the preconditioned sharpness at initialisation (:mod:`labkit.fractal.curvature_map`) with the band
     between 2 and the catapult limit shaded and the convergence boundary drawn over it.
     """
     return FractalExplorer(preset, resolution, steps, axes, out_dir, threads, executor, colour)

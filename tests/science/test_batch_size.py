@@ -73,8 +73,8 @@ def test_b_crit_against_the_noise_scale(measured):
 def test_linear_rule_holds_below_b_crit_and_diverges_above(data, measured):
     b_crit = measured["fit"].b_crit
     base_batch, lr = 2, 0.02
-    below = bsz.scaling.compare_rule(make_model, data, base_batch=base_batch, k=4, lr=lr, steps=1600)
-    above = bsz.scaling.compare_rule(make_model, data, base_batch=base_batch, k=32, lr=lr, steps=1600)
+    below = bsz.rules.compare_rule(make_model, data, base_batch=base_batch, k=4, lr=lr, steps=1600)
+    above = bsz.rules.compare_rule(make_model, data, base_batch=base_batch, k=32, lr=lr, steps=1600)
     assert 4 * base_batch < b_crit < 32 * base_batch, b_crit
     # the linear rule: same loss at equal examples, within 10%; beyond B_crit the k-times lr is unstable
     assert below["gap"] < 0.1 and not below["diverged"], below["gap"]
@@ -86,7 +86,7 @@ def test_the_rule_depends_on_the_optimiser(data):
 
     Each optimiser is the other's control: the rule that tracks the base run better for one loses for the other.
     """
-    gap = {(opt, rule): bsz.scaling.compare_rule(make_model, data, base_batch=2, k=4, lr=lr, steps=1600, rule=rule,
+    gap = {(opt, rule): bsz.rules.compare_rule(make_model, data, base_batch=2, k=4, lr=lr, steps=1600, rule=rule,
                                                  optimizer=opt)["gap"]
            for opt, lr, rules in (("sgd", 0.02, ("linear", "sqrt")), ("adam", 2e-3, ("linear", "adam_sqrt")))
            for rule in rules}

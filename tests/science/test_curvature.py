@@ -17,7 +17,7 @@ from labkit.models import mlp
 def test_sharpness_rises_to_two_over_lr():
     """lr = 0.05: 2/lr = 40 is well above the initial sharpness (~23), so reaching it is progressive sharpening."""
     probe, hist = lesson.demo_run("sgd", 0.05, 800, 8)
-    eos = edge.at_edge(probe.top, 2 / 0.05)
+    eos = edge.at_edge(probe.series("sharpness"), 2 / 0.05)
     assert not hist.diverged
     assert eos.holds, eos
 
@@ -25,7 +25,7 @@ def test_sharpness_rises_to_two_over_lr():
 def test_edge_of_stability_control_small_lr_never_gets_there():
     """lr/20: 2/lr = 800, far above anything this network reaches in the budget: the same check fails."""
     probe, _ = lesson.demo_run("sgd", 0.0025, 400, 8)
-    eos = edge.at_edge(probe.top, 2 / 0.0025)
+    eos = edge.at_edge(probe.series("sharpness"), 2 / 0.0025)
     assert eos.start < edge.START_BELOW and not eos.holds, eos
 
 
@@ -94,17 +94,17 @@ def test_outliers_live_in_gauss_newton_when_residual_is_small():
     """Uniform-softmax init, 5 classes: ||R|| is small against G's outlier gap, and H's top-4 subspace is G's.
 
     Control: the tanh model of the notebook's first section at init: ||R|| is as large as the outliers."""
-    ds = gaussian_mixture(50, 4, 5, 3.0, 0).to(dtype=torch.float64)
+    ds = gaussian_mixture(50, 4, 5, 3.0, seed=0).to(dtype=torch.float64)
     m = mlp(4, [16], 5, "relu", seed=0).double()
     with torch.no_grad():
         m[-1].weight.mul_(0.01)
         m[-1].bias.zero_()
-    holds = probes.gauss_newton_outliers(m, "cross_entropy", ds, 4)
+    holds = probes.gauss_newton_outliers(m, "cross_entropy", ds, k=4)
     assert holds.residual_small and holds.overlap > 0.9, holds
 
     ds3 = gaussian_mixture(120, dim=4, classes=3, seed=0).to(dtype=torch.float64)
     m3 = mlp(4, [16], 3, activation="tanh", seed=0).double()
-    fails = probes.gauss_newton_outliers(m3, "cross_entropy", ds3, 2)
+    fails = probes.gauss_newton_outliers(m3, "cross_entropy", ds3, k=2)
     assert not fails.residual_small, fails
 
 
@@ -117,10 +117,10 @@ def test_batch_sharpness_decreases_with_batch_size():
     ds = gaussian_mixture(120, dim=4, classes=3, seed=0).to(dtype=torch.float64)
     model = mlp(4, [16], 3, activation="tanh", seed=0).double()
     sizes = [4, 16, 64]
-    bs = hessian.batch_sharpness(model, "cross_entropy", ds, sizes, n_batches=8, seed=0)
+    bs = hessian.batch_sharpness(model, "cross_entropy", ds, batch_sizes=sizes, n_batches=8, seed=0)
     assert bs.decreases, (bs.mean, bs.full, bs.trend())
     same = ds[torch.zeros(len(ds), dtype=torch.long)]
-    ctrl = hessian.batch_sharpness(model, "cross_entropy", same, sizes, n_batches=8, seed=0)
+    ctrl = hessian.batch_sharpness(model, "cross_entropy", same, batch_sizes=sizes, n_batches=8, seed=0)
     assert not ctrl.decreases, (ctrl.mean, ctrl.full, ctrl.trend())
 
 

@@ -18,7 +18,7 @@ fails (about a third of those cells diverge).
 import pytest
 
 from labkit import fractal
-from labkit.fractal import curvature
+from labkit.fractal import curvature_map
 
 MOST = 0.5  # a majority of the boundary cells
 WINDOW = ((0.1, 1e3), (0.1, 1e3))
@@ -30,7 +30,7 @@ def scanned():
 
 
 def test_cells_below_the_stable_limit_converge_and_the_boundary_lies_in_the_catapult_band(scanned):
-    out = curvature.band_check(scanned.converged, scanned.sharpness)
+    out = curvature_map.band_check(scanned.converged, scanned.sharpness)
     assert out["n_below"] > 100 and out["below"] == 1.0, out
     assert out["n_boundary"] > 30 and out["in_band"] > MOST, out
 
@@ -38,13 +38,13 @@ def test_cells_below_the_stable_limit_converge_and_the_boundary_lies_in_the_cata
 @pytest.mark.parametrize("scale", [0.25, 4.0])
 def test_mis_scaled_band_control_puts_the_boundary_outside(scanned, scale):
     """The same check with the band 4x too low or too high: most boundary cells fall outside it."""
-    out = curvature.band_check(scanned.converged, scanned.sharpness, scale=scale)
+    out = curvature_map.band_check(scanned.converged, scanned.sharpness, scale=scale)
     assert not out["in_band"] > MOST, out
 
 
 def _diverged_above_the_limit(scanned, block):
-    own = curvature.block_sharpness("quick", *WINDOW, 32, block=block)
-    far = own > curvature.CATAPULT
+    own = curvature_map.block_sharpness("quick", *WINDOW, 32, block=block)
+    far = own > curvature_map.CATAPULT
     return int(far.sum()), float((~scanned.converged[far]).mean())
 
 

@@ -6,7 +6,7 @@ Replaces the hollow ``test_fractal_over_decades`` (both phases at every level al
 import numpy as np
 
 from labkit.fractal import box_counting_dimension
-from labkit.fractal.controls import quadratic_scan, zoom_dimensions
+from labkit.fractal.negative_controls import quadratic_scan, zoom_dimensions
 
 # A boundary is fractal when its box-counting dimension exceeds 1 (a smooth curve) at every depth; the paper
 # reports 1.17-1.98 across its setups, so "fractal" here means a median over zoom levels above 1.15, and a

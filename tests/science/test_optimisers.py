@@ -28,24 +28,24 @@ def runs():
 @pytest.mark.parametrize("name", ["sgd", "momentum"])
 def test_sharpness_rises_to_its_own_threshold(runs, name):
     tr = runs[name]
-    assert edge.at_edge(tr.array("sharpness"), tr.array("threshold"))
+    assert edge.at_edge(tr.series("sharpness"), tr.series("threshold"))
     control = runs[name + "/20"]
-    assert not edge.at_edge(control.array("sharpness"), control.array("threshold"))
+    assert not edge.at_edge(control.series("sharpness"), control.series("threshold"))
 
 
 def test_momentum_sits_at_2_plus_2_beta_not_at_gds_2_over_lr(runs):
     tr = runs["momentum"]
-    assert not edge.at_edge(tr.array("sharpness"), tr.array("gd_threshold"))  # control: the wrong threshold
+    assert not edge.at_edge(tr.series("sharpness"), tr.series("gd_threshold"))  # control: the wrong threshold
 
 
 def test_adam_preconditioned_sharpness_settles_at_38_over_lr_raw_does_not(runs):
     tr = runs["adam"]
-    assert edge.at_edge(tr.array("preconditioned"), tr.array("threshold"))
+    assert edge.at_edge(tr.series("preconditioned"), tr.series("threshold"))
     # controls: the raw sharpness tracks neither GD's 2/lr nor Adam's 38/lr; a 20x smaller lr never gets there
-    assert not edge.at_edge(tr.array("sharpness"), tr.array("gd_threshold"))
-    assert not edge.at_edge(tr.array("sharpness"), tr.array("threshold"))
+    assert not edge.at_edge(tr.series("sharpness"), tr.series("gd_threshold"))
+    assert not edge.at_edge(tr.series("sharpness"), tr.series("threshold"))
     control = runs["adam/20"]
-    assert not edge.at_edge(control.array("preconditioned"), control.array("threshold"))
+    assert not edge.at_edge(control.series("preconditioned"), control.series("threshold"))
 
 
 def _best_steps(q, batch_size, betas, target):

@@ -112,17 +112,17 @@ def sharpness_map(
     axes: tuple[str, str] | None = None,
     log: bool | tuple[bool, bool] | None = None,
     max_memory: int = MAX_MEMORY,
-    chunk: int | None = None,
+    chunk_size: int | None = None,
     tol: float = _TOL,
     executor: Any = None,
-    tile: int | None = None,
+    tile_size: int | None = None,
     progress: bool = True,
 ) -> np.ndarray:
     """``(ny, nx)``: per cell, the top eigenvalue of ``D^(1/2) H D^(1/2)`` at initialisation (stable iff < 2).
 
     The window arguments are :func:`labkit.fractal.scan`'s (same cells, same order). ``max_memory`` bounds the map,
-    the Hessian and the Lanczos bases of a chunk; a map that does not fit is refused before any work. ``chunk``
-    (default 1024) cells run one lockstep Lanczos; ``executor``/``tile`` split the cells into tiles of whole chunks
+    the Hessian and the Lanczos bases of a chunk; a map that does not fit is refused before any work. ``chunk_size``
+    (default 1024) cells run one lockstep Lanczos; ``executor``/``tile_size`` split the cells into tiles of whole chunks
     on workers, which gives the same bits as in-process. Mini-batch presets: the full-batch Hessian.
     """
     exp, axes, _, _, _, xs, ys = window(experiment, x_range, y_range, resolution, axes, log)
@@ -135,7 +135,7 @@ def sharpness_map(
             f"{exp.num_params}x{exp.num_params} Hessian and one cell's Lanczos basis of {need['per_cell'] / 2**20:.3g} "
             f"MiB), more than max_memory={max_memory / 2**20:.3g} MiB; lower the resolution or the width, or raise "
             "max_memory (bytes)")
-    size = max(1, min(_CHUNK if chunk is None else _checks.positive("chunk", chunk, integer=True),
+    size = max(1, min(_CHUNK if chunk_size is None else _checks.positive("chunk_size", chunk_size, integer=True),
                       (max_memory - need["result"]) // need["per_cell"]))
     if axes == ("offset", "lr"):
         lam = np.array([float(torch.linalg.eigvalsh(hessian(exp, float(o)))[-1]) for o in xs])
@@ -152,10 +152,10 @@ def sharpness_map(
         else:
             from labkit import parallel
 
-            if tile is None:
-                tile = -(-cells // (4 * parallel.n_workers(executor)))
-            tile = -(-_checks.positive("tile", tile, integer=True) // size) * size  # whole chunks
-            bounds = [*range(0, cells, tile), cells]
+            if tile_size is None:
+                tile_size = -(-cells // (4 * parallel.n_workers(executor)))
+            tile_size = -(-_checks.positive("tile_size", tile_size, integer=True) // size) * size  # whole chunks
+            bounds = [*range(0, cells, tile_size), cells]
             args = [(exp, xs, ys, lo, hi, size, tol) for lo, hi in itertools.pairwise(bounds)]
             for i, part in parallel.submit(_tile, args, name="sharpness-tile", executor=executor):
                 flat[bounds[i]: bounds[i + 1]] = part
