@@ -45,3 +45,15 @@ def test_label_rules():
     assert label(False, 3.0, 0.5, 0.1, loss_ratio=0.1) == "catapult"
     assert label(False, 0.5, 0.05, 0.1, loss_ratio=0.1) == "lazy"
     assert label(False, 0.5, 0.5, 0.1, loss_ratio=0.1) == "feature-learning"
+
+
+def test_figure_draws_each_label_with_its_numbers_in_the_hover():
+    from labkit.population.regime import RegimeMap
+
+    cell = {"lr_sharpness": 3.0, "kernel_change": 0.4, "initial_loss": 1.0, "peak_loss": 9.0, "final_loss": 0.1,
+            "diverged": False}
+    m = RegimeMap([8, 16], [0.1, 1.0], [["lazy", "catapult"], ["feature-learning", "divergent"]], [[cell] * 2] * 2)
+    heat = m.figure().data[0]
+    assert [list(row) for row in heat.z] == [[2, 1], [3, 0]]
+    assert "lr x lambda_0 = 3" in heat.text[0][1] and "peak 9" in heat.text[0][1] and "catapult" in heat.text[0][1]
+    assert list(heat.colorbar.ticktext) == list(LABELS)
