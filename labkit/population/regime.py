@@ -30,7 +30,7 @@ from labkit.history import Callback, StepInfo
 from labkit.population import probes
 from labkit.population.fit import fit_many
 
-__all__ = ["LABELS", "RegimeMap", "regime_map"]
+__all__ = ["LABELS", "RegimeMap", "regime_map", "regime_maps"]
 
 #: The labels, in the order they are decided.
 LABELS = ("divergent", "catapult", "lazy", "feature-learning")
@@ -117,30 +117,44 @@ def regime_map(make_model: Callable[[int, int], nn.Module], data: Any, widths: S
     One ``fit_many`` per width; the kernel is the traced empirical NTK on the training inputs, before the first
     and before the last update; ``lazy_below`` the relative kernel change under which a cell is lazy.
     """
-    widths, lrs = [int(w) for w in widths], [float(v) for v in lrs]
-    if not widths or not lrs:
-        raise ValueError(f"widths and lrs must be non-empty, got widths={widths!r}, lrs={lrs!r}")
+    return regime_maps(make_model, data, widths, lrs, seeds=[seed], loss=loss, steps=steps, lazy_below=lazy_below,
+                       progress=progress)[0]
+
+
+def regime_maps(make_model: Callable[[int, int], nn.Module], data: Any, widths: Sequence[int], lrs: Sequence[float],
+                *, seeds: Sequence[int], loss: Any = "auto", steps: int = 200, lazy_below: float = 0.1,
+                progress: bool = False) -> list[RegimeMap]:
+    """:func:`regime_map` for every seed in ``seeds`` (one map each, same data): still one ``fit_many`` per width,
+    its population every (seed, lr) pair, so a seed spread costs no extra Python loop."""
+    widths, lrs, seeds = [int(w) for w in widths], [float(v) for v in lrs], [int(s) for s in seeds]
+    if not widths or not lrs or not seeds:
+        raise ValueError(f"widths, lrs and seeds must be non-empty, got widths={widths!r}, lrs={lrs!r}, "
+                         f"seeds={seeds!r}")
     _checks.positive("lazy_below", lazy_below)
-    labels, numbers = [], []
+    labels: list[list[list[str]]] = [[] for _ in seeds]
+    numbers: list[list[list[dict[str, Any]]]] = [[] for _ in seeds]
+    pairs = [(s, lr) for s in seeds for lr in lrs]
     for width in widths:
         def make(s: int, width: int = width) -> nn.Module:
             return make_model(width, s)
 
         sharp, ends = probes.Sharpness(make, every=steps + 1), _Ends()
-        hists = fit_many(make, data, hparams={"lr": lrs, "seed": seed}, loss=loss, steps=steps,
-                         callbacks=[sharp, ends], progress=progress, engine="vmap")
-        base = make(seed)
+        hists = fit_many(make, data, hparams={"lr": [lr for _, lr in pairs], "seed": [s for s, _ in pairs]},
+                         loss=loss, steps=steps, callbacks=[sharp, ends], progress=progress, engine="vmap")
+        base = make(seeds[0])
         k0 = probes.ntk(probes.Members(base, ends.first, loss, data))
         k1 = probes.ntk(probes.Members(base, ends.last, loss, data))
         change = ((k1 - k0).flatten(1).norm(dim=1) / k0.flatten(1).norm(dim=1)).tolist()
         lam0 = sharp.results[0].top.tolist()
-        row_l, row_n = [], []
-        for j, (lr, h) in enumerate(zip(lrs, hists)):
-            cell = {"lr_sharpness": lr * lam0[j], "kernel_change": change[j], "initial_loss": h.loss[0],
-                    "peak_loss": _peak(h.loss), "final_loss": h.final_loss, "diverged": h.diverged}
-            ratio = h.final_loss / h.loss[0] if h.loss[0] > 0 else math.nan
-            row_l.append(label(h.diverged, cell["lr_sharpness"], change[j], lazy_below, ratio))
-            row_n.append(cell)
-        labels.append(row_l)
-        numbers.append(row_n)
-    return RegimeMap(widths, lrs, labels, numbers, lazy_below)
+        for i in range(len(seeds)):
+            row_l, row_n = [], []
+            for j, lr in enumerate(lrs):
+                m, h = i * len(lrs) + j, hists[i * len(lrs) + j]
+                cell = {"lr_sharpness": lr * lam0[m], "kernel_change": change[m], "initial_loss": h.loss[0],
+                        "peak_loss": _peak(h.loss), "final_loss": h.final_loss, "diverged": h.diverged}
+                ratio = h.final_loss / h.loss[0] if h.loss[0] > 0 else math.nan
+                row_l.append(label(h.diverged, cell["lr_sharpness"], change[m], lazy_below, ratio))
+                row_n.append(cell)
+            labels[i].append(row_l)
+            numbers[i].append(row_n)
+    return [RegimeMap(widths, lrs, lab, num, lazy_below) for lab, num in zip(labels, numbers)]
