@@ -16,9 +16,9 @@ import torch
 
 from labkit.data import teacher_student
 from labkit.models import mlp
-from labkit.population.regime import RegimeMap, regime_map
+from labkit.population.regime import RegimeMap, regime_maps
 
-__all__ = ["CATAPULT_BAND", "SPIKE", "STABLE_BAND", "catapult", "spikes"]
+__all__ = ["CATAPULT_BAND", "SPIKE", "STABLE_BAND", "catapult", "catapult_seeds", "spikes"]
 
 #: Linear stability ends at lr x lambda_0 = 2; Lewkowycz et al. put the divergence limit of wide MSE networks at 4.
 CATAPULT_BAND = (2.0, 4.0)
@@ -48,6 +48,14 @@ def catapult(widths: Sequence[int] = (64, 1024), lrs: Sequence[float] = (0.5, 1.
              steps: int = 100, n: int = 32, seed: int = 0) -> dict[str, Any]:
     """The regime map of a one-hidden-layer tanh network (NTK parameterisation, float64) on a teacher-student
     regression task, full batch, and the spike check on the catapult band (claim) and below 2 (control)."""
-    data = teacher_student(n, dim=3, teacher_width=4, seed=seed).to(dtype=torch.float64)
-    rmap = regime_map(_net, data, widths, lrs, steps=steps, seed=seed)
-    return {"map": rmap, "claim": spikes(rmap, CATAPULT_BAND), "control": spikes(rmap, STABLE_BAND)}
+    return catapult_seeds(widths, lrs, seeds=(seed,), steps=steps, n=n, data_seed=seed)[0]
+
+
+def catapult_seeds(widths: Sequence[int] = (64, 1024), lrs: Sequence[float] = (0.5, 1.5, 5.0, 6.0, 9.0), *,
+                   seeds: Sequence[int] = (0, 1, 2, 3, 4), steps: int = 100, n: int = 32,
+                   data_seed: int = 0) -> list[dict[str, Any]]:
+    """:func:`catapult` for every initialisation seed on one data set (``data_seed``): one ``fit_many``
+    population over the (seed, lr) pairs per width, so the seed spread costs no extra loop."""
+    data = teacher_student(n, dim=3, teacher_width=4, seed=data_seed).to(dtype=torch.float64)
+    maps = regime_maps(_net, data, widths, lrs, seeds=seeds, steps=steps)
+    return [{"map": m, "claim": spikes(m, CATAPULT_BAND), "control": spikes(m, STABLE_BAND)} for m in maps]
