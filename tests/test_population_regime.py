@@ -45,3 +45,33 @@ def test_label_rules():
     assert label(False, 3.0, 0.5, 0.1, loss_ratio=0.1) == "catapult"
     assert label(False, 0.5, 0.05, 0.1, loss_ratio=0.1) == "lazy"
     assert label(False, 0.5, 0.5, 0.1, loss_ratio=0.1) == "feature-learning"
+
+
+def test_figure_draws_each_label_with_its_numbers_in_the_hover():
+    from labkit.population.regime import RegimeMap
+
+    cell = {"lr_sharpness": 3.0, "kernel_change": 0.4, "initial_loss": 1.0, "peak_loss": 9.0, "final_loss": 0.1,
+            "diverged": False}
+    m = RegimeMap([8, 16], [0.1, 1.0], [["lazy", "catapult"], ["feature-learning", "divergent"]], [[cell] * 2] * 2)
+    heat = m.figure().data[0]
+    assert [list(row) for row in heat.z] == [[2, 1], [3, 0]]
+    assert "lr x lambda_0 = 3" in heat.text[0][1] and "peak 9" in heat.text[0][1] and "catapult" in heat.text[0][1]
+    assert list(heat.colorbar.ticktext) == list(LABELS)
+
+
+def test_regime_maps_over_seeds_equal_one_map_per_seed():
+    """One population over (seed, lr) pairs gives, per seed, the map of that seed alone (float64, 1e-8)."""
+    from labkit.population.regime import regime_maps
+
+    ds = labkit.data.teacher_student(16, dim=3, teacher_width=4, seed=0).to(dtype=DT)
+    lrs = [0.5, 5.0, 30.0]
+    maps = regime_maps(_make, ds, [8, 32], lrs, seeds=[0, 1], steps=20)
+    for s, m in zip([0, 1], maps):
+        ref = regime_map(_make, ds, [8, 32], lrs, steps=20, seed=s)
+        assert m.labels == ref.labels
+        for row, ref_row in zip(m.numbers, ref.numbers):
+            for c, r in zip(row, ref_row):
+                for k in ("lr_sharpness", "kernel_change", "initial_loss", "final_loss"):
+                    a, b = c[k], r[k]
+                    assert (a != a and b != b) or abs(a - b) <= 1e-8 * max(abs(b), 1.0), (k, a, b)
+    assert maps[0].numbers[0][0]["lr_sharpness"] != maps[1].numbers[0][0]["lr_sharpness"]   # seeds differ

@@ -1,0 +1,40 @@
+"""Notebook 10's regime map: the catapult claim and its control (seeded, test size)."""
+
+import pytest
+
+from labkit.lessons import regime
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_catapult_cells_spike_and_settle_stable_cells_do_not(seed):
+    """Cells with 2 < lr x lambda_0 < 4 that converge spike first (peak loss > 2x its start); cells below 2 do not.
+
+    Theory (Lewkowycz et al. 2020): above lr x lambda_0 = 2 the linearised model's top mode grows by
+    (lr x lambda_0 - 1)^2 > 1 per step, so the loss rises until the kernel moves and the curvature falls below
+    2 / lr; then it settles (the cell converges). Control: the same check on the cells with lr x lambda_0 < 2 of
+    the same map fails, because there the linearised dynamics contracts in every direction, so there is nothing to
+    grow: their peak is their initial loss.
+    """
+    r = regime.catapult((64, 1024), (0.5, 1.5, 5.0, 6.0, 9.0), steps=100, seed=seed)
+    claim, control = r["claim"], r["control"]
+    assert claim["cells"] >= 2 and claim["holds"], claim
+    assert control["cells"] >= 2 and not control["holds"], control
+    assert control["spiked"] == 0
+    # the map labels the spiking cells catapult and the cells beyond the band's far end divergent
+    assert "catapult" in r["map"].labels[1] and r["map"].labels[1][-1] == "divergent"
+
+
+def test_spike_check_counts_only_converged_cells_in_its_band():
+    """The check itself on a hand-made map: a diverged cell in the band is not counted, an empty band never holds."""
+    from labkit.population.regime import RegimeMap
+
+    def cell(s, peak, final, diverged=False):
+        return {"lr_sharpness": s, "kernel_change": 0.1, "initial_loss": 1.0, "peak_loss": peak, "final_loss": final,
+                "diverged": diverged}
+
+    m = RegimeMap([8], [1.0, 2.0, 3.0], [["lazy", "catapult", "divergent"]],
+                  [[cell(1.0, 1.0, 0.1), cell(3.0, 5.0, 0.1), cell(3.5, float("inf"), float("nan"), True)]])
+    assert regime.spikes(m, regime.CATAPULT_BAND) == {"band": (2.0, 4.0), "cells": 1, "spiked": 1,
+                                                      "peak_ratios": [5.0], "holds": True}
+    assert not regime.spikes(m, regime.STABLE_BAND)["holds"]
+    assert not regime.spikes(m, (10.0, 20.0))["holds"]
