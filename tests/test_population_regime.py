@@ -75,3 +75,16 @@ def test_regime_maps_over_seeds_equal_one_map_per_seed():
                     a, b = c[k], r[k]
                     assert (a != a and b != b) or abs(a - b) <= 1e-8 * max(abs(b), 1.0), (k, a, b)
     assert maps[0].numbers[0][0]["lr_sharpness"] != maps[1].numbers[0][0]["lr_sharpness"]   # seeds differ
+
+
+def test_a_regime_map_saves_and_loads(tmp_path):
+    """save/load round trip: labels and numbers back as written, a non-finite number back as NaN."""
+    import math
+
+    from labkit.population.regime import RegimeMap
+
+    rm = RegimeMap([8, 16], [0.1], [["lazy"], ["divergent"]],
+                   [[{"lr_sharpness": 0.5, "final_loss": 0.1}], [{"lr_sharpness": 9.0, "final_loss": math.inf}]])
+    back = RegimeMap.load(rm.save(tmp_path / "map"))
+    assert back.widths == [8, 16] and back.labels == rm.labels and back.lazy_below == rm.lazy_below
+    assert back.numbers[0][0] == rm.numbers[0][0] and math.isnan(back.numbers[1][0]["final_loss"])

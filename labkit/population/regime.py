@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from labkit import _checks
+from labkit import _checks, _io
 from labkit.history import Callback, StepInfo
 from labkit.population import probes
 from labkit.population.fit import fit_many
@@ -78,6 +79,17 @@ class RegimeMap:
 
         return {"widths": self.widths, "lrs": self.lrs, "labels": self.labels, "lazy_below": self.lazy_below,
                 "numbers": [[{k: clean(v) for k, v in c.items()} for c in row] for row in self.numbers]}
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path`` (``.json`` appended if missing), atomically; returns the path."""
+        return _io.write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> RegimeMap:
+        """A map read back from :meth:`save` (JSON ``null`` numbers come back as NaN)."""
+        d = _io.read_json(path)
+        numbers = [[{k: math.nan if v is None else v for k, v in c.items()} for c in row] for row in d["numbers"]]
+        return cls(list(d["widths"]), list(d["lrs"]), [list(r) for r in d["labels"]], numbers, d["lazy_below"])
 
 
 class _Ends(Callback):
