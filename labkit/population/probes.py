@@ -39,7 +39,7 @@ from labkit.losses import Loss
 from labkit.machine import MAX_MEMORY
 from labkit.losses import LOSSES
 from labkit.models import ParamSpec
-from labkit.population.batched import _layers
+from labkit.population.batched import _chunk_members, _layers
 from labkit.risk import resolve_loss
 
 __all__ = ["ENGINES", "OPERATORS", "Members", "PopulationEigs", "Sharpness", "noise_scales", "ntk", "top_eigenvalues"]
@@ -292,13 +292,26 @@ class _MLPHessian:
             self.dz[li - 1] = dh if a1 is None else dh * a1
 
     def product(self, V: torch.Tensor) -> torch.Tensor:
-        """``H_i V[i]`` for the held members, ``V (M, P)`` flat in the spec's order."""
+        """``H_i V[i]`` for the held members, ``V (M, P)`` flat in the spec's order: members in cache-sized
+        chunks (:func:`labkit.population.batched._chunk_members`; all at once on a GPU)."""
+        M = V.shape[0]
+        step = _chunk_members(M, self.n, max(la.out_features for la in self.layers), V.element_size(), V.device)
+        if step >= M:
+            return self._product(V, slice(0, M))
+        out = torch.empty_like(V)
+        for lo in range(0, M, step):
+            out[lo: lo + step] = self._product(V[lo: lo + step], slice(lo, lo + step))
+        return out
+
+    def _product(self, V: torch.Tensor, r: slice) -> torch.Tensor:
+        """The product for members ``r`` of the held ones (rows of the kept forward and backward passes)."""
         v = self.spec.unflatten(V)
         VW = [v[la.names[0]] for la in self.layers]
         Rh: torch.Tensor | None = None
         Rz: list[torch.Tensor] = []
         Rhs: list[torch.Tensor | None] = []
-        for la, W, Vw, h, a1 in zip(self.layers, self.W, VW, self.h, self.d1):
+        for la, W, Vw, h, a1 in zip(self.layers, (w[r] for w in self.W), VW, (h[r] for h in self.h),
+                                    (None if a is None else a[r] for a in self.d1)):
             Rhs.append(Rh)
             z = torch.bmm(h, Vw.transpose(1, 2))
             if Rh is not None:
@@ -313,26 +326,26 @@ class _MLPHessian:
         if self.mse:
             Rdz = out * (2.0 / self.n)
         else:
-            p = self.prob
+            p = self.prob[r]
             Rdz = (p * out - p * (p * out).sum(-1, keepdim=True)) / self.n
         res: dict[str, torch.Tensor] = {}
         for li in range(len(self.layers) - 1, -1, -1):
             la = self.layers[li]
-            gw = torch.bmm(Rdz.transpose(1, 2), self.h[li])
+            gw = torch.bmm(Rdz.transpose(1, 2), self.h[li][r])
             if Rhs[li] is not None:
-                gw = gw.baddbmm_(self.dz[li].transpose(1, 2), Rhs[li])
+                gw = gw.baddbmm_(self.dz[li][r].transpose(1, 2), Rhs[li])
             res[la.names[0]] = gw * la.weight_mult if la.weight_mult != 1.0 else gw
             if la.names[1]:
                 res[la.names[1]] = Rdz.sum(1) * la.bias_mult
             if li == 0:
                 break
-            dh = torch.bmm(Rdz, self.W[li]).baddbmm_(self.dz[li], VW[li])
+            dh = torch.bmm(Rdz, self.W[li][r]).baddbmm_(self.dz[li][r], VW[li])
             if la.weight_mult != 1.0:
                 dh = dh * la.weight_mult
             a1, c = self.d1[li - 1], self.c[li - 1]
-            Rdz = dh if a1 is None else dh * a1
+            Rdz = dh if a1 is None else dh * a1[r]
             if c is not None:
-                Rdz = Rdz.addcmul_(c, Rz[li - 1])
+                Rdz = Rdz.addcmul_(c[r], Rz[li - 1])
         return self.spec.flatten(res)
 
 
