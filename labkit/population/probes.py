@@ -35,9 +35,8 @@ from labkit import _checks
 from labkit.data import as_dataset
 from labkit.history import Callback, History, StepInfo
 from labkit.linalg.lockstep import lockstep_eigenvalues
-from labkit.losses import Loss
+from labkit.losses import LOSSES, Loss
 from labkit.machine import MAX_MEMORY
-from labkit.losses import LOSSES
 from labkit.models import ParamSpec
 from labkit.population.batched import _chunk_members, _layers
 from labkit.risk import resolve_loss
