@@ -38,7 +38,7 @@ from labkit.linalg.lockstep import lockstep_eigenvalues
 from labkit.losses import LOSSES, Loss
 from labkit.machine import MAX_MEMORY
 from labkit.models import ParamSpec
-from labkit.population.batched import _chunk_members, _layers
+from labkit.population.batched import chunk_members, dense_layers
 from labkit.risk import resolve_loss
 
 __all__ = ["ENGINES", "OPERATORS", "Members", "PopulationEigs", "Sharpness", "noise_scales", "ntk", "top_eigenvalues"]
@@ -133,7 +133,7 @@ class Members:
 
     def unbatched(self) -> str | None:
         """None when the batched Hessian product applies to these members, else why not (a sentence)."""
-        layers = _layers(self.base)
+        layers = dense_layers(self.base)
         if isinstance(layers, str):
             return layers
         if self.loss is not LOSSES["mse"] and self.loss is not LOSSES["cross_entropy"]:
@@ -252,7 +252,7 @@ class _MLPHessian:
     """
 
     def __init__(self, members: Members, idx: torch.Tensor):
-        layers = _layers(members.base)
+        layers = dense_layers(members.base)
         assert not isinstance(layers, str), layers
         self.layers, self.spec = layers, members.spec
         M = len(idx)
@@ -292,9 +292,9 @@ class _MLPHessian:
 
     def product(self, V: torch.Tensor) -> torch.Tensor:
         """``H_i V[i]`` for the held members, ``V (M, P)`` flat in the spec's order: members in cache-sized
-        chunks (:func:`labkit.population.batched._chunk_members`; all at once on a GPU)."""
+        chunks (:func:`labkit.population.batched.chunk_members`; all at once on a GPU)."""
         M = V.shape[0]
-        step = _chunk_members(M, self.n, max(la.out_features for la in self.layers), V.element_size(), V.device)
+        step = chunk_members(M, self.n, max(la.out_features for la in self.layers), V.element_size(), V.device)
         if step >= M:
             return self._product(V, slice(0, M))
         out = torch.empty_like(V)
