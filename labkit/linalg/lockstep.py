@@ -124,6 +124,28 @@ def lockstep_eigenvalues(
     return LockstepResult(values.to(dtype), residuals.to(dtype), converged, used, vecs, "; ".join(dict.fromkeys(notes)))
 
 
+# Bytes of Lanczos basis re-orthogonalised per block of members on a CPU: the four passes over a block's basis
+# then read it from memory once and from cache three times. Measured (2-core machine, loaded, float64, 460
+# members x 16 vectors of 1,315): one block of all 75-120 ms per step, blocks of 4-32 members (0.7-5 MiB) 60-80 ms.
+_REORTH_BLOCK_BYTES = 1 << 20
+
+
+def _reorthogonalise(Qj: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``w`` minus its projection on each member's basis ``Qj (R, j, n)``, twice (twice is enough, Kahan-Parlett):
+    full re-orthogonalisation, in cache-sized blocks of members on a CPU (all at once elsewhere)."""
+    R = w.shape[0]
+    per = max(1, Qj.shape[1] * Qj.shape[2] * Qj.element_size())
+    step = R if Qj.device.type != "cpu" else max(1, _REORTH_BLOCK_BYTES // per)
+    if step >= R:
+        for _ in range(2):
+            w = w - torch.bmm(Qj.transpose(1, 2), torch.bmm(Qj, w.unsqueeze(2))).squeeze(2)
+        return w
+    out = torch.empty_like(w)
+    for lo in range(0, R, step):
+        out[lo: lo + step] = _reorthogonalise(Qj[lo: lo + step], w[lo: lo + step])
+    return out
+
+
 def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float, steps: int, drop: float,
          values: torch.Tensor, residuals: torch.Tensor, converged: torch.Tensor, used: torch.Tensor,
          vecs: torch.Tensor | None, notes: list[str]) -> None:
@@ -151,9 +173,7 @@ def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float
             raise ValueError(f"matvec returned shape {tuple(w_live.shape)} for input of shape {(len(L), n)}")
         w = w_live if every else q.new_zeros(q.shape).index_copy_(0, Ld, w_live)  # finished rows: zero
         a = (w * q).sum(1)
-        Qj = Q[:, : j + 1]
-        for _ in range(2):  # full re-orthogonalisation, twice is enough (Kahan-Parlett)
-            w = w - torch.bmm(Qj.transpose(1, 2), torch.bmm(Qj, w.unsqueeze(2))).squeeze(2)
+        w = _reorthogonalise(Q[:, : j + 1], w)
         b = w.norm(dim=1)
         alpha[:, j], beta[:, j] = a.double().cpu(), b.double().cpu()
         al, be = alpha[L], beta[L]  # the live rows' tridiagonal matrices

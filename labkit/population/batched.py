@@ -370,3 +370,14 @@ def train_group(
         return any(stop)
 
     return run.drive(step, f"fit_many ({M} models, batched)", progress, optimizer, mult, evaluate_all, callbacks)
+
+
+def dense_layers(model: nn.Module) -> list[_Layer] | str:
+    """The Dense/Activation layers of a ``labkit.models.mlp`` (weight and bias names, sizes, multipliers,
+    activations), or why ``model`` is something else: the structure other batched passes over MLPs share."""
+    return _layers(model)
+
+
+def chunk_members(members: int, rows: int, width: int, itemsize: int, device: torch.device) -> int:
+    """Members per chunk of a batched pass over MLPs: cache-sized on CPUs, everyone elsewhere."""
+    return _chunk_members(members, rows, width, itemsize, device)

@@ -35,15 +35,27 @@ from labkit import _checks
 from labkit.data import as_dataset
 from labkit.history import Callback, History, StepInfo
 from labkit.linalg.lockstep import lockstep_eigenvalues
-from labkit.losses import Loss
+from labkit.losses import LOSSES, Loss
 from labkit.machine import MAX_MEMORY
 from labkit.models import ParamSpec
+from labkit.population.batched import chunk_members, dense_layers
 from labkit.risk import resolve_loss
 
-__all__ = ["OPERATORS", "Members", "PopulationEigs", "Sharpness", "noise_scales", "ntk", "top_eigenvalues"]
+__all__ = ["ENGINES", "OPERATORS", "Members", "PopulationEigs", "Sharpness", "noise_scales", "ntk", "top_eigenvalues"]
 
 #: The curvature operators a population has products of.
 OPERATORS = ("hessian", "ggn")
+#: How Hessian products are computed: ``"batched"`` (the written-out R-operator of :class:`_MLPHessian`, for
+#: ``labkit.models.mlp`` networks), ``"autograd"`` (double backward, any module), ``"auto"`` (batched where it applies).
+ENGINES = ("auto", "batched", "autograd")
+#: Activations whose first and second derivatives the batched Hessian product writes out, from the activation's
+#: output ``h`` (``relu``: ``act'' = 0`` away from the kink, as autograd's double backward has it).
+_CURVES = {
+    "tanh": lambda h: (1 - h * h, -2 * h * (1 - h * h)),
+    "relu": lambda h: ((h > 0).to(h.dtype), None),
+    "sigmoid": lambda h: (h * (1 - h), h * (1 - h) * (1 - 2 * h)),
+    "identity": lambda h: (None, None),
+}
 
 
 class Members:
@@ -55,7 +67,7 @@ class Members:
     """
 
     def __init__(self, base: nn.Module, params: Mapping[str, torch.Tensor], loss: Any = "auto", data: Any = None,
-                 *, per_member: bool = False):
+                 *, per_member: bool = False, engine: str = "auto"):
         if not isinstance(base, nn.Module):
             raise TypeError(f"base must be an nn.Module (one member's architecture), got {type(base).__name__}")
         if not params:
@@ -93,7 +105,14 @@ class Members:
         self.y = y.to(dev, dt) if y.is_floating_point() else y.to(dev)
         self.per_member = per_member
         self.dtype, self.device = dt, dev
-        self._graph: tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
+        self._graph: tuple[torch.Tensor, Any, Any] | None = None
+        _checks.choice("engine", engine, ENGINES)
+        why = self.unbatched()
+        if engine == "batched" and why is not None:
+            raise ValueError(f"engine='batched' cannot take these members' Hessian products: {why}. It takes "
+                             "labkit.models.mlp networks (tanh, relu, sigmoid, identity) with loss 'mse' or "
+                             "'cross_entropy' on flat inputs; use engine='auto' or 'autograd' for other models")
+        self.engine = "batched" if engine != "autograd" and why is None else "autograd"
 
     @classmethod
     def of(cls, models: Sequence[nn.Module], loss: Any = "auto", data: Any = None, **kwargs: Any) -> Members:
@@ -111,6 +130,23 @@ class Members:
     def numel(self) -> int:
         """Parameters per member."""
         return self.spec.numel
+
+    def unbatched(self) -> str | None:
+        """None when the batched Hessian product applies to these members, else why not (a sentence)."""
+        layers = dense_layers(self.base)
+        if isinstance(layers, str):
+            return layers
+        if self.loss is not LOSSES["mse"] and self.loss is not LOSSES["cross_entropy"]:
+            return f"the loss is {getattr(self.loss, 'name', self.loss)!r}, not labkit's 'mse' or 'cross_entropy'"
+        if self.x.ndim != (3 if self.per_member else 2):
+            return f"the inputs have shape {tuple(self.x.shape)}, not (examples, features) per member"
+        acts = {la.activation for la in layers} - {None}
+        if not acts <= set(_CURVES):
+            return f"activation(s) {sorted(acts - set(_CURVES))} have no written-out second derivative"
+        names = {n for la in layers for n in la.names if n is not None}
+        if names != set(self.spec.names):
+            return "the model has parameters outside its Dense layers"
+        return None
 
     # ------------------------------------------------------------ per-member functions (vmapped below)
     def _loss(self, p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -142,24 +178,34 @@ class Members:
         """The stacked gradient of members ``idx`` with its graph (``create_graph``), kept while the active set
         shrinks by less than half: each Hessian product is then one reverse pass through it (members independent,
         so ``d(sum_i g_i . v_i)/dtheta_i = H_i v_i``); rebuilt over the survivors when they fall to half."""
+        return self._held(idx, self._build_graph)
+
+    def _held(self, idx: torch.Tensor, build: Any) -> tuple:
+        """``(held members, *state)`` over a superset of ``idx``, kept while ``idx`` is more than half of it."""
         g = self._graph
         if g is not None and len(idx) * 2 > len(g[0]) and bool(torch.isin(idx, g[0]).all()):
             return g
         idx = torch.sort(idx).values  # rows are found by searchsorted
+        self._graph = None  # free the old state first
+        state = build(idx)
+        self._graph = (idx, *state) if isinstance(state, tuple) else (idx, state)
+        return self._graph
+
+    def _build_graph(self, idx: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
         p = [self.params[k].index_select(0, idx).requires_grad_(True) for k in self.spec.names]
         x = self.x.index_select(0, idx) if self.per_member else self.x
         y = self.y.index_select(0, idx) if self.per_member else self.y
         with torch.enable_grad():
             value = vmap(self._loss, in_dims=(0, self._dims, self._dims))(dict(zip(self.spec.names, p)), x, y)
             grads = torch.autograd.grad(value.sum(), p, create_graph=True)
-        self._graph = (idx, p, grads)
-        return self._graph
+        return p, grads
 
     def product(self, V: torch.Tensor, active: torch.Tensor | None = None, operator: str = "hessian",
                 scale: torch.Tensor | None = None) -> torch.Tensor:
         """``A_i V[j]`` for member ``i = active[j]`` (default all), ``V (len(active), P)``, all members at once.
 
-        ``operator``: ``"hessian"`` (reverse-over-reverse through one kept stacked gradient graph) or ``"ggn"``
+        ``operator``: ``"hessian"`` (:attr:`engine` ``"batched"``: the written-out R-operator of the MLP,
+        :class:`_MLPHessian`; ``"autograd"``: reverse-over-reverse through one kept stacked gradient graph) or ``"ggn"``
         (a vmap over members of jvp, output-space Hessian product, vjp); ``scale (M, P)`` gives ``S_i A_i S_i``
         (``S = D^(1/2)``).
         """
@@ -169,7 +215,13 @@ class Members:
         if scale is not None:
             s = scale.to(self.device, self.dtype).index_select(0, idx)
             V = V * s
-        if operator == "hessian":
+        if operator == "hessian" and self.engine == "batched":
+            held = self._held(idx, lambda i: _MLPHessian(self, i))
+            rows = torch.searchsorted(held[0], idx)
+            full = V if len(held[0]) == len(idx) else V.new_zeros(len(held[0]), V.shape[1]).index_copy_(0, rows, V)
+            out = held[1].product(full)
+            out = out if len(held[0]) == len(idx) else out.index_select(0, rows)
+        elif operator == "hessian":
             held, p, grads = self._gradient_graph(idx)
             rows = torch.searchsorted(held, idx)
             full = V if len(held) == len(idx) else V.new_zeros(len(held), V.shape[1]).index_copy_(0, rows, V)
@@ -184,6 +236,116 @@ class Members:
             out = vmap(self._ggn, in_dims=(0, 0, self._dims, self._dims))(p, self.spec.unflatten(V), x, y)
             out = self.spec.flatten(out)
         return out * s if scale is not None else out
+
+
+class _MLPHessian:
+    """Hessian products ``H_i v_i`` of ``labkit.models.mlp`` members, all at once: Pearlmutter's R-operator written
+    out as batched matmuls over the layout of :mod:`labkit.population.batched` (weights ``(M, out, in)``).
+
+    Built once per set of members: the forward pass (inputs ``h``, ``act'(z)``) and the backward pass (``dL/dz``,
+    and ``dL/dh * act''(z)``) at the fixed parameters. A product is then a forward pass of tangents
+    (``Rz = wm (Rh W^T + h V^T) + bm Vb``, ``Rh = act'(z) Rz``), the output Hessian of the loss (closed form for
+    ``mse`` and ``cross_entropy``), and a backward pass (``RW = wm (Rdz^T h + dz^T Rh)``,
+    ``Rdz' = wm (Rdz W + dz V) act'(z') + dL/dh' act''(z') Rz'``): one ``bmm`` per layer and pass for each term,
+    no autograd graph. ``tests/test_population_hvp.py`` checks it against the double-backward path and dense
+    Hessians.
+    """
+
+    def __init__(self, members: Members, idx: torch.Tensor):
+        layers = dense_layers(members.base)
+        assert not isinstance(layers, str), layers
+        self.layers, self.spec = layers, members.spec
+        M = len(idx)
+        p = {k: v.index_select(0, idx) for k, v in members.params.items()}
+        x = members.x.index_select(0, idx) if members.per_member else members.x.expand(M, *members.x.shape)
+        y = members.y.index_select(0, idx) if members.per_member else members.y.expand(M, *members.y.shape)
+        self.W = [p[la.names[0]] for la in layers]
+        self.h: list[torch.Tensor] = []  # the input of each layer
+        self.d1: list[torch.Tensor | None] = []  # act'(z) after each layer (None: identity)
+        d2: list[torch.Tensor | None] = []
+        h = x
+        for la, W in zip(layers, self.W):
+            self.h.append(h)
+            z = torch.baddbmm(p[la.names[1]].unsqueeze(1) * la.bias_mult, h, W.transpose(1, 2),
+                              alpha=la.weight_mult) if la.names[1] else torch.bmm(h, W.transpose(1, 2)) * la.weight_mult
+            act = la.activation or "identity"
+            h = z if act == "identity" else {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}[act](z)
+            a1, a2 = _CURVES[act](h)
+            self.d1.append(a1)
+            d2.append(a2)
+        n = h.shape[1]
+        self.mse = members.loss is LOSSES["mse"]
+        if self.mse:
+            g = (h - y.reshape(h.shape)) * (2.0 / n)
+            self.prob = None
+        else:
+            self.prob = torch.softmax(h, -1)
+            g = (self.prob - nn.functional.one_hot(y.long(), h.shape[-1]).to(h.dtype)) / n
+        self.n = n
+        self.dz: list[torch.Tensor] = [g] * len(layers)  # dL/dz of each layer
+        self.c: list[torch.Tensor | None] = [None] * len(layers)  # dL/dh * act''(z) of each hidden layer
+        for li in range(len(layers) - 1, 0, -1):
+            dh = torch.bmm(self.dz[li], self.W[li]) * layers[li].weight_mult
+            a1, a2 = self.d1[li - 1], d2[li - 1]
+            self.c[li - 1] = None if a2 is None else dh * a2
+            self.dz[li - 1] = dh if a1 is None else dh * a1
+
+    def product(self, V: torch.Tensor) -> torch.Tensor:
+        """``H_i V[i]`` for the held members, ``V (M, P)`` flat in the spec's order: members in cache-sized
+        chunks (:func:`labkit.population.batched.chunk_members`; all at once on a GPU)."""
+        M = V.shape[0]
+        step = chunk_members(M, self.n, max(la.out_features for la in self.layers), V.element_size(), V.device)
+        if step >= M:
+            return self._product(V, slice(0, M))
+        out = torch.empty_like(V)
+        for lo in range(0, M, step):
+            out[lo: lo + step] = self._product(V[lo: lo + step], slice(lo, lo + step))
+        return out
+
+    def _product(self, V: torch.Tensor, r: slice) -> torch.Tensor:
+        """The product for members ``r`` of the held ones (rows of the kept forward and backward passes)."""
+        v = self.spec.unflatten(V)
+        VW = [v[la.names[0]] for la in self.layers]
+        Rh: torch.Tensor | None = None
+        Rz: list[torch.Tensor] = []
+        Rhs: list[torch.Tensor | None] = []
+        for la, W, Vw, h, a1 in zip(self.layers, (w[r] for w in self.W), VW, (h[r] for h in self.h),
+                                    (None if a is None else a[r] for a in self.d1)):
+            Rhs.append(Rh)
+            z = torch.bmm(h, Vw.transpose(1, 2))
+            if Rh is not None:
+                z = z.baddbmm_(Rh, W.transpose(1, 2))
+            if la.weight_mult != 1.0:
+                z = z * la.weight_mult
+            if la.names[1]:
+                z = z.add_(v[la.names[1]].unsqueeze(1), alpha=la.bias_mult)
+            Rz.append(z)
+            Rh = z if a1 is None else z * a1
+        out = Rz[-1]
+        if self.mse:
+            Rdz = out * (2.0 / self.n)
+        else:
+            p = self.prob[r]
+            Rdz = (p * out - p * (p * out).sum(-1, keepdim=True)) / self.n
+        res: dict[str, torch.Tensor] = {}
+        for li in range(len(self.layers) - 1, -1, -1):
+            la = self.layers[li]
+            gw = torch.bmm(Rdz.transpose(1, 2), self.h[li][r])
+            if Rhs[li] is not None:
+                gw = gw.baddbmm_(self.dz[li][r].transpose(1, 2), Rhs[li])
+            res[la.names[0]] = gw * la.weight_mult if la.weight_mult != 1.0 else gw
+            if la.names[1]:
+                res[la.names[1]] = Rdz.sum(1) * la.bias_mult
+            if li == 0:
+                break
+            dh = torch.bmm(Rdz, self.W[li][r]).baddbmm_(self.dz[li][r], VW[li])
+            if la.weight_mult != 1.0:
+                dh = dh * la.weight_mult
+            a1, c = self.d1[li - 1], self.c[li - 1]
+            Rdz = dh if a1 is None else dh * a1[r]
+            if c is not None:
+                Rdz = Rdz.addcmul_(c[r], Rz[li - 1])
+        return self.spec.flatten(res)
 
 
 @dataclass
