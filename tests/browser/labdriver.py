@@ -304,13 +304,13 @@ def check_notebook(page, server: LabServer, path: Path, artifacts: Path, live: b
         _live_check(page, path, report)
         report.timings["live"] = time.monotonic() - t3
     _judge_stderr(page, path, report)
+    t4 = time.monotonic()  # before the reload: a reloaded page shows static figures as plotly's PNG snapshots
+    _photograph_figures(page, path, report, artifacts)
+    report.timings["gallery"] = time.monotonic() - t4
     if reload:
         t5 = time.monotonic()
         _reload_check(page, report)
         report.timings["reload"] = time.monotonic() - t5
-    t4 = time.monotonic()
-    _photograph_figures(page, path, report, artifacts)
-    report.timings["gallery"] = time.monotonic() - t4
     report.screenshot = _screenshot(page, artifacts / f"{path.stem}.png")
     report.timings["total"] = time.monotonic() - t0
     (artifacts / f"{path.stem}.txt").write_text(report.summary() + "\n")
