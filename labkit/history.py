@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,8 +183,27 @@ def as_callbacks(callbacks: Iterable[Callback | Callable]) -> list[Callback]:
     return out
 
 
-def progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    """The one progress bar of labkit's loops (tqdm; appears after 2 s, hidden when ``enabled`` is False)."""
+def progress_bar(total: int | None, desc: str, enabled: bool = True, *, iterable: Any = None) -> Any:
+    """The one progress bar of labkit's loops (tqdm; appears after 2 s, hidden when ``enabled`` is False, gone when
+    done). ``iterable``: wrap it (``for w in progress_bar(None, "widths", iterable=widths)``).
+
+    In a notebook, tqdm removes a finished bar by closing its widget; the cell's output still names that widget,
+    so a page reloaded with the kernel alive showed "Error displaying widget: model not found" in its place.
+    Here a bar that was shown is hidden instead (its widget stays alive; one never shown is closed as usual).
+    """
+    return _bar_class()(iterable, total=total, desc=desc, disable=not enabled, delay=2.0, leave=False,
+                        mininterval=0.25)
+
+
+@cache
+def _bar_class() -> type:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, delay=2.0, leave=False, mininterval=0.25)
+    class Bar(tqdm):  # type: ignore[misc, valid-type]
+        def display(self, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("close") and getattr(self, "displayed", False) and hasattr(self, "container"):
+                self.container.layout.display = "none"  # a notebook bar on screen: hide it, keep its model
+                return None
+            return super().display(*args, **kwargs)
+
+    return Bar

@@ -34,3 +34,19 @@ def test_the_explorer_figure_after_a_scan_is_in_its_state():
     ex.run(background=False)
     z = ex.fig.get_state()["_widget_data"][0]["z"]
     assert len(z) == 16 and any(v is not None for row in z for v in row)
+
+
+def test_the_landscape_explorer_figure_after_a_run_is_in_its_state():
+    import labkit
+    from labkit.models import mlp
+    from labkit.widgets import landscape_explorer
+
+    ds = labkit.data.gaussian_mixture(n=64, dim=4, classes=3, seed=0)
+    ex = landscape_explorer(lambda: mlp(4, [8], 3, activation="tanh", seed=0), ds, steps=20, lr=0.5, every=5,
+                            resolution=7)
+    ex.run()
+    ex.wait(120)
+    state = ex.fig.get_state()
+    z = state["_widget_data"][0]["z"]
+    assert len(z) == 7 and any(v is not None for row in z for v in row)
+    assert "PCA plane" in state["_widget_layout"]["title"]["text"]

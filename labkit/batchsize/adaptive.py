@@ -135,9 +135,9 @@ def fit_adaptive(
     stop = _StopAtTarget(target)
     run = AdaptiveRun(History(hparams={"lr": lr, "initial_batch": initial_batch, "theta": schedule.theta,
                                        "test_every": test_every, "seed": seed}))
-    from tqdm.auto import tqdm
+    from labkit.history import progress_bar
 
-    bar = tqdm(total=steps, desc="fit_adaptive", disable=not progress, delay=2.0, leave=False, mininterval=0.25)
+    bar = progress_bar(steps, "fit_adaptive", progress)
     batch, done = initial_batch, 0
     try:
         while done < steps and not stop.hit:

@@ -67,10 +67,10 @@ def width_convergence(x: torch.Tensor, widths: Sequence[int], *, depth: int = 2,
     """
     ref_depth = depth if reference_depth is None else reference_depth
     _, theta = analytic(x, depth=ref_depth, activation=activation, weight_std=weight_std, bias_std=bias_std)
-    from tqdm.auto import tqdm
+    from labkit.history import progress_bar
 
     errors = []
-    for w in tqdm(widths, desc="widths", delay=2.0, leave=False):
+    for w in progress_bar(None, "widths", iterable=widths):
         errs = []
         for s in range(seeds):
             net = mlp(x.shape[1], [w] * depth, 1, activation, parameterization="ntk", weight_std=weight_std,
@@ -174,10 +174,10 @@ def kernel_change(widths: Sequence[int], *, parameterization: str = "ntk", lr: f
     _checks.positive("points", points, integer=True)
     _checks.positive("seeds", seeds, integer=True)
     x, y, _ = sine_data(n, seed=0)
-    from tqdm.auto import tqdm
+    from labkit.history import progress_bar
 
     finals, curves = [], []
-    for w in tqdm(widths, desc=f"{parameterization} widths", delay=2.0, leave=False, disable=not progress):
+    for w in progress_bar(None, f"{parameterization} widths", progress, iterable=widths):
         per_seed = []
         for s in range(seed, seed + seeds):
             net = _net(w, depth, parameterization, s, readout_bias=readout_bias)

@@ -90,10 +90,10 @@ def _out_dim(model: nn.Module, x: torch.Tensor) -> int:
 
 def _rows(n: int, chunk: int) -> list[slice]:
     """Row blocks of ``x1``; a progress bar appears when there are several and they take > 2 s."""
-    from tqdm.auto import tqdm
+    from labkit.history import progress_bar
 
     blocks = [slice(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    return tqdm(blocks, desc="empirical NTK", delay=2.0, leave=False, disable=len(blocks) < 2)
+    return progress_bar(None, "empirical NTK", len(blocks) >= 2, iterable=blocks)
 
 
 def _contract(j1: dict[str, torch.Tensor], j2: dict[str, torch.Tensor], full: bool, out: torch.Tensor) -> None:

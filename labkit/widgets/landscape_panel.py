@@ -42,6 +42,7 @@ class LandscapeExplorer:
 
         from labkit.data import as_dataset
         from labkit.viz import theme
+        from labkit.viz._figurewidget import figure_widget
 
         if not callable(make_model):
             raise TypeError(f"make_model must be a function returning a fresh network, got {make_model!r}")
@@ -57,8 +58,8 @@ class LandscapeExplorer:
         self.step = w.IntSlider(value=0, min=0, max=0, description="step", continuous_update=True,
                                 layout={"width": "380px"})
         self.info = w.HTML("Press <b>Run</b>; then slide along the path or click the contour.")
-        self.fig = go.FigureWidget(theme.figure("loss landscape", "direction 1", "direction 2", height=460,
-                                                width=560))
+        self.fig = figure_widget(theme.figure("loss landscape", "direction 1", "direction 2", height=460,
+                                              width=560))  # a reloaded page redraws the current surface
         self.fig.add_trace(go.Contour(z=[[None]], colorscale="Viridis", ncontours=25, name="log10 loss",
                                       colorbar=dict(title="log10 loss"),
                                       hovertemplate="a=%{x:.3g}<br>b=%{y:.3g}<br>log10 loss=%{z:.3f}<extra></extra>"))

@@ -180,7 +180,21 @@ function inspectNotebook() {
     if (src && src.textContent.trim() === '') return;
     if (!/\[\d+\]/.test(lkPrompt(c))) unexecuted.push(i + 1);
   });
-  return { figures, widgets: { views: views.length, controls, broken }, unexecuted };
+  return { figures, snapshots: lkSnapshots().length, widgets: { views: views.length, controls, broken }, unexecuted };
+}
+
+// A static plotly figure read back from the saved notebook: JupyterLab's plotly renderer shows the PNG snapshot it
+// stored when it first drew the figure ("image/png" beside the figure's JSON) and builds the interactive graph only
+// when the mouse enters it. A reader sees the figure: a snapshot with a loaded image counts as drawn.
+function lkSnapshots() {
+  const nb = lkNotebook();
+  if (!nb) return [];
+  return Array.from(nb.querySelectorAll('.jp-RenderedPlotly')).filter((r) => {
+    if (r.querySelector('.js-plotly-plot')) return false;
+    const img = r.querySelector('img.plot-img');
+    return !!img && /^data:image\/png;base64,./.test(img.getAttribute('src') || '') && img.style.display !== 'none'
+      && img.complete && img.naturalWidth > 0 && img.offsetWidth > 0 && img.offsetHeight > 0;
+  });
 }
 
 // --- live check --------------------------------------------------------------------------------------------

@@ -80,7 +80,8 @@ def test_unreadable_fixture_fails_for_each_defect(page, lab, artifacts, record):
 
 def test_reload_fixture_fails_for_the_widget_that_does_not_come_back(page, lab, artifacts, record):
     """The reload pass: a widget whose model the kernel closed cannot be drawn by a reloaded page (cell 2's
-    second view); the slider still alive and the static figure come back (no other problem)."""
+    second view); the slider still alive, the static figure and a finished labkit progress bar (cell 4: tqdm
+    closes a finished bar's widget, labkit hides it) come back (no other problem)."""
     report = check_notebook(page, lab, lab.root / "fixtures" / "reload.ipynb", artifacts, live=False)
     record(report)
     assert report.problems == ["after a page reload: widget in cell 2 not rendered: "
