@@ -10,10 +10,18 @@
 - ``pytest --fast`` is the developer loop (CONTRIBUTING.md): no notebooks, no ``tests/science``, no
   ``tests/browser`` and no test marked ``slow`` (student builds, the docs build, Dask clusters). A bare
   ``pytest`` (what CI runs) still runs everything.
+- Shared test problems (one matrix of model x loss x dtype, as curvlinops' test cases): ``build_problem(arch,
+  loss, dtype)`` (the ``make_problem`` fixture) is a :class:`labkit.risk.Risk` over 12 examples in three unequal
+  batches (5, 5, 2): an MLP 3-5-3 (tanh) or a CNN on 1x4x4 images, cross-entropy on labels ``i % 3`` or MSE on
+  Gaussian targets; ``problem`` runs a test on every float64 combination, ``problem32`` on float32.
 """
 
 import os
 from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
 
 os.environ.setdefault("LABKIT_FAST", "1")
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -46,3 +54,46 @@ def pytest_collection_modifyitems(config, items):
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+# ---------------------------------------------------------------- shared test problems
+
+ARCHS = ("mlp", "cnn")
+LOSSES = ("cross_entropy", "mse")
+CASES = [(a, loss) for a in ARCHS for loss in LOSSES]
+
+
+def build_problem(arch: str, loss: str, dtype: torch.dtype | None = None, n: int = 12, seed: int = 0) -> Any:
+    """A small model's risk: ``arch`` in ARCHS, ``loss`` in LOSSES, parameters and data in ``dtype``."""
+    from labkit import models  # imported here: labkit reads LABKIT_THREADS (set above) when first imported
+    from labkit.risk import Risk
+
+    dtype = torch.float64 if dtype is None else dtype
+    g = torch.Generator().manual_seed(seed)
+    if arch == "mlp":
+        model = models.mlp(3, [5], 3, "tanh", seed=seed)
+        x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    else:
+        model = models.cnn(image_size=4, channels=1, num_classes=3, width=2, activation="tanh", seed=seed)
+        x = torch.randn(n, 1, 4, 4, generator=g, dtype=torch.float64)
+    y = torch.arange(n) % 3 if loss == "cross_entropy" else torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y = y if loss == "cross_entropy" else y.to(dtype)
+    return Risk(model.to(dtype), loss, (x.to(dtype), y), batch_size=5)  # unequal batches: 5, 5, 2
+
+
+@pytest.fixture(params=CASES, ids=[f"{a}-{loss}" for a, loss in CASES])
+def problem(request) -> Any:
+    """Every model x loss in float64."""
+    return build_problem(*request.param)
+
+
+@pytest.fixture(params=CASES, ids=[f"{a}-{loss}-float32" for a, loss in CASES])
+def problem32(request) -> Any:
+    """Every model x loss in float32."""
+    return build_problem(*request.param, dtype=torch.float32)
+
+
+@pytest.fixture
+def make_problem():
+    """:func:`build_problem` for a test that needs one particular combination."""
+    return build_problem
