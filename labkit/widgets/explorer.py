@@ -267,8 +267,7 @@ class FractalExplorer:
                                              title_text=names[res.axes[0]])
                 self.fig.layout.yaxis.update(type="log" if res.log[1] else "linear", autorange=True,
                                              title_text=names[res.axes[1]])
-                self.fig.layout.title = (f"{res.experiment.name}: lr x sharpness at init (white = 2, band 2-4 "
-                                         "shaded, white line = convergence boundary)" if curv else
+                self.fig.layout.title = (f"{res.experiment.name}: lr x sharpness at init (white = 2)" if curv else
                                          f"{res.experiment.name}: converged (blue) / diverged (red)")
         finally:
             self._updating = False
