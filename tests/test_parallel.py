@@ -136,7 +136,7 @@ def test_curvature_map_on_two_workers_is_identical(cluster):
     """Tiles of whole lockstep chunks on workers: the same bits as in-process."""
     window = ((0.1, 100.0), (0.1, 100.0))
     here = fractal.sharpness_map("quick", *window, 24, chunk_size=100, progress=False)
-    there = fractal.sharpness_map("quick", *window, 24, chunk=100, progress=False, executor=cluster, tile_size=200)
+    there = fractal.sharpness_map("quick", *window, 24, chunk_size=100, progress=False, executor=cluster, tile_size=200)
     assert np.array_equal(here, there)
 
 
