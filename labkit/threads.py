@@ -38,8 +38,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Policy", "barrier_cost", "configure", "cpu_quota", "decide", "describe", "for_work", "layer_flops", "over",
-           "parse_cfs", "parse_cpu_max", "policy", "threads_for"]
+__all__ = ["Policy", "barrier_cost", "busy_neighbours", "configure", "cpu_quota", "decide", "describe", "for_work",
+           "layer_flops", "over", "parse_cfs", "parse_cpu_max", "parse_loadavg", "policy", "threads_for"]
 
 ENV = "LABKIT_THREADS"
 USER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -292,6 +292,54 @@ def _after_torch_import(fn: Any) -> None:
 
 # -------------------------------------------------------------------------------------------- per hot path
 _PROBE: dict[int, tuple[float, float]] = {}  # threads -> (when, seconds)
+_NEIGHBOURS: list[tuple[float, int | None]] = []  # [(when, count)]: the last busy_neighbours() answer
+#: A busy_neighbours() answer is reused for this long (seconds): a loop of small calls reads /proc once.
+NEIGHBOURS_TTL = 0.25
+
+
+def parse_loadavg(text: str) -> int | None:
+    """Runnable tasks on the machine now: the ``R`` of ``/proc/loadavg``'s fourth field ``R/T`` (None if
+    unreadable)."""
+    parts = text.split()
+    try:
+        return int(parts[3].split("/")[0]) if len(parts) > 3 else None
+    except ValueError:
+        return None
+
+
+def _own_running() -> int | None:
+    """This process's threads in state R (running or waiting for a CPU), from ``/proc/self/task/*/stat``."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    n = 0
+    for tid in tasks:
+        stat = _read(Path("/proc/self/task", tid, "stat"))
+        if stat is not None and stat[stat.rfind(")") + 2: stat.rfind(")") + 3] == "R":  # "pid (comm) S ..."
+            n += 1
+    return n
+
+
+def busy_neighbours(samples: int = 3) -> int | None:
+    """How many runnable tasks that are not this process's share the machine now (None where ``/proc`` is
+    missing, e.g. macOS): the fewest over ``samples`` back-to-back reads of ``/proc/loadavg`` less this
+    process's own running threads (a busy loop beside us is runnable in every read; a blip is not).
+    Cached for :data:`NEIGHBOURS_TTL` s."""
+    now = time.perf_counter()
+    if _NEIGHBOURS and now - _NEIGHBOURS[0][0] < NEIGHBOURS_TTL:
+        return _NEIGHBOURS[0][1]
+    best: int | None = None
+    for _ in range(max(1, samples)):
+        text, own = _read(Path("/proc/loadavg")), _own_running()
+        running = parse_loadavg(text) if text is not None else None
+        if running is None or own is None:
+            best = None
+            break
+        others = max(0, running - own)
+        best = others if best is None else min(best, others)
+    _NEIGHBOURS[:] = [(time.perf_counter(), best)]
+    return best
 
 
 def barrier_cost(threads: int, budget: float = 2e-3) -> float:
@@ -329,15 +377,20 @@ def barrier_cost(threads: int, budget: float = 2e-3) -> float:
 
 def threads_for(flops_per_op: float, threads: int | None = None) -> int:
     """The thread count for work whose parallel regions do ``flops_per_op`` each: ``threads`` (default
-    torch's current count) when one op's time on a core is long against the measured :func:`barrier_cost`
-    (>= :data:`AMORTISE` x), else 1. No probe for very short (< :data:`SHORT_OP`) or long (> :data:`LONG_OP`)
-    ops."""
+    torch's current count), less one per core that a busy neighbour occupies now (:func:`busy_neighbours`),
+    when one op's time on a core is long against the measured :func:`barrier_cost` (>= :data:`AMORTISE` x),
+    else 1. No probe for very short (< :data:`SHORT_OP`) or long (> :data:`LONG_OP`) ops."""
     if threads is None:
         import torch
 
         threads = torch.get_num_threads()
     if threads <= 1:
         return 1
+    others, pol = busy_neighbours(), policy()
+    if others:  # a thread beyond the free cores waits for a time slice at every barrier: leave them the cores
+        threads = max(1, min(threads, (pol.affinity or pol.cores) - others))
+        if threads == 1:
+            return 1
     seconds = float(flops_per_op) / CORE_RATE
     if not seconds >= SHORT_OP:  # NaN as well
         return 1

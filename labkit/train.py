@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from labkit import _checks
+from labkit import _checks, threads
 from labkit.data import as_dataset
 from labkit.history import Callback, History, StepInfo, as_callbacks, progress_bar
 from labkit.losses import Loss
@@ -91,38 +91,40 @@ def fit(
     start = time.perf_counter()
     bar = progress_bar(steps, "fit", progress)
     taken = 0  # updates applied: the step label of the current parameters
-    try:
-        for t in range(steps):
-            lr_t = lr * mult(t)
-            for group in opt.param_groups:
-                group["lr"] = lr_t
-            x, y = next(batches) if batches is not None else (ds.inputs, ds.targets)
-            opt.zero_grad(set_to_none=True)
-            value_t = loss_fn(model(x), y)
-            value = float(value_t.detach())
-            hist.loss.append(value)
-            hist.lr.append(lr_t)
-            if not math.isfinite(value):
-                hist.diverged, hist.diverged_at = True, t
-                break
-            if t % eval_every == 0:
-                metrics = evaluate(model, eval_ds, loss=loss_fn)
-                hist.record_eval(t, metrics)
-            value_t.backward()
-            stop = [cb.on_step(info(t, value, lr_t)) for cb in cbs]
-            opt.step()
-            taken = t + 1
-            bar.update(1)
-            if any(stop):
-                hist.stopped_early = True
-                break
-    except KeyboardInterrupt:
-        warnings.warn(f"fit interrupted at step {taken}; returning the history so far", stacklevel=2)
-        hist.stopped_early = True
-    finally:
-        bar.close()
-        if not hist.diverged:  # keep only the steps whose update was applied (as fit_many does)
-            del hist.loss[taken:], hist.lr[taken:]
+    # one thread when a step's ops are too small to amortise a barrier, or a busy neighbour holds a core
+    with threads.for_work(threads.layer_flops(model, batch_size or len(ds))):
+        try:
+            for t in range(steps):
+                lr_t = lr * mult(t)
+                for group in opt.param_groups:
+                    group["lr"] = lr_t
+                x, y = next(batches) if batches is not None else (ds.inputs, ds.targets)
+                opt.zero_grad(set_to_none=True)
+                value_t = loss_fn(model(x), y)
+                value = float(value_t.detach())
+                hist.loss.append(value)
+                hist.lr.append(lr_t)
+                if not math.isfinite(value):
+                    hist.diverged, hist.diverged_at = True, t
+                    break
+                if t % eval_every == 0:
+                    metrics = evaluate(model, eval_ds, loss=loss_fn)
+                    hist.record_eval(t, metrics)
+                value_t.backward()
+                stop = [cb.on_step(info(t, value, lr_t)) for cb in cbs]
+                opt.step()
+                taken = t + 1
+                bar.update(1)
+                if any(stop):
+                    hist.stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            warnings.warn(f"fit interrupted at step {taken}; returning the history so far", stacklevel=2)
+            hist.stopped_early = True
+        finally:
+            bar.close()
+            if not hist.diverged:  # keep only the steps whose update was applied (as fit_many does)
+                del hist.loss[taken:], hist.lr[taken:]
     if not hist.diverged and (not hist.eval_steps or hist.eval_steps[-1] != taken):
         hist.record_eval(taken, evaluate(model, eval_ds, loss=loss_fn))
     hist.wall_time = time.perf_counter() - start

@@ -172,8 +172,39 @@ def two_adaptive_threads(monkeypatch):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     monkeypatch.setattr(threads, "_POLICY", threads.decide({}, cores=2, affinity=2, quota=None))
+    monkeypatch.setattr(threads, "busy_neighbours", lambda samples=3: 0)  # a quiet machine unless a test says
     yield
     torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("text, running", [("0.61 2.22 2.21 3/134 23948\n", 3), ("1.0 1.0 1.0 12/900 1", 12),
+                                           ("", None), ("0.1 0.2 0.3", None), ("a b c x/y 1", None)])
+def test_parse_loadavg(text, running):
+    assert threads.parse_loadavg(text) == running
+
+
+def test_busy_neighbours_counts_others_not_this_process(monkeypatch):
+    monkeypatch.setattr(threads, "_NEIGHBOURS", [])
+    monkeypatch.setattr(threads, "_own_running", lambda: 3)  # this process: 3 threads running
+    loads = iter(["0.0 0.0 0.0 5/100 1", "0.0 0.0 0.0 4/100 1", "0.0 0.0 0.0 6/100 1"])
+    monkeypatch.setattr(threads, "_read", lambda path: next(loads) if path.name == "loadavg" else None)
+    assert threads.busy_neighbours(samples=3) == 1  # the fewest others over the samples: a blip is not a neighbour
+    assert threads.busy_neighbours(samples=3) == 1  # cached: no further reads (the iterator is spent)
+    monkeypatch.setattr(threads, "_NEIGHBOURS", [])
+    monkeypatch.setattr(threads, "_read", lambda path: None)  # no /proc (macOS): unknown, not zero
+    assert threads.busy_neighbours() is None
+
+
+def test_a_busy_neighbour_takes_a_core_from_any_work(monkeypatch, two_adaptive_threads):
+    monkeypatch.setattr(threads, "barrier_cost", lambda n: 2e-6)  # the probe happened to see a cheap barrier
+    monkeypatch.setattr(threads, "busy_neighbours", lambda samples=3: 1)  # but one core is taken
+    assert threads.threads_for(1e7) == 1 and threads.threads_for(1e11) == 1  # long ops too: a barrier waits a slice
+    monkeypatch.setattr(threads, "_POLICY", threads.decide({}, cores=8, affinity=8))
+    assert threads.threads_for(1e11, 4) == 4  # 8 cores, 1 busy: 7 free, 4 threads fit
+    monkeypatch.setattr(threads, "busy_neighbours", lambda samples=3: 6)
+    assert threads.threads_for(1e11, 4) == 2  # 2 free cores left
+    monkeypatch.setattr(threads, "busy_neighbours", lambda samples=3: None)  # unknown: decide by size alone
+    assert threads.threads_for(1e11, 4) == 4
 
 
 def test_for_work_keeps_threads_when_the_barrier_is_cheap_and_drops_them_when_not(monkeypatch,

@@ -2,8 +2,9 @@
 
 ``M`` operators of one size ``n`` (the Hessians of ``M`` networks, say) are known through one batched product
 ``matvec(V, active) -> A_i v_i`` for the rows ``V (A, n)`` of the ``active`` members. Every step is one such
-product plus full re-orthogonalisation as two batched ``bmm`` (twice is enough, Kahan-Parlett) and one batched
-``eigh`` of the ``(A, m, m)`` tridiagonal matrices. A member whose ``k`` wanted Ritz pairs have Lanczos residual
+product plus full re-orthogonalisation as two batched ``bmm`` (a second pass only for the members whose new vector
+would otherwise lose semi-orthogonality: :func:`_reorthogonalise`) and one batched ``eigh`` of the ``(A, m, m)``
+tridiagonal matrices. A member whose ``k`` wanted Ritz pairs have Lanczos residual
 ``|beta_m s_m| <= tol * |theta|_max`` (the stop of :func:`labkit.linalg.top_eigenvalues`) is finished and dropped
 from the active set, so it costs no further products; a member whose product is NaN/inf reports NaN with
 ``converged=False`` and is dropped too, without touching the others (members never mix).
@@ -124,26 +125,45 @@ def lockstep_eigenvalues(
     return LockstepResult(values.to(dtype), residuals.to(dtype), converged, used, vecs, "; ".join(dict.fromkeys(notes)))
 
 
-# Bytes of Lanczos basis re-orthogonalised per block of members on a CPU: the four passes over a block's basis
-# then read it from memory once and from cache three times. Measured (2-core machine, loaded, float64, 460
-# members x 16 vectors of 1,315): one block of all 75-120 ms per step, blocks of 4-32 members (0.7-5 MiB) 60-80 ms.
+# Bytes of Lanczos basis re-orthogonalised per block of members on a CPU: a block's basis is then read from memory
+# once per pass and the second product of the pass finds it in cache. Measured (2-core machine, loaded, float64,
+# 460 members x 16 vectors of 1,315): one block of all 75-120 ms per step, blocks of 4-32 members (0.7-5 MiB) 60-80 ms.
 _REORTH_BLOCK_BYTES = 1 << 20
 
 
-def _reorthogonalise(Qj: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``w`` minus its projection on each member's basis ``Qj (R, j, n)``, twice (twice is enough, Kahan-Parlett):
-    full re-orthogonalisation, in cache-sized blocks of members on a CPU (all at once elsewhere)."""
+def _project_out(Qj: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One classical Gram-Schmidt pass per member: ``w - Qj^T (Qj w)`` and the coefficients ``Qj w (R, j)``, in
+    cache-sized blocks of members on a CPU (all at once elsewhere)."""
     R = w.shape[0]
     per = max(1, Qj.shape[1] * Qj.shape[2] * Qj.element_size())
     step = R if Qj.device.type != "cpu" else max(1, _REORTH_BLOCK_BYTES // per)
     if step >= R:
-        for _ in range(2):
-            w = w - torch.bmm(Qj.transpose(1, 2), torch.bmm(Qj, w.unsqueeze(2))).squeeze(2)
-        return w
-    out = torch.empty_like(w)
+        c = torch.bmm(Qj, w.unsqueeze(2))
+        return torch.baddbmm(w.unsqueeze(2), Qj.transpose(1, 2), c, alpha=-1).squeeze(2), c.squeeze(2)
+    out, coef = torch.empty_like(w), w.new_empty(R, Qj.shape[1])
     for lo in range(0, R, step):
-        out[lo: lo + step] = _reorthogonalise(Qj[lo: lo + step], w[lo: lo + step])
-    return out
+        out[lo: lo + step], coef[lo: lo + step] = _project_out(Qj[lo: lo + step], w[lo: lo + step])
+    return out, coef
+
+
+def _reorthogonalise(Qj: torch.Tensor, w: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``w`` orthogonalised against each member's basis ``Qj (R, j, n)``, ``q_j . w`` (the Lanczos alpha) and the
+    orthogonalised norms (the Lanczos beta).
+
+    Full re-orthogonalisation by classical Gram-Schmidt, with the second pass ("twice is enough", Kahan-Parlett)
+    only for the members that need it: one pass leaves components of size ``~eps |w| / |w'|`` along the basis, so
+    a member whose norm fell below ``eta |w|`` (``eta = sqrt(eps)``) is projected again. Every new vector is thus
+    orthogonal to its basis to ``sqrt(eps)`` at least, the semi-orthogonality under which the tridiagonal matrix's
+    Ritz values are accurate to working precision (Simon 1984); the usual case (a Lanczos residual well above
+    ``sqrt(eps)`` of the product) pays one pass instead of two."""
+    norm_in = w.norm(dim=1)
+    w, coef = _project_out(Qj, w)
+    b = w.norm(dim=1)
+    again = torch.nonzero(b < eta * norm_in).flatten()
+    if len(again):
+        w2, _ = _project_out(Qj.index_select(0, again), w.index_select(0, again))
+        w, b = w.index_copy(0, again, w2), b.index_copy(0, again, w2.norm(dim=1))
+    return w, coef[:, -1], b
 
 
 def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float, steps: int, drop: float,
@@ -153,6 +173,7 @@ def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float
     products at once, and the stored bases are compacted once a quarter of the rows has finished (a copy of the
     bases per finished member would cost more than the re-orthogonalisation it saves)."""
     n, dt, dev = q0.shape[0], q0.dtype, q0.device
+    eta = torch.finfo(dt).eps ** 0.5
     R = len(ids)
     rows_id = ids.clone()  # global index of each stored row
     live = torch.ones(R, dtype=torch.bool)
@@ -172,9 +193,7 @@ def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float
         if tuple(w_live.shape) != (len(L), n):
             raise ValueError(f"matvec returned shape {tuple(w_live.shape)} for input of shape {(len(L), n)}")
         w = w_live if every else q.new_zeros(q.shape).index_copy_(0, Ld, w_live)  # finished rows: zero
-        a = (w * q).sum(1)
-        w = _reorthogonalise(Q[:, : j + 1], w)
-        b = w.norm(dim=1)
+        w, a, b = _reorthogonalise(Q[:, : j + 1], w, eta)
         alpha[:, j], beta[:, j] = a.double().cpu(), b.double().cpu()
         al, be = alpha[L], beta[L]  # the live rows' tridiagonal matrices
         finite = torch.isfinite(al[:, j]) & torch.isfinite(be[:, j])

@@ -32,7 +32,7 @@ from labkit.data import as_dataset
 from labkit.train import History, fit
 from labkit.viz.live import LivePlot
 from labkit.widgets import controls as ctl
-from labkit.widgets.runner import RunContext, Runner
+from labkit.widgets.runner import RunContext, Runner, RunnerPanel
 
 __all__ = ["BatchSizeAdvisor", "batch_size_advisor"]
 
@@ -59,7 +59,7 @@ class _Advice(GradientInstruments):
         return {k: v for k, v in out.items() if math.isfinite(v) and v > 0}
 
 
-class BatchSizeAdvisor:
+class BatchSizeAdvisor(RunnerPanel):
     """The advisor panel (see the module docstring): controls, Run / Stop, a live figure, a summary line and Check.
 
     ``make_model(seed)`` builds the network, ``data`` is the training set. ``every`` and ``probe_batch`` set how
@@ -140,15 +140,6 @@ class BatchSizeAdvisor:
         self.records, self.history, self.model_ = advice.records, hist, model
         return hist
 
-    def run(self, wait: bool = False, timeout: float | None = None) -> History | None:
-        """Press Run from code; with ``wait``, block until done and return the History."""
-        self.runner.start()
-        if wait:
-            if not self.runner.wait(timeout):
-                raise TimeoutError(f"the run did not finish within {timeout} s")
-            return self.history
-        return None
-
     # ------------------------------------------------------------ the check
 
     def check(self, target: float | None = None, progress: bool = True) -> dict[str, Any]:
@@ -185,9 +176,6 @@ class BatchSizeAdvisor:
             f"target loss {c['target']:.3g}: predicted B_crit (B_noise at loss {c['at_loss']:.3g}) {c['predicted']:.3g}"
             f", measured by the sweep {c['measured']:.3g} (ratio {c['ratio']:.2g}; "
             f"{'within' if c['within_10x'] else 'outside'} McCandlish et al.'s order of magnitude)")
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return self.widget._repr_mimebundle_(include=include, exclude=exclude)
 
 
 def batch_size_advisor(make_model: Callable[[int], nn.Module], data: Any, **kwargs: Any) -> BatchSizeAdvisor:

@@ -38,7 +38,7 @@ from labkit.models import mlp
 from labkit.train import Callback, History, fit
 from labkit.viz.live import LivePlot
 from labkit.widgets import controls as ctl
-from labkit.widgets.runner import RunContext, Runner
+from labkit.widgets.runner import RunContext, Runner, RunnerPanel
 
 __all__ = ["TrainPanel", "train_panel"]
 
@@ -51,7 +51,7 @@ def load_split(name: str, n: int = 512, seed: int = 0, test_frac: float = 0.2) -
     return ds.split(1 - test_frac, seed=seed)
 
 
-class TrainPanel:
+class TrainPanel(RunnerPanel):
     """A live training panel (see :func:`train_panel`); ``history`` and ``model_`` hold the last run."""
 
     def __init__(
@@ -154,15 +154,6 @@ class TrainPanel:
 
     # ------------------------------------------------------------ driving it
 
-    def run(self, wait: bool = False, timeout: float | None = None) -> History | None:
-        """Press Run from code; with ``wait``, block until done and return the History (errors re-raised)."""
-        self.runner.start()
-        if wait:
-            if not self.runner.wait(timeout):
-                raise TimeoutError(f"the run did not finish within {timeout} s")
-            return self.history
-        return None
-
     def stop(self) -> None:
         """Press Stop from code and wait until the run has ended."""
         self.runner.stop(wait=True)
@@ -173,9 +164,6 @@ class TrainPanel:
             if name not in self.controls:
                 raise ValueError(f"no control {name!r}; controls: {sorted(self.controls)}")
             self.controls[name].value = v
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return self.widget._repr_mimebundle_(include=include, exclude=exclude)
 
 
 def train_panel(**kwargs: Any) -> TrainPanel:

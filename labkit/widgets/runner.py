@@ -48,7 +48,7 @@ import ipywidgets as widgets
 
 from labkit.history import Callback, StepInfo
 
-__all__ = ["RunContext", "Runner", "set_torch_threads"]
+__all__ = ["RunContext", "Runner", "RunnerPanel", "set_torch_threads"]
 
 
 class _StopCallback(Callback):
@@ -273,3 +273,26 @@ def set_torch_threads(threads: int) -> None:
                            "build the Runner in a notebook cell, not in a worker thread")
     if torch.get_num_threads() != threads:
         torch.set_num_threads(int(threads))
+
+
+class RunnerPanel:
+    """What every panel built around a :class:`Runner` shares: Run from code, and its display in a notebook.
+
+    A subclass sets ``runner`` and ``widget`` and keeps its last run's result in ``history``.
+    """
+
+    runner: Runner
+    widget: Any
+    history: Any
+
+    def run(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """Press Run from code; with ``wait``, block until done and return the History (errors re-raised)."""
+        self.runner.start()
+        if wait:
+            if not self.runner.wait(timeout):
+                raise TimeoutError(f"the run did not finish within {timeout} s")
+            return self.history
+        return None
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return self.widget._repr_mimebundle_(include=include, exclude=exclude)
