@@ -195,11 +195,13 @@ def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float
         w = w_live if every else q.new_zeros(q.shape).index_copy_(0, Ld, w_live)  # finished rows: zero
         w, a, b = _reorthogonalise(Q[:, : j + 1], w, eta)
         alpha[:, j], beta[:, j] = a.double().cpu(), b.double().cpu()
-        al, be = alpha[L], beta[L]  # the live rows' tridiagonal matrices
-        finite = torch.isfinite(al[:, j]) & torch.isfinite(be[:, j])
-        sc = torch.maximum(scale[L], torch.where(finite, al[:, j].abs() + be[:, j], scale[L]))
-        scale[L] = sc
         m = j + 1
+        # the live rows' tridiagonal matrices (only the m columns used: the arrays are sized for max_matvecs)
+        al, be = (alpha[:, :m], beta[:, :m]) if every else (alpha[L, :m], beta[L, :m])
+        finite = torch.isfinite(al[:, j]) & torch.isfinite(be[:, j])
+        sc_old = scale if every else scale[L]
+        sc = torch.maximum(sc_old, torch.where(finite, al[:, j].abs() + be[:, j], sc_old))
+        scale[L] = sc
         T = torch.diag_embed(al[:, :m]) + torch.diag_embed(be[:, : m - 1], 1) + torch.diag_embed(be[:, : m - 1], -1)
         T = torch.where(finite.view(-1, 1, 1), T, torch.zeros_like(T))
         theta, S = torch.linalg.eigh(T)  # ascending, per member
@@ -228,15 +230,17 @@ def _run(matvec: Matvec, ids: torch.Tensor, q0: torch.Tensor, k: int, tol: float
                 notes.append(f"some member(s) have rank below k={k}: the missing values are NaN")
             if vecs is not None:
                 rows = L[d].to(dev)
-                y = torch.bmm(Q.index_select(0, rows)[:, :m].transpose(1, 2), Stop[d].to(device=dev, dtype=dt))
+                y = torch.bmm(Q[:, :m].index_select(0, rows).transpose(1, 2), Stop[d].to(device=dev, dtype=dt))
                 y[~fin.to(dev)] = math.nan
                 vecs[g, :, :kk] = y
             live[L[d]] = False
             if not bool(live.any()):
                 return
             if 4 * int((~live).sum()) >= len(live):  # compact: drop the finished rows' bases
-                kd = live.to(dev)
-                Q, w, b = Q[kd], w[kd], b[kd]
+                kd = torch.nonzero(live).flatten().to(dev)
+                kept = Q.new_empty(len(kd), Q.shape[1], n)  # same capacity; only the m vectors in use are copied
+                torch.index_select(Q[:, :m], 0, kd, out=kept[:, :m])
+                Q, w, b = kept, w.index_select(0, kd), b.index_select(0, kd)
                 alpha, beta, scale, rows_id, live = alpha[live], beta[live], scale[live], rows_id[live], live[live]
         b = torch.where(live.to(dev), b, torch.ones_like(b))  # finished rows keep a harmless zero vector
         q = w / b.unsqueeze(1)

@@ -303,7 +303,10 @@ class _MLPHessian:
         return out
 
     def _product(self, V: torch.Tensor, r: slice) -> torch.Tensor:
-        """The product for members ``r`` of the held ones (rows of the kept forward and backward passes)."""
+        """The product for members ``r`` of the held ones (rows of the kept forward and backward passes). Biases
+        and ``weight_mult`` ride in the ``baddbmm`` calls and the backward's elementwise steps are in place: at
+        these sizes (tens of units, a cache-sized chunk of members) every pass over an activation costs as much
+        as a matmul."""
         v = self.spec.unflatten(V)
         VW = [v[la.names[0]] for la in self.layers]
         Rh: torch.Tensor | None = None
@@ -312,13 +315,14 @@ class _MLPHessian:
         for la, W, Vw, h, a1 in zip(self.layers, (w[r] for w in self.W), VW, (h[r] for h in self.h),
                                     (None if a is None else a[r] for a in self.d1)):
             Rhs.append(Rh)
-            z = torch.bmm(h, Vw.transpose(1, 2))
-            if Rh is not None:
-                z = z.baddbmm_(Rh, W.transpose(1, 2))
-            if la.weight_mult != 1.0:
-                z = z * la.weight_mult
+            wm = la.weight_mult
             if la.names[1]:
-                z = z.add_(v[la.names[1]].unsqueeze(1), alpha=la.bias_mult)
+                vb = v[la.names[1]].unsqueeze(1)
+                z = torch.baddbmm(vb if la.bias_mult == 1.0 else vb * la.bias_mult, h, Vw.transpose(1, 2), alpha=wm)
+            else:
+                z = torch.bmm(h, Vw.transpose(1, 2)) if wm == 1.0 else torch.bmm(h, Vw.transpose(1, 2)).mul_(wm)
+            if Rh is not None:
+                z = z.baddbmm_(Rh, W.transpose(1, 2), alpha=wm)
             Rz.append(z)
             Rh = z if a1 is None else z * a1
         out = Rz[-1]
@@ -326,23 +330,25 @@ class _MLPHessian:
             Rdz = out * (2.0 / self.n)
         else:
             p = self.prob[r]
-            Rdz = (p * out - p * (p * out).sum(-1, keepdim=True)) / self.n
+            po = p * out
+            Rdz = po.sub_(p * po.sum(-1, keepdim=True)).div_(self.n)
         res: dict[str, torch.Tensor] = {}
         for li in range(len(self.layers) - 1, -1, -1):
             la = self.layers[li]
+            wm = la.weight_mult
             gw = torch.bmm(Rdz.transpose(1, 2), self.h[li][r])
             if Rhs[li] is not None:
                 gw = gw.baddbmm_(self.dz[li][r].transpose(1, 2), Rhs[li])
-            res[la.names[0]] = gw * la.weight_mult if la.weight_mult != 1.0 else gw
+            res[la.names[0]] = gw.mul_(wm) if wm != 1.0 else gw
             if la.names[1]:
-                res[la.names[1]] = Rdz.sum(1) * la.bias_mult
+                res[la.names[1]] = Rdz.sum(1).mul_(la.bias_mult) if la.bias_mult != 1.0 else Rdz.sum(1)
             if li == 0:
                 break
             dh = torch.bmm(Rdz, self.W[li][r]).baddbmm_(self.dz[li][r], VW[li])
-            if la.weight_mult != 1.0:
-                dh = dh * la.weight_mult
+            if wm != 1.0:
+                dh = dh.mul_(wm)
             a1, c = self.d1[li - 1], self.c[li - 1]
-            Rdz = dh if a1 is None else dh * a1[r]
+            Rdz = dh if a1 is None else dh.mul_(a1[r])
             if c is not None:
                 Rdz = Rdz.addcmul_(c[r], Rz[li - 1])
         return self.spec.flatten(res)
