@@ -47,6 +47,7 @@ from labkit.losses import LOSSES, Loss
 from labkit.machine import MAX_MEMORY
 from labkit.models import ParamSpec
 from labkit.population.batched import chunk_members, dense_layers
+from labkit.population.fit import memory_estimate
 from labkit.risk import resolve_loss
 
 __all__ = ["ENGINES", "OPERATORS", "OUTPUTS", "KernelChange", "Members", "NoiseScales", "PopulationEigs",
@@ -591,23 +592,18 @@ def _undefined(members: Members, skip: Any) -> torch.Tensor:
     return bad | s
 
 
-def _forward_sizes(members: Members, x: torch.Tensor) -> tuple[int, int]:
-    """``(outputs, activations)`` of one member on the one example ``x (1, ...)``: forward hooks on the leaf
-    modules during a pass on the meta device (nothing is computed or allocated)."""
-    acts = [0]
+def _one_example(members: Members, x: torch.Tensor | None = None) -> torch.Tensor:
+    """One input ``(1, ...)`` of ``x`` (default: the members' inputs, per member or shared), on the meta device."""
+    if x is None:
+        x = members.x[0] if members.per_member else members.x
+    return x[:1].to("meta")
 
-    def count(module: nn.Module, args: tuple, out: Any) -> None:
-        if isinstance(out, torch.Tensor) and not list(module.children()):
-            acts[0] += out.numel()
 
-    handle = nn.modules.module.register_module_forward_hook(count)
-    try:
-        with torch.no_grad():
-            out = functional_call(members.base, {k: v[0].to("meta") for k, v in members.params.items()},
-                                  (x.to("meta"),))
-    finally:
-        handle.remove()
-    return out.reshape(1, -1).shape[1], max(acts[0], 1)
+def _out_dim(members: Members, x: torch.Tensor) -> int:
+    """The number of outputs of one member on the one example ``x`` (a pass on the meta device: nothing computed)."""
+    with torch.no_grad():
+        out = functional_call(members.base, {k: v[0].to("meta") for k, v in members.params.items()}, (x,))
+    return out.reshape(1, -1).shape[1]
 
 
 def _mib(b: float) -> str:
@@ -728,12 +724,14 @@ def noise_scales(members: Members, *, curvature: bool = False, max_memory: int =
                          "examples); give the members more data")
     P, item = members.numel, torch.finfo(members.dtype).bits // 8
     grads = 3 * n * P * item  # a member's per-example gradients, their vmap workspace and the centred copy
-    row, acts = 0, 0
-    if curvature:  # one Hessian-product row: its vector and product, and the forward/backward state of the batch
-        _, acts = _forward_sizes(members, members.x[0, :1] if members.per_member else members.x[:1])
-        row = (3 * P + 8 * n * acts) * item
+    row = 0
+    if curvature:  # one Hessian-product row holds about four times one member's training step on the batch
+        # (fit_many's estimate: parameters, gradient, activations forward and back; the product keeps act' and
+        # act'' of the forward pass, the backward pass, and pushes tangents through both)
+        step = memory_estimate(members.base, _one_example(members), n, [{"batch_size": None}], "sgd")
+        row = 4 * step["per_member"]
     if grads + row > max_memory:
-        fit = (max_memory // item - 3 * P) // (3 * P + 8 * acts)
+        fit = n * max_memory // (grads + row)  # both parts grow about linearly with the examples
         what = "per-example gradients and Hessian products" if curvature else "per-example gradients"
         raise ValueError(f"one member's {what} on {n} examples need {_mib(grads + row)}, more than max_memory="
                          f"{_mib(max_memory)}; about {max(fit, 0)} examples fit: use fewer examples or raise "
@@ -836,7 +834,7 @@ def ntk(members: Members, x: torch.Tensor | None = None, *, output: str = "trace
     xs = members.x if x is None else torch.as_tensor(x).to(members.device, members.dtype)
     dims = members._dims if x is None else None
     n = xs.shape[1] if dims == 0 else xs.shape[0]
-    o, _ = _forward_sizes(members, xs[0, :1] if dims == 0 else xs[:1])
+    o = _out_dim(members, _one_example(members, xs[0] if dims == 0 else xs))
     full, item, M = output == "full", torch.finfo(members.dtype).bits // 8, members.size
     each = n * n * (o * o if full else 1) * item  # one member's kernel
     work = 2 * n * o * members.numel * item  # one member's Jacobian and its workspace
