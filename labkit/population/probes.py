@@ -10,6 +10,13 @@ descent at a point is stable iff its top eigenvalue is below 2). :func:`top_eige
 :func:`labkit.linalg.lockstep.lockstep_eigenvalues` on them: one Krylov sequence per member, converged members drop
 out of the products, a diverged member (non-finite parameters or loss) reports NaN with ``converged=False``.
 
+The same for gradient noise and kernels: :func:`noise_scales` (``B_simple``, and ``B_noise`` through
+:meth:`Members.product` on stacked vectors) returns a :class:`PopulationNoise`; :func:`ntk` the traced or full
+empirical NTK of every member, :func:`kernel_change` and :func:`kernel_distance` how far it moved. The
+:func:`labkit.train.fit_many` trackers :class:`Sharpness`, :class:`NoiseScales` and :class:`KernelChange` measure a
+whole population every ``k`` steps into each member's ``History.tracked``. Every probe equals its single-model
+counterpart per member; an undefined value (a diverged member) is NaN, never a crash or a wrong neighbour.
+
 >>> import torch, labkit
 >>> ds = labkit.data.teacher_student(32, dim=3, teacher_width=4, seed=0).to(dtype=torch.float64)
 >>> nets = [labkit.models.mlp(3, [8], 1, seed=s).double() for s in range(3)]
@@ -22,8 +29,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +39,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
-from labkit import _checks
+from labkit import _checks, _deprecated, _io
 from labkit.data import as_dataset
 from labkit.history import Callback, History, StepInfo
 from labkit.linalg.lockstep import lockstep_eigenvalues
@@ -39,9 +47,11 @@ from labkit.losses import LOSSES, Loss
 from labkit.machine import MAX_MEMORY
 from labkit.models import ParamSpec
 from labkit.population.batched import chunk_members, dense_layers
+from labkit.population.fit import memory_estimate
 from labkit.risk import resolve_loss
 
-__all__ = ["ENGINES", "OPERATORS", "Members", "PopulationEigs", "Sharpness", "noise_scales", "ntk", "top_eigenvalues"]
+__all__ = ["ENGINES", "OPERATORS", "OUTPUTS", "KernelChange", "Members", "NoiseScales", "PopulationEigs",
+           "PopulationNoise", "Sharpness", "kernel_change", "kernel_distance", "noise_scales", "ntk", "top_eigenvalues"]
 
 #: The curvature operators a population has products of.
 OPERATORS = ("hessian", "ggn")
@@ -470,7 +480,76 @@ def top_eigenvalues(members: Members, k: int = 1, *, operator: str = "hessian", 
                           res.message, res.vectors)
 
 
-class Sharpness(Callback):
+# ---------------------------------------------------------------- trackers for fit_many
+
+
+class _PopulationTracker(Callback):
+    """A :func:`labkit.train.fit_many` callback that measures every member every ``every`` steps with one
+    population probe per measurement (not one tracker per member).
+
+    At steps ``0, k, 2k, ...`` (before that step's update, on the full training set, or ``data``) :meth:`measure`
+    returns ``{key: (M,)}``; members whose loss is non-finite at that step record NaN (their measurement is
+    undefined, and they cost nothing). At the end every member's ``History.tracked`` gets its values at the steps
+    it was alive for. ``steps[j]`` and ``records[j]`` are measurement ``j``; with members of several batch sizes
+    (several groups, trained one after another) they hold the last group's, each History its own.
+    """
+
+    #: The keys :meth:`series` reads (the first is its default).
+    KEYS: tuple[str, ...] = ()
+    #: The tracker to use for one network trained by ``labkit.train.fit``.
+    SINGLE = ""
+
+    def __init__(self, make_model: Any, every: int, data: Any, max_memory: int):
+        if not callable(make_model):
+            raise TypeError(f"make_model must be fit_many's make_model(seed) -> nn.Module, got {make_model!r}")
+        self.every = _checks.positive("every", every, integer=True)
+        self.max_memory = _checks.positive("max_memory", max_memory, integer=True)
+        self.make_model, self.data = make_model, data
+        self._base: nn.Module | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.steps: list[int] = []
+        self.records: list[dict[str, torch.Tensor]] = []
+
+    def measure(self, members: Members, info: StepInfo, dead: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{key: (M,)}`` for ``members`` at ``info.step``; ``dead (M,)`` marks members whose loss is non-finite."""
+        raise NotImplementedError
+
+    def on_start(self, info: StepInfo) -> None:
+        if info.params is None:
+            raise TypeError(f"{type(self).__name__} measures a fit_many population; for one network use "
+                            f"{self.SINGLE}")
+        self._reset()
+        with torch.random.fork_rng(devices=[]):  # make_model's draws leave the training seeds untouched
+            self._base = self.make_model(0)
+
+    def on_step(self, info: StepInfo) -> bool | None:
+        if info.step % self.every:
+            return None
+        members = Members(self._base, info.params, info.loss_fn, info.data if self.data is None else self.data)
+        dead = ~torch.isfinite(torch.as_tensor(info.loss)).cpu().reshape(-1)
+        values = self.measure(members, info, dead)
+        self.steps.append(info.step)
+        self.records.append({k: v.detach().to("cpu", torch.float64) for k, v in values.items()})
+        return None
+
+    def series(self, member: int, key: str | None = None) -> list[float]:
+        """Member ``member``'s ``key`` (default: the first of :attr:`KEYS`) at :attr:`steps`."""
+        keys = tuple(self.records[0]) if self.records else self.KEYS
+        key = self.KEYS[0] if key is None else _checks.choice("key", key, keys)
+        return [float(r[key][member]) for r in self.records]
+
+    def on_end(self, history: History | list[History]) -> None:
+        if not isinstance(history, list):
+            return
+        for i, h in enumerate(history):
+            for step, rec in zip(self.steps, self.records):
+                if step < h.steps or (step == h.steps and not h.diverged):
+                    h.track(step, {k: float(v[i]) for k, v in rec.items()})
+
+
+class Sharpness(_PopulationTracker):
     """The top Hessian eigenvalue of every member of a :func:`labkit.train.fit_many` population every ``every``
     steps: one lockstep Lanczos per measurement for the whole population (not one tracker per member).
 
@@ -481,124 +560,380 @@ class Sharpness(Callback):
     :class:`PopulationEigs` of measurement ``j`` at step ``steps[j]``.
     """
 
+    KEYS = ("sharpness", "lr_sharpness")
+    SINGLE = "labkit.edge.EdgeOfStability"
+
     def __init__(self, make_model: Any, every: int = 10, *, k: int = 1, operator: str = "hessian",
                  data: Any = None, tol: float = 1e-6, seed: int = 0, max_memory: int = MAX_MEMORY):
-        if not callable(make_model):
-            raise TypeError(f"make_model must be fit_many's make_model(seed) -> nn.Module, got {make_model!r}")
-        self.every = _checks.positive("every", every, integer=True)
-        self.make_model, self.k, self.data, self.tol, self.seed = make_model, k, data, tol, seed
+        super().__init__(make_model, every, data, max_memory)
+        self.k, self.tol, self.seed = k, tol, seed
         self.operator = _checks.choice("operator", operator, OPERATORS)
-        self.max_memory = max_memory
-        self.steps: list[int] = []
+
+    def _reset(self) -> None:
+        super()._reset()
         self.lrs: list[torch.Tensor] = []
         self.results: list[PopulationEigs] = []
-        self._base: nn.Module | None = None
 
-    def on_start(self, info: StepInfo) -> None:
-        if info.params is None:
-            raise TypeError("Sharpness measures a fit_many population; for one network use labkit.edge.EdgeOfStability")
-        with torch.random.fork_rng(devices=[]):
-            self._base = self.make_model(0)
-
-    def on_step(self, info: StepInfo) -> bool | None:
-        if info.step % self.every:
-            return None
-        members = Members(self._base, info.params, info.loss_fn, info.data if self.data is None else self.data)
-        alive = torch.isfinite(torch.as_tensor(info.loss)).cpu()
+    def measure(self, members: Members, info: StepInfo, dead: torch.Tensor) -> dict[str, torch.Tensor]:
         res = top_eigenvalues(members, self.k, operator=self.operator, tol=self.tol, seed=self.seed,
-                              max_memory=self.max_memory, skip=~alive)
-        self.steps.append(info.step)
-        self.lrs.append(torch.as_tensor(info.lr, dtype=torch.float64).cpu().reshape(-1))
+                              max_memory=self.max_memory, skip=dead)
+        lr = torch.as_tensor(info.lr, dtype=torch.float64).cpu().reshape(-1)
+        self.lrs.append(lr)
         self.results.append(res)
-        return None
-
-    def series(self, member: int) -> list[float]:
-        """Member ``member``'s sharpness at :attr:`steps`."""
-        return [float(r.top[member]) for r in self.results]
-
-    def on_end(self, history: History | list[History]) -> None:
-        if not isinstance(history, list):
-            return
-        for i, h in enumerate(history):
-            for step, lr, res in zip(self.steps, self.lrs, self.results):
-                if step < h.steps or (step == h.steps and not h.diverged):
-                    lam = float(res.top[i])
-                    h.track(step, {"sharpness": lam, "lr_sharpness": float(lr[i]) * lam})
+        top = res.top.to("cpu", torch.float64)
+        return {"sharpness": top, "lr_sharpness": lr * top}
 
 
-def noise_scales(members: Members, *, max_memory: int = MAX_MEMORY) -> dict[str, torch.Tensor]:
-    """Every member's simple noise scale ``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al. 2018), exactly.
+# ---------------------------------------------------------------- gradient noise
 
-    As :func:`labkit.batchsize.noise_scale` (``method="per_example"``) per member: ``|G|^2`` from the mean gradient
-    and ``tr(Sigma) = mean_i |g_i|^2 - |G|^2`` from per-example gradients, all members' per-example gradients one
-    ``vmap`` over members of a ``vmap`` over examples, in chunks of members that fit ``max_memory``. Returns
-    ``{"b_simple", "trace_cov", "grad_sq_norm"}``, each ``(M,)`` (``inf`` where ``|G| = 0``; NaN for a diverged
-    member).
+
+def _undefined(members: Members, skip: Any) -> torch.Tensor:
+    """``(M,)`` bool on the CPU: members whose measurement is undefined (diverged, or marked in ``skip``)."""
+    bad = members.diverged()
+    if skip is None:
+        return bad
+    s = torch.as_tensor(skip, dtype=torch.bool).cpu().reshape(-1)
+    if s.numel() != members.size:
+        raise ValueError(f"skip must have one entry per member, shape ({members.size},), got {tuple(s.shape)}")
+    return bad | s
+
+
+def _one_example(members: Members, x: torch.Tensor | None = None) -> torch.Tensor:
+    """One input ``(1, ...)`` of ``x`` (default: the members' inputs, per member or shared), on the meta device."""
+    if x is None:
+        x = members.x[0] if members.per_member else members.x
+    return x[:1].to("meta")
+
+
+def _out_dim(members: Members, x: torch.Tensor) -> int:
+    """The number of outputs of one member on the one example ``x`` (a pass on the meta device: nothing computed)."""
+    with torch.no_grad():
+        out = functional_call(members.base, {k: v[0].to("meta") for k, v in members.params.items()}, (x,))
+    return out.reshape(1, -1).shape[1]
+
+
+def _mib(b: float) -> str:
+    return f"{b / 2**20:.3g} MiB"
+
+
+def _json_list(t: torch.Tensor) -> list:
+    """A 1-D tensor as a JSON-valid list (non-finite numbers become None)."""
+    return [v if math.isfinite(v) else None for v in t.tolist()]
+
+
+@dataclass
+class PopulationNoise:
+    """Every member's noise scales (:func:`noise_scales`), indexed like the population's Histories: ``res[i]`` is
+    member ``i``'s ``{"b_simple", "trace_cov", "grad_sq_norm"}``, with ``"b_noise"``, ``"trace_h_cov"`` and
+    ``"grad_h_grad"`` when measured with ``curvature=True``.
+
+    Each field is ``(M,)`` float64: ``b_simple = trace_cov / grad_sq_norm`` (``tr(Sigma) / |G|^2``) and
+    ``b_noise = trace_h_cov / grad_h_grad`` (``tr(H Sigma) / (G^T H G)``); NaN where a member's value is undefined
+    (it diverged), ``inf`` where a denominator is 0. ``n``: examples per member. ``res["b_simple"]`` (the dict
+    :func:`noise_scales` returned before) still reads a field, with a DeprecationWarning.
+    """
+
+    b_simple: torch.Tensor
+    trace_cov: torch.Tensor
+    grad_sq_norm: torch.Tensor
+    b_noise: torch.Tensor | None = None
+    trace_h_cov: torch.Tensor | None = None
+    grad_h_grad: torch.Tensor | None = None
+    n: int = 0
+
+    def _columns(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "n" and getattr(self, f.name) is not None}
+
+    def __len__(self) -> int:
+        return len(self.b_simple)
+
+    def __getitem__(self, i: int | str) -> Any:
+        cols = self._columns()
+        if isinstance(i, str):  # noise_scales returned these columns as a dict until this release
+            if i not in cols:
+                raise KeyError(f"{i!r}: a PopulationNoise has {sorted(cols)}")
+            _deprecated.warn(f"noise_scales(...)[{i!r}]", f"noise_scales(...).{i} (a PopulationNoise)")
+            return cols[i]
+        return {k: float(v[i]) for k, v in cols.items()}
+
+    def __iter__(self) -> Iterator[dict[str, float]]:
+        return (self[i] for i in range(len(self)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists; valid JSON (NaN and inf become None)."""
+        return {**{k: _json_list(v) for k, v in self._columns().items()}, "n": self.n}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PopulationNoise:
+        cols = {k: torch.tensor([math.nan if v is None else v for v in d[k]], dtype=torch.float64)
+                for k in ("b_simple", "trace_cov", "grad_sq_norm", "b_noise", "trace_h_cov", "grad_h_grad") if k in d}
+        return cls(**cols, n=int(d.get("n", 0)))
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON (atomic; ``.json`` appended when missing)."""
+        return _io.write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> PopulationNoise:
+        """Read a file written by :meth:`save` (None comes back as NaN)."""
+        return cls.from_dict(_io.read_json(path))
+
+
+def _quadratic_forms(members: Members, idx: torch.Tensor, V: torch.Tensor, per_call: int) -> torch.Tensor:
+    """``v^T H_i v`` for every vector ``V[j, r]`` of member ``i = idx[j]`` (``idx`` ascending), ``V (c, R, P)``:
+    ``per_call`` vectors of every member in one :meth:`Members.product` call, that member's row repeated. The held
+    state is built over exactly these rows (repeats included) and kept for the next call; a short last block is
+    padded with zeros so that every call asks for the same rows."""
+    c, R, P = V.shape
+    r = min(per_call, R)
+    active = idx.repeat_interleave(r)
+    out = V.new_empty(c, R)
+    members._graph = None
+    try:
+        for lo in range(0, R, r):
+            block = V[:, lo:lo + r]
+            k = block.shape[1]
+            if k < r:
+                block = torch.cat([block, block.new_zeros(c, r - k, P)], 1)
+            HV = members.product(block.reshape(c * r, P), active).reshape(c, r, P)
+            out[:, lo:lo + k] = (block * HV).sum(2)[:, :k]
+    finally:
+        members._graph = None  # it holds every row's activations
+    return out
+
+
+def noise_scales(members: Members, *, curvature: bool = False, max_memory: int = MAX_MEMORY,
+                 skip: torch.Tensor | None = None) -> PopulationNoise:
+    """Every member's gradient noise scales on its data, exactly (McCandlish et al. 2018, "An Empirical Model of
+    Large-Batch Training"): ``B_simple = tr(Sigma) / |G|^2`` and, with ``curvature=True``,
+    ``B_noise = tr(H Sigma) / (G^T H G)``, the batch size beyond which a larger batch buys little, per member.
+
+    Per member as :func:`labkit.batchsize.noise_scale` (``method="per_example"``) and
+    :func:`labkit.batchsize.b_noise` (exact): the data are the distribution, ``Sigma = (1/n) sum_i (g_i - G)(g_i -
+    G)^T``, so ``tr(Sigma) = mean_i |g_i|^2 - |G|^2`` and ``tr(H Sigma) = mean_i (g_i - G)^T H (g_i - G)``. All
+    members' per-example gradients are one ``vmap`` over members of a ``vmap`` over examples; the ``n + 1`` Hessian
+    products per member (its centred gradients and ``G``) go through :meth:`Members.product` on stacked vectors,
+    as many per call as fit. Members run in chunks that fit ``max_memory``; when one member alone does not fit, the
+    call is refused before any work (the message says how many examples fit). Diverged members (non-finite
+    parameters or loss, or marked in ``skip (M,)``) are NaN, undefined, and cost nothing; a zero denominator gives
+    ``inf``. Returns a :class:`PopulationNoise` (``res["b_simple"]``, the dict of earlier releases, still reads).
     """
     if not isinstance(members, Members):
         raise TypeError(f"members must be a labkit.population.probes.Members, got {type(members).__name__}")
+    if not isinstance(curvature, bool):
+        raise TypeError(f"curvature must be True or False, got {curvature!r}")
     _checks.positive("max_memory", max_memory, integer=True)
     n = members.y.shape[1] if members.per_member else members.y.shape[0]
-    per = 3 * n * members.numel * torch.finfo(members.dtype).bits // 8
-    if per > max_memory:
-        raise ValueError(f"one member's per-example gradients need {per / 2**20:.3g} MiB, more than max_memory="
-                         f"{max_memory / 2**20:.3g} MiB; use fewer examples or raise max_memory (bytes)")
-    chunk = max(1, max_memory // per)
+    if n < 2:
+        raise ValueError(f"the noise scale of {n} example is undefined (the gradient covariance needs at least 2 "
+                         "examples); give the members more data")
+    P, item = members.numel, torch.finfo(members.dtype).bits // 8
+    grads = 3 * n * P * item  # a member's per-example gradients, their vmap workspace and the centred copy
+    row = 0
+    if curvature:  # one Hessian-product row holds about four times one member's training step on the batch
+        # (fit_many's estimate: parameters, gradient, activations forward and back; the product keeps act' and
+        # act'' of the forward pass, the backward pass, and pushes tangents through both)
+        step = memory_estimate(members.base, _one_example(members), n, [{"batch_size": None}], "sgd")
+        row = 4 * step["per_member"]
+    if grads + row > max_memory:
+        fit = n * max_memory // (grads + row)  # both parts grow about linearly with the examples
+        what = "per-example gradients and Hessian products" if curvature else "per-example gradients"
+        raise ValueError(f"one member's {what} on {n} examples need {_mib(grads + row)}, more than max_memory="
+                         f"{_mib(max_memory)}; about {max(fit, 0)} examples fit: use fewer examples or raise "
+                         "max_memory (bytes)")
+    alive = (~_undefined(members, skip)).nonzero().flatten()
+    chunk = max(1, min(len(alive), max_memory // (grads + row)))  # members at once, then products per member
+    per_call = max(1, (max_memory - chunk * grads) // (chunk * row)) if curvature else 0
 
     def example_loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self_loss.per_example(functional_call(members.base, p, (x.unsqueeze(0),)), y.unsqueeze(0))[0]
+        return members.loss.per_example(functional_call(members.base, p, (x.unsqueeze(0),)), y.unsqueeze(0))[0]
 
-    self_loss = members.loss
-    per_member = vmap(vmap(grad(example_loss), in_dims=(None, 0, 0)), in_dims=(0, members._dims, members._dims))
-    tr, g2 = [], []
-    with torch.no_grad():
-        for lo in range(0, members.size, chunk):
-            idx = torch.arange(lo, min(members.size, lo + chunk), device=members.device)
-            p = {k: v.index_select(0, idx) for k, v in members.params.items()}
-            x = members.x.index_select(0, idx) if members.per_member else members.x
-            y = members.y.index_select(0, idx) if members.per_member else members.y
-            g = members.spec.flatten(per_member(p, x, y))  # (chunk, N, P)
-            mean = g.mean(1)
-            sq = mean.square().sum(1)
-            g2.append(sq)
-            tr.append(g.square().sum(2).mean(1) - sq)
-    trace_cov, grad_sq = torch.cat(tr).double().cpu(), torch.cat(g2).double().cpu()
-    b = torch.where(grad_sq != 0, trace_cov / grad_sq, torch.full_like(grad_sq, float("inf")))
-    return {"b_simple": b, "trace_cov": trace_cov, "grad_sq_norm": grad_sq}
+    per_example = vmap(vmap(grad(example_loss), in_dims=(None, 0, 0)), in_dims=(0, members._dims, members._dims))
+    names = ("b_simple", "trace_cov", "grad_sq_norm") + (("b_noise", "trace_h_cov", "grad_h_grad") if curvature
+                                                         else ())
+    cols = {k: torch.full((members.size,), math.nan, dtype=torch.float64) for k in names}
+    for lo in range(0, len(alive), chunk):
+        rows = alive[lo:lo + chunk]
+        idx = rows.to(members.device)
+        p = {k: v.index_select(0, idx) for k, v in members.params.items()}
+        x = members.x.index_select(0, idx) if members.per_member else members.x
+        y = members.y.index_select(0, idx) if members.per_member else members.y
+        with torch.no_grad():
+            g = members.spec.flatten(per_example(p, x, y))  # (chunk, n, P)
+        mean = g.mean(1)
+        sq = mean.square().sum(1)
+        cols["grad_sq_norm"][rows] = sq.double().cpu()
+        cols["trace_cov"][rows] = (g.square().sum(2).mean(1) - sq).double().cpu()
+        if curvature:
+            vecs = torch.cat([g.sub_(mean.unsqueeze(1)), mean.unsqueeze(1)], 1)  # (chunk, n + 1, P)
+            del g
+            quad = _quadratic_forms(members, idx, vecs, per_call).double().cpu()
+            cols["trace_h_cov"][rows] = quad[:, :n].mean(1)
+            cols["grad_h_grad"][rows] = quad[:, n]
+    cols["b_simple"] = _ratio(cols["trace_cov"], cols["grad_sq_norm"])
+    if curvature:
+        cols["b_noise"] = _ratio(cols["trace_h_cov"], cols["grad_h_grad"])
+    return PopulationNoise(**cols, n=n)
 
 
-def ntk(members: Members, x: torch.Tensor | None = None, *, max_memory: int = MAX_MEMORY) -> torch.Tensor:
-    """Every member's empirical NTK, traced over outputs: ``(M, n, n)`` with ``K_m = sum_o J_m,o J_m,o^T`` on ``x``
-    (default: the members' own inputs), as :func:`labkit.ntk.empirical` (``output="trace"``) per member.
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den``, ``inf`` where ``den = 0`` (as :mod:`labkit.batchsize` has it), NaN stays NaN."""
+    return torch.where(den != 0, num / den, torch.full_like(den, math.inf))
 
-    The Jacobians of all members are one ``vmap`` over members of ``jacrev`` (chunks of members that fit
-    ``max_memory``), the kernels one batched contraction.
+
+class NoiseScales(_PopulationTracker):
+    """The noise scales of every member of a :func:`labkit.train.fit_many` population every ``every`` steps: one
+    :func:`noise_scales` call per measurement for the whole population (not one tracker per member).
+
+    At steps ``0, k, 2k, ...`` (before that step's update, on the full training set, or ``data``) it records per
+    member ``b_simple``, ``trace_cov`` and ``grad_sq_norm``, with ``curvature=True`` also ``b_noise``,
+    ``trace_h_cov`` and ``grad_h_grad``, into each member's ``History.tracked``; diverged members record NaN.
+    ``results[j]`` is the :class:`PopulationNoise` at step ``steps[j]``. The values are the exact ones at each
+    step; :class:`labkit.batchsize.NoiseScaleTracker` (one network) smooths the two parts with moving averages,
+    which the tracked parts allow here too.
+    """
+
+    KEYS = ("b_simple", "trace_cov", "grad_sq_norm", "b_noise", "trace_h_cov", "grad_h_grad")
+    SINGLE = "labkit.batchsize.NoiseScaleTracker"
+
+    def __init__(self, make_model: Any, every: int = 10, *, curvature: bool = False, data: Any = None,
+                 max_memory: int = MAX_MEMORY):
+        super().__init__(make_model, every, data, max_memory)
+        if not isinstance(curvature, bool):
+            raise TypeError(f"curvature must be True or False, got {curvature!r}")
+        self.curvature = curvature
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.results: list[PopulationNoise] = []
+
+    def measure(self, members: Members, info: StepInfo, dead: torch.Tensor) -> dict[str, torch.Tensor]:
+        res = noise_scales(members, curvature=self.curvature, max_memory=self.max_memory, skip=dead)
+        self.results.append(res)
+        return res._columns()
+
+
+# ---------------------------------------------------------------- kernels
+
+#: The kernels :func:`ntk` returns per member, as ``labkit.ntk.empirical``'s ``output``.
+OUTPUTS = ("trace", "full")
+
+
+def ntk(members: Members, x: torch.Tensor | None = None, *, output: str = "trace", max_memory: int = MAX_MEMORY,
+        skip: torch.Tensor | None = None) -> torch.Tensor:
+    """Every member's empirical NTK ``J_m(x) J_m(x)^T`` at once, as :func:`labkit.ntk.empirical` per member: the
+    kernel a network trains by in the lazy regime, for a whole population in one vectorised computation.
+
+    ``x``: inputs ``(n, ...)`` shared by all members (default: the members' own inputs, one batch per member when
+    they have their own). ``output="trace"`` sums over the outputs, ``(M, n, n)``; ``"full"`` keeps them,
+    ``(M, n, n, out, out)`` with ``[m, a, b, i, j] = J_m(x_a)_i . J_m(x_b)_j``. The Jacobians of all members are
+    one ``vmap`` over members of ``jacrev`` (chunks of members that fit ``max_memory``), the kernels one batched
+    matmul. ``max_memory`` bounds the result of all members plus one chunk's Jacobians; a request that does not fit
+    is refused before any work. Diverged members (non-finite parameters or loss, or marked in ``skip (M,)``) are
+    NaN, undefined, and cost nothing.
     """
     if not isinstance(members, Members):
         raise TypeError(f"members must be a labkit.population.probes.Members, got {type(members).__name__}")
+    _checks.choice("output", output, OUTPUTS)
     _checks.positive("max_memory", max_memory, integer=True)
     xs = members.x if x is None else torch.as_tensor(x).to(members.device, members.dtype)
     dims = members._dims if x is None else None
     n = xs.shape[1] if dims == 0 else xs.shape[0]
-    with torch.no_grad():
-        out_dim = functional_call(members.base.to("meta"), {k: v[0].to("meta") for k, v in members.params.items()},
-                                  (xs[0] if dims == 0 else xs[:1]).to("meta")).reshape(1, -1).shape[1]
-    per = 2 * n * out_dim * members.numel * torch.finfo(members.dtype).bits // 8 + 8 * n * n
-    if per > max_memory:
-        raise ValueError(f"one member's Jacobian needs {per / 2**20:.3g} MiB, more than max_memory="
-                         f"{max_memory / 2**20:.3g} MiB; use fewer inputs or raise max_memory (bytes)")
-    chunk = max(1, max_memory // per)
+    o = _out_dim(members, _one_example(members, xs[0] if dims == 0 else xs))
+    full, item, M = output == "full", torch.finfo(members.dtype).bits // 8, members.size
+    each = n * n * (o * o if full else 1) * item  # one member's kernel
+    work = 2 * n * o * members.numel * item  # one member's Jacobian and its workspace
+    if M * each + work > max_memory:
+        shape = f"({M}, {n}, {n}, {o}, {o})" if full else f"({M}, {n}, {n})"
+        how = "; use fewer inputs" + (f", output='trace' (a {o * o} times smaller result)" if full else "")
+        fit = (max_memory - work) // each
+        raise ValueError(f"the empirical NTK of {M} members needs about {_mib(M * each + work)} ({_mib(M * each)} for "
+                         f"the {shape} result, {_mib(work)} for one member's Jacobian), more than max_memory="
+                         f"{_mib(max_memory)}; about {max(fit, 0)} members fit{how}, or raise max_memory (bytes)")
+    chunk = max(1, (max_memory - M * each) // work)
 
     def jac(p: dict, xb: torch.Tensor) -> torch.Tensor:
         J = torch.func.jacrev(lambda q: functional_call(members.base, q, (xb,)))(p)  # {name: (n, out, *shape)}
         return torch.cat([J[k].reshape(n, -1, J[k][0, 0].numel()) for k in members.spec.names], 2)  # (n, out, P)
 
     jacobians = vmap(jac, in_dims=(0, dims))
-    parts = []
+    out = torch.full((M, n, n, o, o) if full else (M, n, n), math.nan, dtype=members.dtype, device=members.device)
+    alive = (~_undefined(members, skip)).nonzero().flatten().to(members.device)
     with torch.no_grad():
-        for lo in range(0, members.size, chunk):
-            idx = torch.arange(lo, min(members.size, lo + chunk), device=members.device)
+        for lo in range(0, len(alive), chunk):
+            idx = alive[lo:lo + chunk]
             p = {k: v.index_select(0, idx) for k, v in members.params.items()}
             J = jacobians(p, xs.index_select(0, idx) if dims == 0 else xs)  # (c, n, out, P)
-            parts.append(torch.einsum("cnop,cmop->cnm", J, J))
-    return torch.cat(parts)
+            c = len(idx)
+            if full:  # (c, n out, P) @ (c, P, n out) -> (c, n, out, n, out) -> (c, n, n, out, out)
+                Jf = J.reshape(c, n * o, -1)
+                out[idx] = torch.bmm(Jf, Jf.transpose(1, 2)).view(c, n, o, n, o).permute(0, 1, 3, 2, 4)
+            else:  # the sum over outputs folds into the contraction
+                Jt = J.reshape(c, n, -1)
+                out[idx] = torch.bmm(Jt, Jt.transpose(1, 2))
+    return out
+
+
+def _kernel_pair(K: Any, K0: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    for name, k in (("K", K), ("K0", K0)):
+        if not isinstance(k, torch.Tensor) or k.ndim < 2:
+            raise TypeError(f"{name} must be a tensor of per-member kernels (M, n, n, ...), got "
+                            f"{getattr(k, 'shape', type(k).__name__)}")
+    if K.shape != K0.shape:
+        raise ValueError(f"K and K0 must have the same shape, got {tuple(K.shape)} and {tuple(K0.shape)}")
+    return K.flatten(1), K0.flatten(1).to(K.dtype)
+
+
+def kernel_change(K: torch.Tensor, K0: torch.Tensor) -> torch.Tensor:
+    """Each member's relative kernel change ``|K_m - K0_m|_F / |K0_m|_F``, ``(M,)``, for kernels ``(M, ...)`` as
+    :func:`ntk` returns them: how far training moved the kernel, scale included (small: lazy training;
+    :mod:`labkit.population.regime`'s measure, per member :func:`labkit.ntk.relative_change`). NaN where
+    ``K0_m = 0`` or either kernel is undefined."""
+    a, b = _kernel_pair(K, K0)
+    base = b.norm(dim=1)
+    return torch.where(base > 0, (a - b).norm(dim=1) / base, torch.full_like(base, math.nan))
+
+
+def kernel_distance(K: torch.Tensor, K0: torch.Tensor) -> torch.Tensor:
+    """Each member's ``1 - <K_m, K0_m>_F / (|K_m|_F |K0_m|_F)``, ``(M,)``: 0 for kernels equal up to scale, so it
+    measures how the kernel turned, not how it grew (Fort et al. 2020; per member :func:`labkit.ntk.kernel_distance`).
+    NaN where either kernel is all zero or undefined."""
+    a, b = _kernel_pair(K, K0)
+    denom = a.norm(dim=1) * b.norm(dim=1)
+    return torch.where(denom > 0, 1 - (a * b).sum(1) / denom, torch.full_like(denom, math.nan))
+
+
+class KernelChange(_PopulationTracker):
+    """How far every member's empirical NTK has moved from its value at step 0, every ``every`` steps, for a
+    :func:`labkit.train.fit_many` population: one :func:`ntk` call per measurement for all members.
+
+    Records per member ``kernel_change`` (:func:`kernel_change`, the lazy / feature-learning measure of
+    :mod:`labkit.population.regime`) and ``kernel_distance`` (:func:`kernel_distance`) into each member's
+    ``History.tracked``, as :class:`labkit.ntk.KernelTracker` does for one network. The kernel is on ``x`` (default:
+    the training inputs, or ``data``'s), ``output`` as :func:`ntk`'s; ``initial`` and ``final`` are the kernels of
+    the first and the latest measurement. Members that have diverged record NaN.
+    """
+
+    KEYS = ("kernel_change", "kernel_distance")
+    SINGLE = "labkit.ntk.KernelTracker"
+
+    def __init__(self, make_model: Any, every: int = 10, *, x: torch.Tensor | None = None, output: str = "trace",
+                 data: Any = None, max_memory: int = MAX_MEMORY):
+        super().__init__(make_model, every, data, max_memory)
+        self.output = _checks.choice("output", output, OUTPUTS)
+        if x is not None and (not isinstance(x, torch.Tensor) or x.ndim < 2):
+            raise ValueError(f"x must be a tensor of inputs (n, features...), got {getattr(x, 'shape', x)!r}")
+        self.x = x
+
+    def _reset(self) -> None:
+        super()._reset()
+        self.initial: torch.Tensor | None = None
+        self.final: torch.Tensor | None = None
+
+    def measure(self, members: Members, info: StepInfo, dead: torch.Tensor) -> dict[str, torch.Tensor]:
+        K = ntk(members, self.x, output=self.output, max_memory=self.max_memory, skip=dead)
+        if self.initial is None:
+            self.initial = K
+        self.final = K
+        return {"kernel_change": kernel_change(K, self.initial), "kernel_distance": kernel_distance(K, self.initial)}
