@@ -156,7 +156,7 @@ def regime_maps(make_model: Callable[[int, int], nn.Module], data: Any, widths: 
         base = make(seeds[0])
         k0 = probes.ntk(probes.Members(base, ends.first, loss, data))
         k1 = probes.ntk(probes.Members(base, ends.last, loss, data))
-        change = ((k1 - k0).flatten(1).norm(dim=1) / k0.flatten(1).norm(dim=1)).tolist()
+        change = probes.kernel_change(k1, k0).tolist()
         lam0 = sharp.results[0].top.tolist()
         for i in range(len(seeds)):
             row_l, row_n = [], []
