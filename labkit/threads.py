@@ -16,9 +16,10 @@ scheduler deschedules one of torch's threads for a whole time slice, and the oth
 every barrier: ``fit_many`` of 64 small MLPs went from 0.42 s to 2-45 s on 2 cores. One thread never waits
 at a barrier but is 1.7x slower when the machine is idle. So the hot paths (``fit_many``, the fractal scan,
 grokking, the empirical NTK, per-example norms, Hessian eigenvalues) run under ``with for_work(flops)``,
-which keeps torch's threads when one parallel region's work (``flops`` per op, computed from the problem's
-size) is large against the barrier cost **measured now** (:func:`barrier_cost`, a few microseconds idle,
-milliseconds beside a busy process), and drops to one thread otherwise. The numbers behind this choice are in
+which first leaves the cores that busy neighbours hold right now (:func:`busy_neighbours`: runnable tasks that
+are not this process's), then keeps torch's threads when one parallel region's work (``flops`` per op,
+computed from the problem's size) is large against the barrier cost **measured now** (:func:`barrier_cost`, a
+few microseconds idle, milliseconds beside a busy process), and drops to one thread otherwise. The numbers behind this choice are in
 ``docs/performance.md`` and ``benchmarks/bench_shared.py``.
 
 This module sits beside :mod:`labkit.machine`, below the core: it imports nothing of labkit, and torch only
