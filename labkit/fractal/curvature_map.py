@@ -1,4 +1,4 @@
-"""The curvature map: per cell of a trainability scan, the preconditioned sharpness at initialisation.
+"""The curvature map: per cell of a trainability scan, the preconditioned sharpness at initialisation or later.
 
 With one learning rate per layer, gradient descent's step is ``theta <- theta - D grad L`` (``D`` the per-parameter
 learning rates), so near a point it is stable iff the top eigenvalue of ``D^(1/2) H D^(1/2)`` is below 2 (the
@@ -10,6 +10,12 @@ on ``("offset", "lr")`` axes ``H`` depends on the offset only and ``D = lr I``, 
 ``lr x lambda_max(H(offset))`` with one dense eigenvalue per column. Reading the map beside the scan: below 2 the
 linear model says the first steps contract; between 2 and the catapult limit (about 4 for the squared loss,
 Lewkowycz et al. 2020) a network can still converge after a catapult; far above it diverges.
+
+``sharpness_map(..., step=t)`` measures the same number after ``t`` steps of the scan's own dynamics (gradient
+descent with the cell's per-layer learning rates on the scan's loss, mini-batches included): every cell then
+has its own parameters and Hessian, so each chunk of cells is trained as one vectorised computation
+(``vmap`` of the loss's gradient over the cells) and its Lanczos runs on per-cell Hessian-vector products
+(``vmap`` of forward-over-reverse). A cell whose loss is no longer finite by step ``t`` is NaN: undefined.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from labkit.linalg.lockstep import bytes_per_member, lockstep_eigenvalues
 from labkit.machine import MAX_MEMORY
 
 __all__ = ["CATAPULT", "STABLE", "band_check", "block_sharpness", "boundary_cells", "estimate_memory", "hessian",
-           "loss_function", "sharpness_map"]
+           "loss_function", "sharpness_map", "trained_parameters"]
 
 #: Gradient descent on a quadratic is stable iff the preconditioned sharpness is below this.
 STABLE = 2.0
@@ -92,15 +98,84 @@ def _cells(exp: Experiment, H: torch.Tensor, lr_in: np.ndarray, lr_out: np.ndarr
     return res.values[:, 0].double().numpy()
 
 
-def _tile(exp: Experiment, xs: np.ndarray, ys: np.ndarray, lo: int, hi: int, size: int, tol: float) -> np.ndarray:
-    """Cells ``lo..hi`` (row-major) of an ``("lr_in", "lr_out")`` map in chunks of ``size`` (a task for a worker)."""
-    H = hessian(exp)
+def _tile(exp: Experiment, xs: np.ndarray, ys: np.ndarray, lo: int, hi: int, size: int, tol: float,
+          axes: tuple[str, str] = ("lr_in", "lr_out"), step: int = 0) -> np.ndarray:
+    """Cells ``lo..hi`` (row-major) of a map in chunks of ``size`` (a task for a worker): at initialisation on
+    ``("lr_in", "lr_out")`` axes one shared Hessian; after ``step`` steps (any axes) per-cell Hessians."""
     out = np.empty(hi - lo)
+    H = hessian(exp) if not step else None
     with torch.no_grad():
         for a in range(lo, hi, size):
             k = np.arange(a, min(hi, a + size))
-            out[a - lo: k[-1] + 1 - lo] = _cells(exp, H, xs[k % len(xs)], ys[k // len(xs)], tol)
+            x, y = xs[k % len(xs)], ys[k // len(xs)]
+            if step:
+                lr_in, lr_out, offset = (x, y, None) if axes[0] != "offset" else (y, y, x)
+                out[a - lo: k[-1] + 1 - lo] = _trained_cells(exp, lr_in, lr_out, offset, step, tol)
+            else:
+                out[a - lo: k[-1] + 1 - lo] = _cells(exp, H, x, y, tol)
     return out
+
+
+_TRAINED_CHUNK = 256  # cells per chunk after training: each holds its own parameters and Lanczos basis
+
+
+def _batch_loss(exp: Experiment) -> Any:
+    """``L(theta, idx)``: :func:`loss_function` on the points ``idx`` (the scan's mini-batch of a step)."""
+    x, y = exp.data()
+    d, h, g = exp.input_dim, exp.width, exp.gain
+    act = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}[exp.nonlinearity]
+    x, y = x.to(exp.torch_dtype), y.to(exp.torch_dtype)
+
+    def loss(theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        w0, w1 = theta[: d * h].view(d, h), theta[d * h:].view(h, 1)
+        xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        return ((act(g * (xb @ w0) / math.sqrt(d)) @ w1 / h - yb).square().mean())
+
+    return loss
+
+
+def trained_parameters(exp: Experiment, lr_in: Any, lr_out: Any, offset: Any = None, *, step: int) -> torch.Tensor:
+    """``(C, P)``: the parameters of ``C`` cells after ``step`` steps of the scan's dynamics (gradient descent
+    with per-layer learning rates ``lr_in``, ``lr_out`` on the scan's loss or its mini-batches, from the shared
+    initialisation plus ``offset`` on every input-layer weight), all cells in one vectorised computation.
+    Rows of cells whose parameters stopped being finite are NaN."""
+    from torch.func import grad, vmap
+
+    dt, dh = exp.torch_dtype, exp.input_dim * exp.width
+    lr_in, lr_out = (torch.as_tensor(np.asarray(v, dtype=float), dtype=dt).reshape(-1) for v in (lr_in, lr_out))
+    C = len(lr_in)
+    theta = _theta0(exp).expand(C, -1).clone()
+    if offset is not None:
+        theta[:, :dh] += torch.as_tensor(np.asarray(offset, dtype=float), dtype=dt).reshape(-1, 1)
+    D = torch.empty_like(theta)
+    D[:, :dh], D[:, dh:] = lr_in.unsqueeze(1), lr_out.unsqueeze(1)
+    idx = exp.batch_indices()
+    full = torch.arange(exp.points)
+    g = vmap(grad(_batch_loss(exp)), in_dims=(0, None))
+    with torch.no_grad():
+        for t in range(int(step)):
+            theta -= D * g(theta, full if idx is None else idx[t])
+    bad = ~torch.isfinite(theta).all(1)
+    theta[bad] = math.nan
+    return theta
+
+
+def _trained_cells(exp: Experiment, lr_in: np.ndarray, lr_out: np.ndarray, offset: np.ndarray | None, step: int,
+                   tol: float) -> np.ndarray:
+    """The preconditioned top eigenvalue of cells after ``step`` steps: lockstep Lanczos on per-cell products."""
+    from torch.func import grad, jvp, vmap
+
+    theta = trained_parameters(exp, lr_in, lr_out, offset, step=step)
+    dt, (C, P), dh = theta.dtype, theta.shape, exp.input_dim * exp.width
+    s = torch.empty(C, P, dtype=dt)
+    s[:, :dh] = torch.as_tensor(np.asarray(lr_in, dtype=float), dtype=dt).sqrt().unsqueeze(1)
+    s[:, dh:] = torch.as_tensor(np.asarray(lr_out, dtype=float), dtype=dt).sqrt().unsqueeze(1)
+    loss = loss_function(exp)
+    hvp = vmap(lambda th, v: jvp(grad(loss), (th,), (v,))[1])
+    dead = ~torch.isfinite(theta).all(1)
+    res = lockstep_eigenvalues(lambda V, a: hvp(theta[a], V * s[a]) * s[a], P, C, tol=tol, dtype=dt,
+                               max_memory=2**62, skip=dead)
+    return res.values[:, 0].double().numpy()
 
 
 def sharpness_map(
@@ -117,8 +192,10 @@ def sharpness_map(
     executor: Any = None,
     tile_size: int | None = None,
     progress: bool = True,
+    step: int = 0,
 ) -> np.ndarray:
-    """``(ny, nx)``: per cell, the top eigenvalue of ``D^(1/2) H D^(1/2)`` at initialisation (stable iff < 2).
+    """``(ny, nx)``: per cell, the top eigenvalue of ``D^(1/2) H D^(1/2)`` at initialisation (stable iff < 2), or
+    after ``step`` steps of the scan's dynamics (NaN for a cell whose loss is not finite by then).
 
     The window arguments are :func:`labkit.fractal.scan`'s (same cells, same order). ``max_memory`` bounds the map,
     the Hessian and the Lanczos bases of a chunk; a map that does not fit is refused before any work. ``chunk_size``
@@ -128,6 +205,10 @@ def sharpness_map(
     exp, axes, _, _, _, xs, ys = window(experiment, x_range, y_range, resolution, axes, log)
     nx, ny = len(xs), len(ys)
     _checks.positive("max_memory", max_memory, integer=True)
+    _checks.in_range("step", step, 0, exp.steps - 1)
+    if step and axes[0] == "offset" and exp.offset_every_step:
+        raise ValueError("step > 0 is not supported with offset_every_step=True (the offset then changes the "
+                         "dynamics at every step); use offset_every_step=False or step=0")
     need = estimate_memory(exp, (nx, ny))
     if need["total"] > max_memory:
         raise ValueError(
@@ -137,7 +218,9 @@ def sharpness_map(
             "max_memory (bytes)")
     size = max(1, min(_CHUNK if chunk_size is None else _checks.positive("chunk_size", chunk_size, integer=True),
                       (max_memory - need["result"]) // need["per_cell"]))
-    if axes == ("offset", "lr"):
+    if step:
+        size = max(1, min(size, _TRAINED_CHUNK))
+    if axes == ("offset", "lr") and not step:
         lam = np.array([float(torch.linalg.eigvalsh(hessian(exp, float(o)))[-1]) for o in xs])
         return ys[:, None] * lam[None, :]
     cells = nx * ny
@@ -147,7 +230,7 @@ def sharpness_map(
     bar = tqdm(total=cells, desc=f"sharpness {exp.name}", unit="net", delay=2, disable=not progress)
     try:
         if executor is None:
-            flat[:] = _tile(exp, xs, ys, 0, cells, size, tol)
+            flat[:] = _tile(exp, xs, ys, 0, cells, size, tol, axes, step)
             bar.update(cells)
         else:
             from labkit import parallel
@@ -156,7 +239,7 @@ def sharpness_map(
                 tile_size = -(-cells // (4 * parallel.n_workers(executor)))
             tile_size = -(-_checks.positive("tile_size", tile_size, integer=True) // size) * size  # whole chunks
             bounds = [*range(0, cells, tile_size), cells]
-            args = [(exp, xs, ys, lo, hi, size, tol) for lo, hi in itertools.pairwise(bounds)]
+            args = [(exp, xs, ys, lo, hi, size, tol, axes, step) for lo, hi in itertools.pairwise(bounds)]
             for i, part in parallel.submit(_tile, args, name="sharpness-tile", executor=executor):
                 flat[bounds[i]: bounds[i + 1]] = part
                 bar.update(bounds[i + 1] - bounds[i])
