@@ -52,17 +52,21 @@ class Spread:
     def summary(self) -> str:
         """One line: ``"<claim>: 4/5 seeds hold (slope -0.51..-0.28; fails on seed 2); control fails 5/5 (...)"``."""
         n = len(self.seeds)
-        line = f"{self.claim}: {self.n_hold}/{n} seeds hold ({_range(self.values, self.what)}"
         failed = [s for s, h in zip(self.seeds, self.holds) if not h]
-        line += f"; fails on seed{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))})" if failed else ")"
+        line = f"{self.claim}: {self.n_hold}/{n} seeds hold ({_range(self.values, self.what)}{_on('fails', failed)})"
         if self.control_holds:
-            line += f"; control fails {self.n_control_fails}/{n} ({_range(self.control_values, self.what)}"
             passed = [s for s, h in zip(self.seeds, self.control_holds) if h]
-            line += f"; passes on seed{'s' if len(passed) > 1 else ''} {', '.join(map(str, passed))})" if passed else ")"
+            line += (f"; control fails {self.n_control_fails}/{n} ({_range(self.control_values, self.what)}"
+                     f"{_on('passes', passed)})")
         return line
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def _on(verb: str, seeds: list[int]) -> str:
+    """``"; fails on seeds 4, 7"`` (empty when no seed)."""
+    return f"; {verb} on seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else ""
 
 
 def _range(values: Sequence[float], what: str) -> str:

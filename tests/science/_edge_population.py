@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 import labkit
 from labkit.lessons import edge as lesson
@@ -56,3 +57,45 @@ def catapult(factors: Sequence[float], seeds: Sequence[int] = SEEDS, *, steps: i
         median = float(np.median(s[inside] * lr / 2)) if inside.any() and not h.diverged else float("nan")
         out[f, seeds[i]] = {"lr": lr, "spike": spike, "ratio": median, "holds": bool(spike and abs(median - 1) <= 0.1)}
     return out
+
+
+def _trained(seeds: Sequence[int], steps: int, **kw) -> tuple[list, dict]:
+    """fit_many over ``seeds`` for ``steps`` updates: the Histories and the stacked parameters after them."""
+    at: dict = {}
+
+    def keep(info):  # before update ``steps`` (the extra one, never counted) = after ``steps`` updates
+        if info.step == steps:
+            at.update({k: v.detach().clone() for k, v in info.params.items()})
+
+    hists = labkit.train.fit_many(kw.pop("make", make), lesson.demo_data(), hparams={"seed": list(seeds), **kw},
+                                  loss="mse", steps=steps + 1, callbacks=[keep], progress=False)
+    return hists, at
+
+
+def _sharpness(params: dict) -> np.ndarray:
+    members = probes.Members(make(0), params, "mse", lesson.demo_data())
+    return probes.top_eigenvalues(members).top.numpy()  # tol 1e-6, as labkit.hessian.top_eigenvalues
+
+
+def sgd_leaves_sharp_region(factors: Sequence[float], seeds: Sequence[int] = SEEDS, *, batch_size: int = 16,
+                            gd_steps: int = 600, sgd_steps: int = 300) -> dict[tuple[float, int], dict]:
+    """:func:`labkit.lessons.edge.sgd_leaves_sharp_region` ``(factor, seed=seed)`` for every factor x seed: full-batch
+    GD at lr 0.03 for every seed (one population) to sharpness ``S0``, then SGD (``batch_size``) at ``factor x
+    2/S0`` for every (factor, seed) (one population) to ``S1``; ``holds``: ``S1 < 0.9 S0``."""
+    _, gd = _trained(seeds, gd_steps, lr=0.03)
+    s0 = _sharpness(gd)
+
+    def start(seed: int):  # the GD-trained network of ``seed``
+        net, i = make(seed), list(seeds).index(seed)
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                p.copy_(gd[name][i])
+        return net
+
+    pairs = [(f, i) for f in factors for i in range(len(seeds))]
+    lrs = [f * 2 / s0[i] for f, i in pairs]
+    hists, sgd = _trained([seeds[i] for _, i in pairs], sgd_steps, make=start, lr=lrs, batch_size=batch_size)
+    s1 = _sharpness(sgd)
+    return {(f, seeds[i]): {"lr": lr, "S0": float(s0[i]), "S1": float("nan") if h.diverged else float(s1[m]),
+                            "diverged": bool(h.diverged), "holds": bool(not h.diverged and s1[m] < 0.9 * s0[i])}
+            for m, ((f, i), lr, h) in enumerate(zip(pairs, lrs, hists))}
