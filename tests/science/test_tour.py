@@ -20,13 +20,17 @@ def test_panel_lr_5_blows_up_and_lr_01_trains():
     assert not control.diverged and control.final_loss < 0.5 * control.loss[0]
 
 
-def test_fit_many_large_lr_diverges_small_lr_does_not():
+def test_fit_many_large_lr_diverges_small_lr_does_not(record_spread):
     ds = labkit.data.two_moons(n=128, seed=0)
-    lrs = [0.03, 300.0]
+    seeds = edge_population.SEEDS  # seed 0 is the pre-registered network; 1-4 give the spread, in the same population
     hists = labkit.train.fit_many(lambda seed: labkit.models.mlp(2, [32], 2, seed=seed), ds,
-                                  hparams={"lr": lrs, "seed": [0, 0]}, steps=40, progress=False)
-    assert hists[1].diverged  # claim
-    assert not hists[0].diverged  # control: the same check fails at a small learning rate
+                                  hparams={"lr": [0.03] * len(seeds) + [300.0] * len(seeds), "seed": list(seeds) * 2},
+                                  steps=40, progress=False)
+    small, large = hists[: len(seeds)], hists[len(seeds):]
+    assert large[seeds.index(0)].diverged  # claim
+    assert not small[seeds.index(0)].diverged  # control: the same check fails at a small learning rate
+    record_spread(spread("lr 300 diverges (40 steps)", large, lambda h: h.diverged, control=small,
+                         number=lambda h: h.final_loss, seeds=seeds, what="final loss"))
 
 
 def test_sgd_cannot_stay_where_the_sharpness_exceeds_2_over_lr(record_spread):
