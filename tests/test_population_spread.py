@@ -74,8 +74,8 @@ def test_the_terminal_summary_lists_recorded_spreads_and_writes_no_file(tmp_path
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": path}
 
     def run(*select):
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest", "-c", os.devnull,
-               "--rootdir", str(tmp_path), *select]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "conftest",
+               "-c", os.devnull, "--rootdir", str(tmp_path), *select]
         return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
 
     out = run("test_planted.py")
