@@ -18,11 +18,14 @@ def test_catapult_cells_spike_and_settle_stable_cells_do_not(seed, record_spread
     the same map fails, because there the linearised dynamics contracts in every direction, so there is nothing to
     grow: their peak is their initial loss.
 
-    One population per width trains initialisation seeds 0-4 on the data set ``seed``; the claim is asserted on the
-    pre-registered initialisation seed ``seed`` (as ``regime.catapult(seed=seed)``), the other seeds give the spread.
+    On data seed 0 one population per width trains initialisation seeds 0-4; the claim is asserted on the
+    pre-registered initialisation seed 0 (as ``regime.catapult(seed=0)``), the other seeds give the spread, asserted
+    as docs/teaching.md documents it. Data seed 3 trains its one pre-registered network per cell (a population of 5
+    seeds costs about 4x the map's wall time here: the width-1024 members are compute, not overhead).
     """
-    maps = regime.catapult_seeds((64, 1024), (0.5, 1.5, 5.0, 6.0, 9.0), seeds=SEEDS, steps=100, data_seed=seed)
-    r = maps[SEEDS.index(seed)]
+    seeds = SEEDS if seed == 0 else (seed,)
+    maps = regime.catapult_seeds((64, 1024), (0.5, 1.5, 5.0, 6.0, 9.0), seeds=seeds, steps=100, data_seed=seed)
+    r = maps[seeds.index(seed)]
     claim, control = r["claim"], r["control"]
     assert claim["cells"] >= 2 and claim["holds"], claim
     assert control["cells"] >= 2 and not control["holds"], control
@@ -30,7 +33,9 @@ def test_catapult_cells_spike_and_settle_stable_cells_do_not(seed, record_spread
     # the map labels the spiking cells catapult and the cells beyond the band's far end divergent
     assert "catapult" in r["map"].labels[1] and r["map"].labels[1][-1] == "divergent"
 
-    record_spread(spread(f"catapult band spikes (data seed {seed}, init seeds 0-4)", [m["claim"] for m in maps],
+    if seed != 0:
+        return
+    record_spread(spread("catapult band spikes (data seed 0, init seeds 0-4)", [m["claim"] for m in maps],
                          lambda c: c["holds"], control=[m["control"] for m in maps],
                          number=lambda c: min(c["peak_ratios"], default=float("nan")),
                          control_number=lambda c: max(c["peak_ratios"], default=float("nan")), seeds=SEEDS,
@@ -38,8 +43,8 @@ def test_catapult_cells_spike_and_settle_stable_cells_do_not(seed, record_spread
     cells = {side: [sum(m[side][k] for m in maps) for k in ("spiked", "cells")] for side in ("claim", "control")}
     record_spread(f"  cells over the 5 seeds: band {cells['claim'][0]}/{cells['claim'][1]} spiked, below 2 "
                   f"{cells['control'][0]}/{cells['control'][1]} spiked")
-    if seed == 0:  # docs/teaching.md (notebook 10, the regime map): every converged band cell of the 5 seeds spiked
-        assert cells["claim"][0] == cells["claim"][1] > 0 and cells["control"][0] == 0, cells
+    # docs/teaching.md (notebook 10, the regime map): every converged band cell of the 5 seeds spiked, none below 2
+    assert cells["claim"][0] == cells["claim"][1] > 0 and cells["control"][0] == 0, cells
 
 
 def test_spike_check_counts_only_converged_cells_in_its_band():
