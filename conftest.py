@@ -14,6 +14,9 @@
   loss, dtype)`` (the ``make_problem`` fixture) is a :class:`labkit.risk.Risk` over 12 examples in three unequal
   batches (5, 5, 2): an MLP 3-5-3 (tanh) or a CNN on 1x4x4 images, cross-entropy on labels ``i % 3`` or MSE on
   Gaussian targets; ``problem`` runs a test on every float64 combination, ``problem32`` on float32.
+- Seed spread: a science test that measures its claim over seeds (:func:`labkit.population.spread.spread`) hands
+  the result to the ``record_spread`` fixture; the terminal summary lists every recorded spread ("seed spread"
+  section). Kept in the test reports (``user_properties``, so junit XML and xdist carry it), never written to a file.
 """
 
 import os
@@ -54,6 +57,30 @@ def pytest_collection_modifyitems(config, items):
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+# ---------------------------------------------------------------- seed spread
+
+_SPREAD = "seed spread"
+
+
+@pytest.fixture
+def record_spread(request):
+    """``record_spread(s)``: report a :class:`labkit.population.spread.Spread` (or a one-line string) in the
+    terminal summary's "seed spread" section."""
+    def record(spread: Any) -> None:
+        text = spread.summary() if hasattr(spread, "summary") else str(spread)
+        request.node.user_properties.append((_SPREAD, text))
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = [f"{r.nodeid}: {text}" for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])
+             if getattr(r, "when", None) == "call" for name, text in r.user_properties if name == _SPREAD]
+    if lines:
+        terminalreporter.section(_SPREAD)
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 # ---------------------------------------------------------------- shared test problems

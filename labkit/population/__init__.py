@@ -15,5 +15,5 @@ __all__ = ["ENGINES", "Engine", "Run", "fit_many", "grid", "member_histories"]
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {"ENGINES": "fit", "fit_many": "fit", "grid": "fit", "Engine": "loop", "Run": "loop", "member_histories": "loop"},
-    submodules=["batched", "fit", "loop", "probes", "regime", "vmap"],
+    submodules=["batched", "fit", "loop", "probes", "regime", "spread", "vmap"],
 )
