@@ -288,8 +288,8 @@ class BulkOutliers:
         threshold dashed: the outliers are the points left of the widest gap, the bulk the points below the line."""
         from labkit.viz import figures, theme
 
-        fig = theme.figure(f"Exact Hessian spectra, one per {self.swept}", "rank (largest first)",
-                           "|eigenvalue| / lambda_max", log_y=True, height=420)
+        fig = theme.figure(f"Exact Hessian spectra by {self.swept} (dashed: near zero; floor 1e-12)",
+                           "rank (largest first)", "|eigenvalue| / lambda_max", log_y=True, height=420)
         for s, p, v, n, nz, color in zip(self.settings, self.params, self.spectra, self.outliers, self.near_zero,
                                          figures.palette(len(self.settings))):
             mag = np.maximum(np.sort(np.abs(v))[::-1] / v[0], 1e-12)
