@@ -11,13 +11,19 @@ which), so a notebook cell, a test in ``tests/science/`` and a student run the s
 - :func:`rescaling_curvature` -- rescale a ReLU layer by alpha and the next by 1/alpha (same function): the
   filter-normalised slice keeps its curvature, the raw random slice does not (Li et al. 2018);
 - :func:`pca_excess` -- the two-component PCA fraction of a trajectory against a random walk's, whose
-  expected value is ``8/pi^2 (1 + 1/9) = 0.90`` about the final point (Antognini & Sohl-Dickstein 2018).
+  expected value is ``8/pi^2 (1 + 1/9) = 0.90`` about the final point (Antognini & Sohl-Dickstein 2018);
+- :func:`bulk_and_outliers` -- the exact Hessian spectra of trained MLPs of several widths: the near-zero bulk
+  grows with the parameter count, the outliers stay (Sagun et al. 2017); the control sweeps the number of
+  classes at one width instead, which moves the outliers.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +36,9 @@ from labkit.landscape.directions import filter_normalize, hessian_directions, pc
 from labkit.landscape.surface import Line, interpolate
 from labkit.models import ParamSpec, mlp, param_dict
 
-__all__ = ["RANDOM_WALK_TWO", "Barrier", "PCAExcess", "Rescaling", "SliceSharpness", "basin_data", "pca_excess",
-           "quadratic", "random_walk", "rescaling_curvature", "same_basin", "slice_curvature", "slice_sharpness"]
+__all__ = ["FLAT", "RANDOM_WALK_TWO", "Barrier", "BulkOutliers", "PCAExcess", "Rescaling", "SliceSharpness",
+           "basin_data", "bulk_and_outliers", "pca_excess", "quadratic", "random_walk", "rescaling_curvature",
+           "same_basin", "slice_curvature", "slice_sharpness"]
 
 #: the fraction of a long random walk's variance about its final point in its first two principal components:
 #: the Brownian-motion covariance min(s, t) has eigenvalues proportional to 1/(k - 1/2)^2, whose sum is pi^2/2
@@ -241,3 +248,88 @@ class PCAExcess:
 def pca_excess(trajectory: Any) -> PCAExcess:
     """The PCA plane's share of ``trajectory``'s variance (a Trajectory or ``(T, P)`` snapshots)."""
     return PCAExcess(pca_directions(trajectory).explained_total)
+
+
+# ---------------------------------------------------------------- 5. width scales the bulk, not the outliers
+
+#: "near zero" means |lambda| < FLAT * lambda_max. Gradient descent is stable up to the step 2 / lambda_max; at that
+#: step a direction of curvature lambda relaxes by a factor e in lambda_max / (2 lambda) steps, so below
+#: lambda_max / 1000 it takes more than 500 steps: flat on the time scale of a training run, which cannot tell it
+#: from an exactly flat direction. (Float64 round-off in a dense eigensolver is ~1e-16 lambda_max: far below.)
+FLAT = 1e-3
+
+
+@dataclass
+class BulkOutliers:
+    """Exact Hessian spectra (descending) of trained MLPs along a sweep of ``swept`` (``"width"`` or
+    ``"classes"``): ``settings`` its values, ``params`` the parameter counts P, ``outliers`` the count of each
+    spectrum's top eigenvalues above its widest gap (:func:`labkit.hessian.count_outliers` over the top 3k)."""
+
+    swept: str
+    settings: list[int]
+    params: list[int]
+    spectra: list[np.ndarray]
+    outliers: list[int]
+    flat: float = FLAT
+
+    @property
+    def near_zero(self) -> list[int]:
+        """How many eigenvalues have ``|lambda| < flat * lambda_max``: the bulk near zero."""
+        return [int((np.abs(v) < self.flat * v[0]).sum()) for v in self.spectra]
+
+    def holds(self) -> bool:
+        """The bulk grows with P (the near-zero count rises at every step of the sweep) while the outlier count
+        stays the same: what Sagun et al. mean by "adding parameters merely scales the bulk"."""
+        nz = self.near_zero
+        return all(a < b for a, b in itertools.pairwise(nz)) and len(set(self.outliers)) == 1
+
+    def figure(self) -> Any:
+        """|lambda| / lambda_max against rank, one line per setting, log scale (floored at 1e-12), the near-zero
+        threshold dashed: the outliers are the points left of the widest gap, the bulk the points below the line."""
+        from labkit.viz import figures, theme
+
+        fig = theme.figure(f"Exact Hessian spectra by {self.swept} (dashed: near zero; floor 1e-12)",
+                           "rank (largest first)", "|eigenvalue| / lambda_max", log_y=True, height=420)
+        for s, p, v, n, nz, color in zip(self.settings, self.params, self.spectra, self.outliers, self.near_zero,
+                                         figures.palette(len(self.settings))):
+            mag = np.maximum(np.sort(np.abs(v))[::-1] / v[0], 1e-12)
+            fig.add_scatter(x=np.arange(1, len(mag) + 1), y=mag, mode="lines+markers", marker={"size": 4},
+                            line={"color": color},
+                            name=f"{self.swept} {s} (P = {p}): {n} outliers, {nz} near zero")
+        fig.add_hline(y=self.flat, line={"dash": "dash", "color": theme.REFERENCE})
+        fig.update_layout(legend={"x": 0.99, "xanchor": "right", "y": 0.99})
+        return fig
+
+
+def bulk_and_outliers(widths: int | Sequence[int] = (8, 16, 32), classes: int | Sequence[int] = 3, *,
+                      loss: str = "mse", steps: int = 2000, lr: float = 0.01, per_class: int = 20,
+                      seed: int = 0) -> BulkOutliers:
+    """Train a one-hidden-layer ReLU MLP (4 inputs, ``width`` hidden units, ``classes`` outputs) with full-batch
+    GD on a ``classes``-class Gaussian mixture (``per_class`` points per class) and take the exact Hessian's
+    spectrum, for each width (``widths`` a sequence, ``classes`` one number: the claim) or for each number of
+    classes (``classes`` a sequence, one width: the control). Sorted by parameter count.
+
+    The outliers come from the Gauss-Newton part's class structure (Sagun et al.; Papyan: about one per class),
+    which the width does not change; every added parameter adds an eigenvalue, and it joins the bulk.
+    """
+    from labkit.hessian.probes import outlier_count
+
+    args = {"widths": widths, "classes": classes}
+    for key, v in args.items():
+        if isinstance(v, bool) or not isinstance(v, (numbers.Integral, Sequence)) or isinstance(v, str):
+            raise TypeError(f"{key} must be an int or a sequence of ints, got {v!r} ({type(v).__name__})")
+    many = [name for name, v in args.items() if not isinstance(v, numbers.Integral)]
+    if len(many) != 1:
+        raise ValueError(f"sweep exactly one of widths and classes (a sequence) and fix the other (an int), got "
+                         f"widths={widths!r}, classes={classes!r}")
+    name, = many
+    fixed = "classes" if name == "widths" else "widths"
+    _checks.positive(fixed, args[fixed], integer=True)
+    settings = sorted(_checks.positive(f"{name} entry", v, integer=True) for v in args[name])  # type: ignore[union-attr]
+    if len(set(settings)) < 2 or len(set(settings)) < len(settings):
+        raise ValueError(f"{name} must hold at least two different values, got {args[name]!r}")
+    runs = [outlier_count(k, k, loss, "hessian", steps=steps, lr=lr, per_class=per_class, width=w, seed=seed)
+            for w, k in ((s, args["classes"]) if name == "widths" else (args["widths"], s) for s in settings)]
+    spectra = [v.numpy() for v, _ in runs]
+    return BulkOutliers("width" if name == "widths" else "classes", settings, [len(v) for v in spectra], spectra,
+                        [n for _, n in runs])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import labkit
@@ -63,3 +64,24 @@ def test_gd_trajectory_is_more_concentrated_than_a_random_walk():
     walks = [claims.pca_excess(claims.random_walk(len(traj) - 1, traj.snapshots.shape[1], seed=s)) for s in range(5)]
     assert not any(w.holds() for w in walks), [w.explained for w in walks]
     assert all(abs(w.explained - claims.RANDOM_WALK_TWO) < 0.05 for w in walks)
+
+
+def test_width_scales_the_bulk_not_the_outliers():
+    """Sagun et al. 2017: widening a trained network adds eigenvalues to the Hessian's bulk near zero
+    (|lambda| < 1e-3 lambda_max: slower than 500 steps of GD at its largest stable step) while the outliers above
+    the widest gap stay. The control sweeps the number of classes at one width instead: the outliers come from the
+    class structure of the Gauss-Newton part (about one per class), so their count moves with the classes and the
+    same check fails, for the outliers and not for the bulk."""
+    widths = claims.bulk_and_outliers((8, 16, 32), 3, steps=1000, seed=0)
+    assert widths.holds(), (widths.params, widths.near_zero, widths.outliers)
+    by_class = claims.bulk_and_outliers(16, (2, 3, 4, 5), steps=1000, seed=0)
+    assert not by_class.holds(), (by_class.params, by_class.near_zero, by_class.outliers)
+    assert len(set(by_class.outliers)) > 1
+
+
+def test_bulk_and_outliers_refuses_a_sweep_of_both_or_neither():
+    for widths, classes in (((8, 16), (2, 3)), (8, 3), ((8, 8), 3)):
+        with pytest.raises(ValueError, match=r"widths|classes"):
+            claims.bulk_and_outliers(widths, classes, steps=1)
+    with pytest.raises(TypeError, match="widths"):
+        claims.bulk_and_outliers(8.5, (2, 3), steps=1)
