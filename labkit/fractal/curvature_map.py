@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labkit import _checks
+from labkit import _checks, threads
 from labkit.fractal.experiment import Experiment
 from labkit.fractal.result import window
 from labkit.linalg.lockstep import bytes_per_member, lockstep_eigenvalues
@@ -104,7 +104,8 @@ def _tile(exp: Experiment, xs: np.ndarray, ys: np.ndarray, lo: int, hi: int, siz
     ``("lr_in", "lr_out")`` axes one shared Hessian; after ``step`` steps (any axes) per-cell Hessians."""
     out = np.empty(hi - lo)
     H = hessian(exp) if not step else None
-    with torch.no_grad():
+    P = exp.num_params
+    with torch.no_grad(), threads.for_work(2.0 * P * (P if not step else exp.points) * size):  # a chunk's products
         for a in range(lo, hi, size):
             k = np.arange(a, min(hi, a + size))
             x, y = xs[k % len(xs)], ys[k // len(xs)]

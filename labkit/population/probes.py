@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
-from labkit import _checks, _deprecated, _io
+from labkit import _checks, _deprecated, _io, threads
 from labkit.data import as_dataset
 from labkit.history import Callback, History, StepInfo
 from labkit.linalg.lockstep import lockstep_eigenvalues
@@ -469,11 +469,13 @@ def top_eigenvalues(members: Members, k: int = 1, *, operator: str = "hessian", 
     scale = _scale(lrs, members)
     bad = members.diverged()
     skip = bad if skip is None else bad | torch.as_tensor(skip, dtype=torch.bool).cpu()
-    try:
-        res = lockstep_eigenvalues(lambda V, active: members.product(V, active, operator, scale), members.numel,
-                                   members.size, k=k, tol=tol, max_matvecs=max_matvecs, seed=seed,
-                                   dtype=members.dtype, device=members.device, vectors=vectors,
-                                   max_memory=max_memory, skip=skip)
+    rows = members.x.shape[1] if members.per_member else members.x.shape[0]
+    try:  # one thread when a busy neighbour holds a core or the products are too small for a barrier
+        with threads.for_work(threads.layer_flops(members.base, rows, members.size)):
+            res = lockstep_eigenvalues(lambda V, active: members.product(V, active, operator, scale), members.numel,
+                                       members.size, k=k, tol=tol, max_matvecs=max_matvecs, seed=seed,
+                                       dtype=members.dtype, device=members.device, vectors=vectors,
+                                       max_memory=max_memory, skip=skip)
     finally:
         members._graph = None  # the kept gradient graph holds every member's activations: free it
     return PopulationEigs(res.values, res.residuals, res.converged, res.n_matvec, operator, tol, scale is not None,
