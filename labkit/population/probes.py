@@ -755,7 +755,7 @@ def noise_scales(members: Members, *, curvature: bool = False, max_memory: int =
     names = ("b_simple", "trace_cov", "grad_sq_norm") + (("b_noise", "trace_h_cov", "grad_h_grad") if curvature
                                                          else ())
     cols = {k: torch.full((members.size,), math.nan, dtype=torch.float64) for k in names}
-    for lo in range(0, len(alive), chunk):
+    for lo in threads.over(range(0, len(alive), chunk), threads.layer_flops(members.base, n, min(chunk, members.size))):
         rows = alive[lo:lo + chunk]
         idx = rows.to(members.device)
         p = {k: v.index_select(0, idx) for k, v in members.params.items()}
@@ -862,7 +862,7 @@ def ntk(members: Members, x: torch.Tensor | None = None, *, output: str = "trace
     jacobians = vmap(jac, in_dims=(0, dims))
     out = torch.full((M, n, n, o, o) if full else (M, n, n), math.nan, dtype=members.dtype, device=members.device)
     alive = (~_undefined(members, skip)).nonzero().flatten().to(members.device)
-    with torch.no_grad():
+    with torch.no_grad(), threads.for_work(threads.layer_flops(members.base, n, min(chunk, M))):
         for lo in range(0, len(alive), chunk):
             idx = alive[lo:lo + chunk]
             p = {k: v.index_select(0, idx) for k, v in members.params.items()}
