@@ -43,7 +43,9 @@ def run_notebook(path: Path, timeout: float) -> tuple[float, str]:
     try:
         start = time.perf_counter()
         try:
-            client.execute()
+            with client.setup_kernel():  # cell by cell, as "Restart and run all" does
+                for index, cell in enumerate(nb.cells):
+                    client.execute_cell(cell, index)
         except nbclient.exceptions.CellTimeoutError:
             return float("inf"), "timeout"
         seconds = time.perf_counter() - start
