@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from numpy.polynomial.hermite_e import hermegauss
 
-from labkit import _checks
+from labkit import _checks, threads
 from labkit.machine import MAX_MEMORY
 from labkit.models import ACTIVATIONS, branch_scale, init_weight
 
@@ -363,6 +363,7 @@ def _cosine(h: torch.Tensor) -> torch.Tensor:
     return (h[..., 0, :] * h[..., 1, :]).sum(-1) / (h[..., 0, :].norm(dim=-1) * h[..., 1, :].norm(dim=-1))
 
 
+@threads.hot
 def propagate(
     depth: int,
     width: int,
@@ -491,6 +492,7 @@ def kurtosis_theory(activation: Act = "relu") -> float:
     return float(3 * m4 / m2**2 - 3)
 
 
+@threads.hot
 def output_kurtosis(width: int, draws: int = 100_000, activation: Act = "relu", *,
                     seed: int = 0) -> tuple[float, float]:
     """Sample excess kurtosis (and its standard error) of a one-hidden-layer network's output over ``draws`` inits.
@@ -543,6 +545,7 @@ class Trainability:
         return trainability_figure(self)
 
 
+@threads.hot
 def trainability(data, depths, sigma_w2, *, sigma_b2: float = 0.05, activation: Act = "tanh", width: int = 32,
                  lr: float = 0.01, steps: int = 300, seed: int = 0, progress: bool = True,
                  executor: Any = None, max_memory: int = MAX_MEMORY) -> Trainability:
@@ -607,6 +610,7 @@ class LayerStats:
         return spp_figure(stats, title)
 
 
+@threads.hot
 def layer_stats(model: torch.nn.Module, x: torch.Tensor, *, seed: int = 0) -> LayerStats:
     """Forward ``x`` through ``model`` as one batch and backpropagate ``L = <f(x), g> / n`` (``g ~ N(0, 1)``).
 

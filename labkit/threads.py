@@ -19,8 +19,10 @@ grokking, the empirical NTK, per-example norms, Hessian eigenvalues) run under `
 which first leaves the cores that busy neighbours hold right now (:func:`busy_neighbours`: runnable tasks that
 are not this process's), then keeps torch's threads when one parallel region's work (``flops`` per op,
 computed from the problem's size) is large against the barrier cost **measured now** (:func:`barrier_cost`, a
-few microseconds idle, milliseconds beside a busy process), and drops to one thread otherwise. The numbers behind this choice are in
-``docs/performance.md`` and ``benchmarks/bench_shared.py``.
+few microseconds idle, milliseconds beside a busy process), and drops to one thread otherwise; algorithms whose
+op sizes are not known up front (Lanczos on an operator, the signal-propagation sweeps) are decorated with
+:func:`hot` (the neighbour rule alone). The numbers behind this choice are in ``docs/performance.md`` and
+``benchmarks/bench_shared.py``.
 
 This module sits beside :mod:`labkit.machine`, below the core: it imports nothing of labkit, and torch only
 inside functions (``import labkit`` stays cheap).
@@ -28,6 +30,7 @@ inside functions (``import labkit`` stays cheap).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -40,7 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = ["Policy", "barrier_cost", "busy_neighbours", "configure", "cpu_quota", "decide", "describe", "for_work",
-           "layer_flops", "over", "parse_cfs", "parse_cpu_max", "parse_loadavg", "policy", "threads_for"]
+           "hot", "layer_flops", "over", "parse_cfs", "parse_cpu_max", "parse_loadavg", "policy", "threads_for"]
 
 ENV = "LABKIT_THREADS"
 USER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -424,6 +427,21 @@ def for_work(flops_per_op: float) -> Iterator[int]:
 
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Any)
+
+
+def hot(fn: F) -> F:
+    """Decorator for a hot path whose op sizes are not known up front (an algorithm over an operator, a sweep):
+    the call runs under ``for_work(inf)``, i.e. with torch's threads unless busy neighbours hold cores right now
+    (:func:`busy_neighbours`), then with the cores they leave free. Nests with :func:`for_work` (an enclosing
+    decision stands)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with for_work(math.inf):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def over(steps: Iterable[T], flops_per_op: float) -> Iterator[T]:

@@ -60,6 +60,7 @@ def top_eigenvalues(
         return linalg.top_eigenvalues(op, k, which=which, tol=tol, seed=seed)
 
 
+@threads.hot
 def trace(
     model: nn.Module, loss: Any = "auto", data: Any = None, n_matvec: int = 100, *, matrix: str = "hessian",
     method: str = "hutchpp", seed: int = 0, batch_size: int | None = None, params: Sequence[str] | None = None,
@@ -70,6 +71,7 @@ def trace(
     return linalg.trace(op, n_matvec, method, seed=seed, max_memory=max_memory)
 
 
+@threads.hot
 def spectral_density(
     model: nn.Module, loss: Any = "auto", data: Any = None, *, matrix: str = "hessian", n_probes: int = 10,
     lanczos_steps: int = 80, grid: Any = None, sigma: float | None = None, seed: int = 0,
@@ -80,6 +82,7 @@ def spectral_density(
     return linalg.spectral_density(op, n_probes, lanczos_steps, grid, sigma, seed=seed, max_memory=max_memory)
 
 
+@threads.hot
 def dense(
     model: nn.Module, loss: Any = "auto", data: Any = None, matrix: str = "hessian", *,
     params: Sequence[str] | None = None,
@@ -162,6 +165,7 @@ class BatchSharpness:
         return fig
 
 
+@threads.hot
 @_deprecated.keyword_only("batch_sizes")
 def batch_sharpness(
     model: nn.Module, loss: Any = "auto", data: Any = None, *, batch_sizes: Sequence[int], n_batches: int = 5,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from labkit import _checks, _deprecated
+from labkit import _checks, _deprecated, threads
 from labkit.linalg.operators import LinearOperator, as_operator, check_symmetric, to_dense
 
 __all__ = ["WHICH", "EigResult", "Lanczos", "Which", "lanczos", "power_iteration", "top_eigenvalues"]
@@ -475,6 +475,7 @@ def _finish(vals: torch.Tensor, vecs: torch.Tensor, res: torch.Tensor, used: int
     return EigResult(vals, vecs, res, used, bool(ok.all()), ok, "; ".join(notes))
 
 
+@threads.hot
 @_deprecated.keyword_only("seed", "dense", "block_size")
 def top_eigenvalues(
     op: LinearOperator,
@@ -550,6 +551,7 @@ def top_eigenvalues(
     return out
 
 
+@threads.hot
 @_deprecated.keyword_only("seed")
 def power_iteration(
     op: LinearOperator,

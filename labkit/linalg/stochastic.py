@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from labkit import _checks, _deprecated
+from labkit import _checks, _deprecated, threads
 from labkit.linalg.operators import LinearOperator, as_operator
 from labkit.machine import MAX_MEMORY
 
@@ -89,6 +89,7 @@ def _diagonal_sum(op: LinearOperator) -> float:
     return total
 
 
+@threads.hot
 @_deprecated.keyword_only("seed")
 def trace(op: LinearOperator, n_matvec: int = 100, method: str = "hutchpp", *, seed: int = 0,
           max_memory: int = MAX_MEMORY) -> Estimate:
@@ -135,6 +136,7 @@ def trace(op: LinearOperator, n_matvec: int = 100, method: str = "hutchpp", *, s
 # ---------------------------------------------------------------- spectral density
 
 
+@threads.hot
 @_deprecated.keyword_only("seed")
 def spectral_density(
     op: LinearOperator,
