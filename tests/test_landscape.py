@@ -68,11 +68,13 @@ def _grid_vs_loop(model, x, y, loss, span=1.0, resolution=(6, 5), **kw):
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "softplus", "erf", "sigmoid", "identity"])
 @pytest.mark.parametrize("parameterization", ["standard", "ntk", "mean_field"])
-def test_fused_mlp_path_matches_the_loop(activation, parameterization):
+def test_fused_mlp_path_matches_the_loop(activation, parameterization, monkeypatch):
     """``labkit.models.mlp`` networks take the fused evaluator (in-place activations, multipliers folded into the
     per-point weights, features-major arrays): every activation, weight_mult / bias_mult, both losses, uneven
-    batches, chunks of 4 points."""
+    batches cut into blocks of 4 examples, chunks of 4 points."""
     from labkit.landscape import surface
+
+    monkeypatch.setattr(surface, "_FUSED_BLOCK", 4)  # batches of 5 examples: blocks of 4 and 1
 
     g = torch.Generator().manual_seed(11)
     x = torch.randn(19, 3, generator=g, dtype=torch.float64)

@@ -57,6 +57,7 @@ __all__ = ["DIRECTIONS", "Line", "Plane", "estimate_memory", "evaluate", "interp
 DIRECTIONS = ("filter", "random", "hessian")
 _CPU_CHUNK_BYTES = 64 << 20  # working memory of one vmap chunk on a CPU (~40 points of a digits MLP: overhead amortised)
 _FUSED_CHUNK_BYTES = 1 << 20  # activations of one fused chunk on a CPU (see _DenseEvaluator.chunk_points)
+_FUSED_BLOCK = 512  # examples per block of a fused chunk: the points of a chunk share one block at a time
 _RESULT_BYTES = 8  # float64 value per grid point (coordinates are generated per chunk, never stored)
 
 
@@ -269,12 +270,14 @@ class _DenseEvaluator(_Evaluator):
     one ``addmm`` of the chunk's coordinates (multipliers folded in once), each later layer one ``baddbmm``;
     activations run in place and the cross-entropy without a max pass (:func:`_mean_cross_entropy`). Arrays are
     ``(points, features, examples)``: the loss's sums over a few classes then run along contiguous rows of
-    examples instead of over a short last axis. Chunks stay in cache (:meth:`chunk_points`).
+    examples instead of over a short last axis. On a CPU a chunk goes through the data in blocks of ``block``
+    examples, and holds as many points as keep one block's arrays in cache (:meth:`chunk_points`).
     """
 
     def __init__(self, risk: Risk, origin: torch.Tensor, directions: torch.Tensor, layers: list):
         super().__init__(risk, origin, directions)
-        self.layers = layers
+        self.layers, self.block = layers, _FUSED_BLOCK
+        self._pre_blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
         self.first = layers[0].names[0].rsplit(".", 1)[0]  # fixed_bytes counts its pre-activations
         own = 2 if layers[0].names[1] is not None else 1
         lo = sum(risk.spec.sizes[:own])
@@ -292,28 +295,33 @@ class _DenseEvaluator(_Evaluator):
         self._theta0, self._dirs = (origin[lo:] * s)[None], directions[:, lo:] * s
 
     def chunk_points(self) -> int | None:
-        """Points per chunk on a CPU: their activations (every layer's output, ``rows`` examples) in about
+        """Points per chunk on a CPU: their activations (every layer's output on one block of examples) in about
         ``_FUSED_CHUNK_BYTES``, so a chunk's arrays stay in cache from one layer to the next."""
         if self.risk.device.type != "cpu":
             return None
-        per_point = self.itemsize * self.rows * sum(la.out_features for la in self.layers)
+        per_point = self.itemsize * min(self.rows, self.block) * sum(la.out_features for la in self.layers)
         return max(1, _FUSED_CHUNK_BYTES // per_point)
 
-    def _precompute(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per batch the first layer's pre-activations at the origin ``(1, h n)`` and along each direction
-        ``(k, h n)``, features before examples."""
+    def _first_layer(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per block of examples the first layer's pre-activations at the origin ``(1, h n)`` and along each
+        direction ``(k, h n)`` (features before examples), and the block's targets."""
         la, k = self.layers[0], self.directions.shape[0]
         p0, dk = self.spec.unflatten(self.origin), self.spec.unflatten(self.directions)
         w, b = la.names
         pre = []
-        for x, _ in self.risk.batches:
+        for x, y in self._blocks():
             z0 = (p0[w] @ x.T).mul_(la.weight_mult)  # (h, n)
             zk = torch.einsum("khi,ni->khn", dk[w], x).mul_(la.weight_mult)
             if b is not None:
                 z0.add_(p0[b][:, None], alpha=la.bias_mult)
                 zk.add_(dk[b][:, :, None], alpha=la.bias_mult)
-            pre.append((z0.reshape(1, -1), zk.reshape(k, -1)))
+            pre.append((z0.reshape(1, -1), zk.reshape(k, -1), y))
         return pre
+
+    def _blocks(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The data's batches cut into blocks of at most ``block`` examples (on a CPU; whole batches elsewhere)."""
+        step = self.block if self.risk.device.type == "cpu" else self.rows
+        return [(x[i : i + step], y[i : i + step]) for x, y in self.risk.batches for i in range(0, len(x), step)]
 
     def _feature_major_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``(m,)`` mean losses of outputs ``(m, C, n)``."""
@@ -331,14 +339,14 @@ class _DenseEvaluator(_Evaluator):
         m = len(c)
         total = torch.zeros(m, dtype=risk.dtype, device=risk.device)
         with torch.no_grad():
-            if self._pre is None:
-                self._pre = self._precompute()
+            if self._pre_blocks is None:
+                self._pre_blocks = self._first_layer()
             theta = torch.addmm(self._theta0, c, self._dirs)  # (m, P - first layer's): every later layer's
             later = [(theta[:, a:b].view(m, la.out_features, la.in_features),
                       None if e is None else theta[:, b:e].unsqueeze(2), la.activation)
                      for (a, b, e), la in zip(self._slices, self.layers[1:])]
-            for (x, y), (z0, zk) in zip(risk.batches, self._pre):
-                n = len(x)
+            for z0, zk, y in self._pre_blocks:
+                n = len(y)
                 h = _activate(torch.addmm(z0, c, zk).view(m, -1, n), self.layers[0].activation)
                 for w, bias, act in later:
                     h = _activate(torch.bmm(w, h) if bias is None else torch.baddbmm(bias, w, h), act)
