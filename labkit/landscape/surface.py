@@ -55,7 +55,7 @@ __all__ = ["DIRECTIONS", "Line", "Plane", "estimate_memory", "evaluate", "interp
 
 #: the named direction kinds :func:`plane` builds itself
 DIRECTIONS = ("filter", "random", "hessian")
-_CPU_CHUNK_BYTES = 64 << 20  # working memory of one vmap chunk on a CPU (~40 points of a digits MLP: overhead amortised)
+_CPU_CHUNK_BYTES = 64 << 20  # working memory of one vmap chunk on a CPU (~40 digits-MLP points: overhead amortised)
 _FUSED_CHUNK_BYTES = 1 << 20  # activations of one fused chunk on a CPU (see _DenseEvaluator.chunk_points)
 _FUSED_BLOCK = 512  # examples per block of a fused chunk: the points of a chunk share one block at a time
 _RESULT_BYTES = 8  # float64 value per grid point (coordinates are generated per chunk, never stored)
