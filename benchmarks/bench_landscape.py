@@ -27,7 +27,9 @@ down to about 4-5x. So:
   exact evaluation of the same points; a row that misses the target is printed, not dropped.
 
 Run: ``OMP_NUM_THREADS=2 python benchmarks/bench_landscape.py`` (``pip install loss-landscapes`` first;
-without it only part 2 runs). ``--quick`` runs the 64- and 500-example rows only.
+without it only part 2 runs); without ``OMP_NUM_THREADS`` labkit's thread policy (:mod:`labkit.threads`) decides,
+which runs the grid on one thread when a busy co-tenant makes the barriers of small parallel regions expensive.
+``--quick`` runs the 64- and 500-example rows only.
 """
 
 from __future__ import annotations
@@ -115,8 +117,9 @@ def digits_plane(resolution: int = 201) -> dict:
 
 
 def main() -> None:
-    threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
-    torch.set_num_threads(threads)
+    if "OMP_NUM_THREADS" in os.environ:  # a fixed count for both sides; unset, labkit's thread policy decides
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    threads = torch.get_num_threads()
     quick = "--quick" in sys.argv
     print(f"torch {torch.__version__}, {threads} thread(s), load average {_load():.1f} ({os.cpu_count()} CPUs)")
     try:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from labkit import _checks
+from labkit import _checks, threads
 from labkit.landscape.directions import (
     PCA,
     check_directions,
@@ -179,6 +179,10 @@ class _Evaluator:
             fixed += (k + 1) * self.risk.num_examples * out
         return self.itemsize * fixed
 
+    def op_flops(self, points: int) -> float:
+        """FLOPs of the largest op of a chunk of ``points`` (what :func:`labkit.threads.for_work` weighs)."""
+        return threads.layer_flops(self.risk.model, self.rows, points)
+
     def chunk_points(self) -> int | None:
         """The most points a chunk should hold for speed (None: as many as ``max_memory`` allows, off CPUs). A
         vmap chunk amortises its Python and dispatch overhead over ~64 MiB of working memory."""
@@ -293,6 +297,12 @@ class _DenseEvaluator(_Evaluator):
         s = torch.cat(scale) if scale else origin.new_zeros(0)
         # the later layers' parameters with their multipliers folded in: theta(c) = theta_0 + c @ D, one addmm
         self._theta0, self._dirs = (origin[lo:] * s)[None], directions[:, lo:] * s
+
+    def op_flops(self, points: int) -> float:
+        """FLOPs of a chunk's largest op: a later layer's batched product or the first layer's ``addmm``."""
+        k, rows = self.directions.shape[0], min(self.rows, self.block)
+        widest = max([k * self.layers[0].out_features] + [la.in_features * la.out_features for la in self.layers[1:]])
+        return 2.0 * points * rows * widest
 
     def chunk_points(self) -> int | None:
         """Points per chunk on a CPU: their activations (every layer's output on one block of examples) in about
@@ -445,10 +455,11 @@ def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, c
     try:
         if executor is None:
             ct = torch.as_tensor(c)
-            for lo in range(0, len(c), size):
-                hi = min(len(c), lo + size)
-                out[lo:hi] = ev(ct[lo:hi]).double().cpu().numpy()
-                bar.update(hi - lo)
+            with threads.for_work(ev.op_flops(size)):  # small chunks beside a busy process: one thread
+                for lo in range(0, len(c), size):
+                    hi = min(len(c), lo + size)
+                    out[lo:hi] = ev(ct[lo:hi]).double().cpu().numpy()
+                    bar.update(hi - lo)
         else:
             from labkit import parallel
 
