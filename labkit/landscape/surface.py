@@ -5,8 +5,8 @@ A point of a landscape is ``theta = origin + sum_k c_k d_k`` for coordinates ``c
 there. :func:`evaluate` computes a whole block of points at once. When the network starts with a dense layer,
 that layer is not run per point at all: its pre-activations are linear in ``c`` (``z(c) = z_0 + sum_k c_k x
 D_k^T``), so ``k + 1`` matrix products serve the whole grid. A ``labkit.models.mlp`` (Dense layers and named
-activations, every parameter on the grid) then runs fused: per chunk of points one ``addmm`` gives the first
-layer's pre-activations, one more every later layer's per-point weights, each later layer is one ``baddbmm``,
+activations, every parameter on the grid) then runs fused: per chunk of points one matrix product gives the
+first layer's pre-activations, one more every later layer's per-point weights, each later layer is one ``baddbmm``,
 activations and the loss work in place, and chunks are sized to stay in cache. Any other network runs
 ``torch.func.vmap`` of a functional call over the chunk's stacked parameter points. Chunks are sized under
 ``max_memory`` (a grid that cannot fit is refused before anything is computed, naming the largest that fits)
@@ -273,9 +273,10 @@ def _dense_mlp(risk: Risk) -> list | None:
 class _DenseEvaluator(_Evaluator):
     """The fused evaluator of a ``labkit.models.mlp``: the same values as :class:`_Evaluator`, without ``vmap``.
 
-    Per chunk of ``m`` points and batch of ``n`` examples: the first layer's pre-activations are one ``addmm``
-    of the precomputed ``z_0, z_k`` (``k + 1`` products for the whole grid), every later layer's per-point weights
-    one ``addmm`` of the chunk's coordinates (multipliers folded in once), each later layer one ``baddbmm``;
+    Per chunk of ``m`` points and block of ``n`` examples: the first layer's pre-activations are one product
+    ``[1, c] @ [z_0; z_k]`` of the precomputed ``z_0, z_k`` (``k + 1`` products for the whole grid; no broadcast
+    copy of ``z_0``), every later layer's per-point weights one ``addmm`` of the chunk's coordinates (multipliers
+    folded in once), each later layer one ``baddbmm``;
     activations run in place and the cross-entropy without a max pass (:func:`_mean_cross_entropy`). Arrays are
     ``(points, features, examples)``: the loss's sums over a few classes then run along contiguous rows of
     examples instead of over a short last axis. On a CPU a chunk goes through the data in blocks of ``block``
@@ -285,7 +286,7 @@ class _DenseEvaluator(_Evaluator):
     def __init__(self, risk: Risk, origin: torch.Tensor, directions: torch.Tensor, layers: list):
         super().__init__(risk, origin, directions)
         self.layers, self.block = layers, _FUSED_BLOCK
-        self._pre_blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        self._pre_blocks: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.first = layers[0].names[0].rsplit(".", 1)[0]  # fixed_bytes counts its pre-activations
         own = 2 if layers[0].names[1] is not None else 1
         lo = sum(risk.spec.sizes[:own])
@@ -316,9 +317,10 @@ class _DenseEvaluator(_Evaluator):
         per_point = self.itemsize * min(self.rows, self.block) * sum(la.out_features for la in self.layers)
         return max(1, _FUSED_CHUNK_BYTES // per_point)
 
-    def _first_layer(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Per block of examples the first layer's pre-activations at the origin ``(1, h n)`` and along each
-        direction ``(k, h n)`` (features before examples), and the block's targets."""
+    def _first_layer(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per block of examples the first layer's pre-activations at the origin and along each direction,
+        stacked ``(1 + k, h n)`` (features before examples; ``[1, c] @`` it is the chunk's: one product, no
+        broadcast copy of the origin's), and the block's targets."""
         la, k = self.layers[0], self.directions.shape[0]
         p0, dk = self.spec.unflatten(self.origin), self.spec.unflatten(self.directions)
         w, b = la.names
@@ -329,7 +331,7 @@ class _DenseEvaluator(_Evaluator):
             if b is not None:
                 z0.add_(p0[b][:, None], alpha=la.bias_mult)
                 zk.add_(dk[b][:, :, None], alpha=la.bias_mult)
-            pre.append((z0.reshape(1, -1), zk.reshape(k, -1), y))
+            pre.append((torch.cat([z0.reshape(1, -1), zk.reshape(k, -1)]), y))
         return pre
 
     def _blocks(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -356,12 +358,13 @@ class _DenseEvaluator(_Evaluator):
             if self._pre_blocks is None:
                 self._pre_blocks = self._first_layer()
             theta = torch.addmm(self._theta0, c, self._dirs)  # (m, P - first layer's): every later layer's
+            ones_c = torch.cat([c.new_ones(m, 1), c], 1)  # (m, 1 + k)
             later = [(theta[:, a:b].view(m, la.out_features, la.in_features),
                       None if e is None else theta[:, b:e].unsqueeze(2), la.activation)
                      for (a, b, e), la in zip(self._slices, self.layers[1:])]
-            for z0, zk, y in self._pre_blocks:
+            for z, y in self._pre_blocks:
                 n = len(y)
-                h = _activate(torch.addmm(z0, c, zk).view(m, -1, n), self.layers[0].activation)
+                h = _activate(torch.mm(ones_c, z).view(m, -1, n), self.layers[0].activation)
                 for w, bias, act in later:
                     h = _activate(torch.bmm(w, h) if bias is None else torch.baddbmm(bias, w, h), act)
                 total += self._feature_major_losses(h, y) * (n / risk.num_examples)
