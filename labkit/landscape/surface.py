@@ -276,7 +276,7 @@ class _DenseEvaluator(_Evaluator):
     Per chunk of ``m`` points and block of ``n`` examples: the first layer's pre-activations are one product
     ``[1, c] @ [z_0; z_k]`` of the precomputed ``z_0, z_k`` (``k + 1`` products for the whole grid; no broadcast
     copy of ``z_0``), every later layer's per-point weights one ``addmm`` of the chunk's coordinates (multipliers
-    folded in once), each later layer one ``baddbmm``;
+    folded in once), each later layer one ``bmm`` (its bias added in place);
     activations run in place and the cross-entropy without a max pass (:func:`_mean_cross_entropy`). Arrays are
     ``(points, features, examples)``: the loss's sums over a few classes then run along contiguous rows of
     examples instead of over a short last axis. On a CPU a chunk goes through the data in blocks of ``block``
@@ -366,7 +366,7 @@ class _DenseEvaluator(_Evaluator):
                 n = len(y)
                 h = _activate(torch.mm(ones_c, z).view(m, -1, n), self.layers[0].activation)
                 for w, bias, act in later:
-                    h = _activate(torch.bmm(w, h) if bias is None else torch.baddbmm(bias, w, h), act)
+                    h = _activate(torch.bmm(w, h) if bias is None else torch.bmm(w, h).add_(bias), act)
                 total += self._feature_major_losses(h, y) * (n / risk.num_examples)
         return total
 
