@@ -6,7 +6,7 @@ there. :func:`evaluate` computes a whole block of points at once. When the netwo
 that layer is not run per point at all: its pre-activations are linear in ``c`` (``z(c) = z_0 + sum_k c_k x
 D_k^T``), so ``k + 1`` matrix products serve the whole grid. A ``labkit.models.mlp`` (Dense layers and named
 activations, every parameter on the grid) then runs fused: per chunk of points one matrix product gives the
-first layer's pre-activations, one more every later layer's per-point weights, each later layer is one ``baddbmm``,
+first layer's pre-activations, one more every later layer's per-point weights, each later layer is one ``bmm``,
 activations and the loss work in place, and chunks are sized to stay in cache. Any other network runs
 ``torch.func.vmap`` of a functional call over the chunk's stacked parameter points. Chunks are sized under
 ``max_memory`` (a grid that cannot fit is refused before anything is computed, naming the largest that fits)
