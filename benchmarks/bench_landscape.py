@@ -26,6 +26,12 @@ down to about 4-5x. So:
   lower in practice as its per-point matmuls (32 x 10 weights) are small ones. 20x is not reachable there by any
   exact evaluation of the same points; a row that misses the target is printed, not dropped.
 
+Measured (2026-12-06, shared 2-core machine, one thread each side, load 2.6-2.7): 6.4x / 3.9x / 3.4x at 64 / 500 /
+1797 examples in float64, 10.4x / 6.2x / 4.8x in float32. labkit's per-point product (10 x 32 weights on a block
+ of examples) runs at about a third of the package's per-thread GEMM rate, which is why the large-data rows stay
+below the FLOP ratio. With two threads beside a busy co-tenant both sides stall at barriers erratically (the
+package's 1797-example grid took 0.5 s in one run and 13 s in the next): compare rows measured at low load only.
+
 Run: ``OMP_NUM_THREADS=2 python benchmarks/bench_landscape.py`` (``pip install loss-landscapes`` first;
 without it only part 2 runs); without ``OMP_NUM_THREADS`` labkit's thread policy (:mod:`labkit.threads`) decides,
 which runs the grid on one thread when a busy co-tenant makes the barriers of small parallel regions expensive.
