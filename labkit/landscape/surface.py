@@ -462,11 +462,12 @@ def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, c
     try:
         if executor is None:
             ct = torch.as_tensor(c)
-            with threads.for_work(ev.op_flops(size)):  # small chunks beside a busy process: one thread
-                for lo in range(0, len(c), size):
-                    hi = min(len(c), lo + size)
+            for lo in range(0, len(c), size):
+                hi = min(len(c), lo + size)
+                # decided per chunk (the probe is cached for seconds): a co-tenant that starts mid-grid is seen
+                with threads.for_work(ev.op_flops(hi - lo)):
                     out[lo:hi] = ev(ct[lo:hi]).double().cpu().numpy()
-                    bar.update(hi - lo)
+                bar.update(hi - lo)
         else:
             from labkit import parallel
 
