@@ -55,6 +55,120 @@ def test_plane_matches_a_loop_of_functional_calls(arch, loss):
     np.testing.assert_allclose(pl.values, ref, rtol=0, atol=TOL)
 
 
+def _grid_vs_loop(model, x, y, loss, span=1.0, resolution=(6, 5), **kw):
+    """A plane's values and the loop's at the same points (random directions, ``(-span, span)`` both ways)."""
+    d = landscape.random_directions(model, 2, seed=7)
+    pl = landscape.plane(model, (x, y), d, loss=loss, resolution=resolution, x_range=(-span, span),
+                         y_range=(-span / 2, span), progress=False, **kw)
+    theta = ParamSpec.of(model).flatten(param_dict(model))
+    a, b = np.meshgrid(pl.x, pl.y)
+    pts = [theta + float(u) * d[0] + float(v) * d[1] for u, v in zip(a.ravel(), b.ravel())]
+    return pl.values, _loop(model, x, y, loss, pts).reshape(pl.values.shape)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "softplus", "erf", "sigmoid", "identity"])
+@pytest.mark.parametrize("parameterization", ["standard", "ntk", "mean_field"])
+def test_fused_mlp_path_matches_the_loop(activation, parameterization, monkeypatch):
+    """``labkit.models.mlp`` networks take the fused evaluator (in-place activations, multipliers folded into the
+    per-point weights, features-major arrays): every activation, weight_mult / bias_mult, both losses, uneven
+    batches cut into blocks of 4 examples, chunks of 4 points."""
+    from labkit.landscape import surface
+
+    monkeypatch.setattr(surface, "_FUSED_BLOCK", 4)  # batches of 5 examples: blocks of 4 and 1
+
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(19, 3, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 4, (19,), generator=g)
+    targets = torch.randn(19, 4, generator=g, dtype=torch.float64)
+    model = mlp(3, [6, 5], 4, activation=activation, parameterization=parameterization, seed=2).double()
+    if parameterization != "standard":
+        assert any(m.weight_mult != 1.0 for m in model if hasattr(m, "weight_mult"))
+    risk = surface._risk(model, "cross_entropy", (x, labels), 5)
+    theta = ParamSpec.of(model).flatten(param_dict(model))
+    assert type(surface._evaluator(risk, theta, theta[None])) is surface._DenseEvaluator
+    for loss, y in (("cross_entropy", labels), ("mse", targets)):
+        got, ref = _grid_vs_loop(model, x, y, loss, batch_size=5, chunk_size=4)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("kind", ["no_bias", "linear", "callable_loss", "float32"])
+def test_fused_mlp_path_edge_cases(kind):
+    """No biases; a single Dense layer (nothing after the first layer); a user's loss callable (the fused
+    forward pass, the general loss); float32 (to float32 rounding)."""
+    from labkit.landscape import surface
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(13, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (13,), generator=g)
+    widths = [] if kind == "linear" else [7]
+    model = mlp(3, widths, 3, bias=kind != "no_bias", seed=0).double()
+    loss = "cross_entropy"
+    if kind == "callable_loss":
+        def loss(out, target):  # mean cross-entropy plus a tenth of the mean squared logit
+            return torch.nn.functional.cross_entropy(out, target) + 0.1 * (out**2).mean()
+    atol = TOL
+    if kind == "float32":
+        model, x, atol = model.float(), x.float(), 1e-5
+    risk = surface._risk(model, loss, (x, y), None)
+    theta = ParamSpec.of(model).flatten(param_dict(model))
+    assert type(surface._evaluator(risk, theta, theta[None])) is surface._DenseEvaluator
+    d = landscape.random_directions(model, 2, seed=3)
+    pl = landscape.plane(model, (x, y), d, loss=loss, resolution=4, progress=False)
+    a, b = np.meshgrid(pl.x, pl.y)
+    ref = []
+    for u, v in zip(a.ravel(), b.ravel()):
+        f = call(model, ParamSpec.of(model).unflatten(theta + float(u) * d[0] + float(v) * d[1]), x)
+        ref.append(float(loss(f, y)) if callable(loss) else float(torch.nn.functional.cross_entropy(f, y)))
+    np.testing.assert_allclose(pl.values.ravel(), ref, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("arch", ["resmlp", "first_frozen", "linear_modules", "layer_norm"])
+def test_other_networks_take_the_vmap_path(arch):
+    """Anything but a plain ``labkit.models.mlp`` with every parameter on the grid falls back to vmap, and is
+    still exact."""
+    from labkit.landscape import surface
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(15, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (15,), generator=g)
+    if arch == "resmlp":
+        model = labkit.models.resmlp(3, 4, 2, 2, seed=0)
+    elif arch == "linear_modules":  # torch's own layers: not labkit.models.Dense
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    elif arch == "layer_norm":
+        model = mlp(3, [5], 2, norm="layer", seed=0)
+    else:
+        model = mlp(3, [5], 2, seed=0)
+        model[0].bias.requires_grad_(False)
+    model = model.double()
+    risk = surface._risk(model, "auto", (x, y), None)
+    theta = risk.spec.flatten(risk.params)
+    assert type(surface._evaluator(risk, theta, theta[None])) is surface._Evaluator
+    got, ref = _grid_vs_loop(model, x, y, "cross_entropy")
+    np.testing.assert_allclose(got, ref, rtol=0, atol=TOL)
+
+
+def test_cross_entropy_past_exp_overflow_is_exact():
+    """The max-free cross-entropy overflows where a logit is ~709 above the target's (float64): those examples
+    are redone with logsumexp, so a far corner of a plane keeps its exact (huge, finite) loss."""
+    from labkit.landscape import surface
+
+    logits = torch.tensor([[[1000.0, 0.0, -3.0], [0.5, 0.25, 2.0]]], dtype=torch.float64)  # (m=1, n=2, C=3)
+    y = torch.tensor([1, 2])
+    want = torch.nn.functional.cross_entropy(logits[0], y)
+    for dim, t in ((2, logits), (1, logits.transpose(1, 2).contiguous())):
+        got = surface._mean_cross_entropy(t, y, dim)
+        assert abs(float(got[0]) - float(want)) < 1e-12 and float(got[0]) > 499
+    g = torch.Generator().manual_seed(0)
+    x = 30 * torch.randn(9, 3, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 4, (9,), generator=g)
+    model = mlp(3, [6], 4, seed=1).double()
+    got, ref = _grid_vs_loop(model, x, labels, "cross_entropy", span=40.0)
+    assert ref.max() > 800  # some points overflow exp(o_j - o_y) in float64
+    np.testing.assert_allclose(got, ref, rtol=1e-13, atol=TOL)
+
+
 def test_interpolate_matches_the_loop_and_the_barrier_definition(problem):
     model, x, y = problem
     other = mlp(3, [6, 5], 4, activation="tanh", seed=2).double()

@@ -2,12 +2,15 @@
 
 A point of a landscape is ``theta = origin + sum_k c_k d_k`` for coordinates ``c`` and directions ``d_k``
 (flat vectors, :class:`labkit.models.ParamSpec` order); its value is the mean loss of :class:`labkit.risk.Risk`
-there. :func:`evaluate` computes a whole block of points at once: the parameter points of a chunk are stacked
-and the network runs over them with ``torch.func.vmap`` of a functional call, and when the network starts with
-a dense layer that layer is not run per point at all (its pre-activations are linear in ``c``: ``z(c) = z_0 +
-sum_k c_k x D_k^T``, so ``k + 1`` matrix products serve the whole grid). Chunks are sized under ``max_memory``
-(a grid that cannot fit is refused before anything is computed, naming the largest that fits) and, given an
-``executor`` (:mod:`labkit.parallel`), tiles of the grid run on Dask workers.
+there. :func:`evaluate` computes a whole block of points at once. When the network starts with a dense layer,
+that layer is not run per point at all: its pre-activations are linear in ``c`` (``z(c) = z_0 + sum_k c_k x
+D_k^T``), so ``k + 1`` matrix products serve the whole grid. A ``labkit.models.mlp`` (Dense layers and named
+activations, every parameter on the grid) then runs fused: per chunk of points one matrix product gives the
+first layer's pre-activations, one more every later layer's per-point weights, each later layer is one ``bmm``,
+activations and the loss work in place, and chunks are sized to stay in cache. Any other network runs
+``torch.func.vmap`` of a functional call over the chunk's stacked parameter points. Chunks are sized under
+``max_memory`` (a grid that cannot fit is refused before anything is computed, naming the largest that fits)
+and, given an ``executor`` (:mod:`labkit.parallel`), tiles of the grid run on Dask workers.
 
 - :func:`interpolate` -- the 1-D line from one parameter point to another (Goodfellow, Vinyals & Saxe 2015,
   "Qualitatively characterizing neural network optimization problems"): a :class:`Line` with its barrier;
@@ -33,7 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from labkit import _checks
+from labkit import _checks, threads
 from labkit.landscape.directions import (
     PCA,
     check_directions,
@@ -44,14 +47,21 @@ from labkit.landscape.directions import (
 )
 from labkit.losses import LOSSES
 from labkit.machine import MAX_MEMORY
-from labkit.models import Dense, ParamSpec, param_dict
+from labkit.models import ACTIVATIONS, Dense, ParamSpec, param_dict
+from labkit.population.batched import dense_layers
 from labkit.risk import Risk
 
 __all__ = ["DIRECTIONS", "Line", "Plane", "estimate_memory", "evaluate", "interpolate", "plane", "point", "project"]
 
 #: the named direction kinds :func:`plane` builds itself
 DIRECTIONS = ("filter", "random", "hessian")
-_CPU_CHUNK_BYTES = 64 << 20  # working memory of one chunk on a CPU (~40 points of a digits MLP: overhead amortised)
+_CPU_CHUNK_BYTES = 64 << 20  # working memory of one vmap chunk on a CPU (~40 digits-MLP points: overhead amortised)
+# activations of one fused chunk (one block of examples) on a CPU. Measured on the 2-core machine, 41x41 digits-MLP
+# plane, 1 thread (ms, float64 / float32, 500 examples): 85 / 55 at 1 MiB, 73 / 43 at 4, 70 / 40 at 16, 205 / 70 at
+# 64 MiB; 1797 examples: 248 / 171, 240 / 150, 286 / 147, 657 / 300. Small chunks pay per-op overhead (~15 us an
+# op), large ones fall out of cache.
+_FUSED_CHUNK_BYTES = 8 << 20
+_FUSED_BLOCK = 512  # examples per block of a fused chunk: the points of a chunk share one block at a time
 _RESULT_BYTES = 8  # float64 value per grid point (coordinates are generated per chunk, never stored)
 
 
@@ -123,8 +133,28 @@ def _activation_numel(model: nn.Module, x: torch.Tensor) -> int:
     return max(total[0], 1)
 
 
+def _mean_cross_entropy(logits: torch.Tensor, y: torch.Tensor, dim: int) -> torch.Tensor:
+    """``(m,)`` mean cross-entropies of ``m`` points' logits, classes along ``dim`` (``(m, n, C)``: 2; ``(m, C, n)``:
+    1), labels ``y (n,)``.
+
+    ``-log softmax(o)_y = log sum_j exp(o_j - o_y)``: one subtraction, one exp, one sum and one log, no max pass
+    (``logsumexp`` shifts by the max first: two more passes). Exact unless ``exp`` overflows (a logit more than
+    ~88 (float32) or ~709 (float64) above the target's, a loss that large); those examples are redone with
+    ``logsumexp`` (a rare, divergent corner of a plane).
+    """
+    idx = y.view(1, -1, 1) if dim == 2 else y.view(1, 1, -1)
+    picked = logits.gather(dim, idx.expand(len(logits), *idx.shape[1:]))  # the target logits, (m, n, 1) or (m, 1, n)
+    per = torch.sub(logits, picked).exp_().sum(dim).log_()  # (m, n)
+    bad = ~torch.isfinite(per)
+    if bad.any():
+        rows = logits if dim == 2 else logits.transpose(1, 2)
+        per[bad] = rows[bad].logsumexp(1) - picked.squeeze(dim)[bad]
+    return per.mean(1)
+
+
 class _Evaluator:
-    """``coords (m, k) -> mean loss (m,)`` at ``origin + coords @ directions``, for one risk and plane."""
+    """``coords (m, k) -> mean loss (m,)`` at ``origin + coords @ directions``, for one risk and plane: any
+    network, through ``vmap`` of a functional call (see :class:`_DenseEvaluator` for the fused MLP path)."""
 
     def __init__(self, risk: Risk, origin: torch.Tensor, directions: torch.Tensor):
         self.risk, self.spec = risk, risk.spec
@@ -153,6 +183,17 @@ class _Evaluator:
             fixed += (k + 1) * self.risk.num_examples * out
         return self.itemsize * fixed
 
+    def op_flops(self, points: int) -> float:
+        """FLOPs of the largest op of a chunk of ``points`` (what :func:`labkit.threads.for_work` weighs)."""
+        return threads.layer_flops(self.risk.model, self.rows, points)
+
+    def chunk_points(self) -> int | None:
+        """The most points a chunk should hold for speed (None: as many as ``max_memory`` allows, off CPUs). A
+        vmap chunk amortises its Python and dispatch overhead over ~64 MiB of working memory."""
+        if self.risk.device.type != "cpu":
+            return None
+        return max(1, _CPU_CHUNK_BYTES // self.bytes_per_point())
+
     # ------------------------------------------------------------ the first layer, once for the whole grid
 
     def _precompute(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -175,10 +216,9 @@ class _Evaluator:
         """``(m,)`` mean losses of ``m`` points' outputs ``(m, n, ...)`` on one batch, as one flat call."""
         m, n = out.shape[:2]
         loss = self.risk.loss
-        if loss.name == "cross_entropy" and out.ndim == 3:  # logsumexp - target logit: 4x torch's kernel here
-            picked = out.gather(2, y.expand(m, n).unsqueeze(2)).squeeze(2)
-            return (out.logsumexp(2) - picked).mean(1)
-        if loss.name in LOSSES:  # per-example losses: the m points' examples are just more rows
+        if loss is LOSSES["cross_entropy"] and out.ndim == 3:
+            return _mean_cross_entropy(out, y, 2)
+        if loss is LOSSES.get(loss.name):  # per-example losses: the m points' examples are just more rows
             rows = loss.per_example(out.reshape(m * n, *out.shape[2:]), y.repeat(m, *([1] * (y.ndim - 1))))
             return rows.reshape(m, n).mean(1)
         return vmap(loss, in_dims=(0, None))(out, y)  # a user's callable: mean per point
@@ -207,6 +247,137 @@ class _Evaluator:
         return total
 
 
+# the activations that have an in-place kernel (the others allocate their output)
+_IN_PLACE: dict[str, Any] = {"relu": torch.relu_, "tanh": torch.tanh_, "sigmoid": torch.sigmoid_, "erf": torch.erf_}
+
+
+def _activate(z: torch.Tensor, name: str | None) -> torch.Tensor:
+    if name is None or name == "identity":
+        return z
+    inplace = _IN_PLACE.get(name)
+    return inplace(z) if inplace is not None else ACTIVATIONS[name](z)
+
+
+def _dense_mlp(risk: Risk) -> list | None:
+    """The layers of a ``labkit.models.mlp`` (:func:`labkit.population.batched.dense_layers`) whose parameters are
+    exactly the grid's, in the flat vector's order, on flat inputs and without buffers; None for anything else."""
+    layers = dense_layers(risk.model)
+    if isinstance(layers, str) or risk.frozen or next(risk.model.buffers(), None) is not None:
+        return None
+    names = tuple(n for la in layers for n in la.names if n is not None)
+    if names != tuple(risk.spec.names) or any(x.ndim != 2 for x, _ in risk.batches):
+        return None
+    return layers
+
+
+class _DenseEvaluator(_Evaluator):
+    """The fused evaluator of a ``labkit.models.mlp``: the same values as :class:`_Evaluator`, without ``vmap``.
+
+    Per chunk of ``m`` points and block of ``n`` examples: the first layer's pre-activations are one product
+    ``[1, c] @ [z_0; z_k]`` of the precomputed ``z_0, z_k`` (``k + 1`` products for the whole grid; no broadcast
+    copy of ``z_0``), every later layer's per-point weights one ``addmm`` of the chunk's coordinates (multipliers
+    folded in once), each later layer one ``bmm`` (its bias added in place);
+    activations run in place and the cross-entropy without a max pass (:func:`_mean_cross_entropy`). Arrays are
+    ``(points, features, examples)``: the loss's sums over a few classes then run along contiguous rows of
+    examples instead of over a short last axis. On a CPU a chunk goes through the data in blocks of ``block``
+    examples, and holds as many points as keep one block's arrays in cache (:meth:`chunk_points`).
+    """
+
+    def __init__(self, risk: Risk, origin: torch.Tensor, directions: torch.Tensor, layers: list):
+        super().__init__(risk, origin, directions)
+        self.layers, self.block = layers, _FUSED_BLOCK
+        self._pre_blocks: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.first = layers[0].names[0].rsplit(".", 1)[0]  # fixed_bytes counts its pre-activations
+        own = 2 if layers[0].names[1] is not None else 1
+        lo = sum(risk.spec.sizes[:own])
+        scale, self._slices, at = [], [], lo
+        for la in layers[1:]:  # per later layer: (weight start, stop, bias stop or None), relative to lo
+            w_end = at + la.out_features * la.in_features
+            b_end = w_end + la.out_features if la.names[1] is not None else None
+            self._slices.append((at - lo, w_end - lo, None if b_end is None else b_end - lo))
+            scale += [torch.full((w_end - at,), la.weight_mult, dtype=risk.dtype, device=risk.device)]
+            if b_end is not None:
+                scale += [torch.full((la.out_features,), la.bias_mult, dtype=risk.dtype, device=risk.device)]
+            at = b_end if b_end is not None else w_end
+        s = torch.cat(scale) if scale else origin.new_zeros(0)
+        # the later layers' parameters with their multipliers folded in: theta(c) = theta_0 + c @ D, one addmm
+        self._theta0, self._dirs = (origin[lo:] * s)[None], directions[:, lo:] * s
+
+    def op_flops(self, points: int) -> float:
+        """The work of a chunk's smallest ops, the loss's passes over its outputs (points x examples x outputs, a
+        few FLOPs each): a chunk is a dozen parallel regions, and the short ones decide whether a second thread
+        pays beside a busy process (measured: 201x201 digits plane at load 3.8, 2 threads 29 s, 1 thread 3.4 s)."""
+        return 2.0 * points * min(self.rows, self.block) * self.layers[-1].out_features
+
+    def chunk_points(self) -> int | None:
+        """Points per chunk on a CPU: their activations (every layer's output on one block of examples) in about
+        ``_FUSED_CHUNK_BYTES``, so a chunk's arrays stay in cache from one layer to the next."""
+        if self.risk.device.type != "cpu":
+            return None
+        per_point = self.itemsize * min(self.rows, self.block) * sum(la.out_features for la in self.layers)
+        return max(1, _FUSED_CHUNK_BYTES // per_point)
+
+    def _first_layer(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per block of examples the first layer's pre-activations at the origin and along each direction,
+        stacked ``(1 + k, h n)`` (features before examples; ``[1, c] @`` it is the chunk's: one product, no
+        broadcast copy of the origin's), and the block's targets."""
+        la, k = self.layers[0], self.directions.shape[0]
+        p0, dk = self.spec.unflatten(self.origin), self.spec.unflatten(self.directions)
+        w, b = la.names
+        pre = []
+        for x, y in self._blocks():
+            z0 = (p0[w] @ x.T).mul_(la.weight_mult)  # (h, n)
+            zk = torch.einsum("khi,ni->khn", dk[w], x).mul_(la.weight_mult)
+            if b is not None:
+                z0.add_(p0[b][:, None], alpha=la.bias_mult)
+                zk.add_(dk[b][:, :, None], alpha=la.bias_mult)
+            pre.append((torch.cat([z0.reshape(1, -1), zk.reshape(k, -1)]), y))
+        return pre
+
+    def _blocks(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The data's batches cut into blocks of at most ``block`` examples (on a CPU; whole batches elsewhere)."""
+        step = self.block if self.risk.device.type == "cpu" else self.rows
+        return [(x[i : i + step], y[i : i + step]) for x, y in self.risk.batches for i in range(0, len(x), step)]
+
+    def _feature_major_losses(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``(m,)`` mean losses of outputs ``(m, C, n)``."""
+        loss, n = self.risk.loss, out.shape[2]
+        if loss is LOSSES["cross_entropy"] and y.ndim == 1:
+            return _mean_cross_entropy(out, y, 1)
+        if loss is LOSSES["mse"]:
+            r = out - y.reshape(n, -1).T
+            return r.mul_(r).sum(1).mean(1)
+        return self._mean_losses(out.transpose(1, 2), y)
+
+    def __call__(self, coords: torch.Tensor) -> torch.Tensor:
+        risk = self.risk
+        c = coords.to(risk.device, risk.dtype)
+        m = len(c)
+        total = torch.zeros(m, dtype=risk.dtype, device=risk.device)
+        with torch.no_grad():
+            if self._pre_blocks is None:
+                self._pre_blocks = self._first_layer()
+            theta = torch.addmm(self._theta0, c, self._dirs)  # (m, P - first layer's): every later layer's
+            ones_c = torch.cat([c.new_ones(m, 1), c], 1)  # (m, 1 + k)
+            later = [(theta[:, a:b].view(m, la.out_features, la.in_features),
+                      None if e is None else theta[:, b:e].unsqueeze(2), la.activation)
+                     for (a, b, e), la in zip(self._slices, self.layers[1:])]
+            for z, y in self._pre_blocks:
+                n = len(y)
+                h = _activate(torch.mm(ones_c, z).view(m, -1, n), self.layers[0].activation)
+                for w, bias, act in later:
+                    h = _activate(torch.bmm(w, h) if bias is None else torch.bmm(w, h).add_(bias), act)
+                total += self._feature_major_losses(h, y) * (n / risk.num_examples)
+        return total
+
+
+def _evaluator(risk: Risk, origin: torch.Tensor, directions: torch.Tensor) -> _Evaluator:
+    """The fused evaluator for a ``labkit.models.mlp``, the vmap one for every other network."""
+    layers = _dense_mlp(risk)
+    return _Evaluator(risk, origin, directions) if layers is None else _DenseEvaluator(risk, origin, directions,
+                                                                                       layers)
+
+
 def estimate_memory(model: nn.Module | Risk, data: Any = None, points: int = 41 * 41, *, k: int = 2,
                     loss: Any = "auto", batch_size: int | None = None) -> dict[str, int]:
     """Bytes a grid of ``points`` needs at least: ``{"result", "fixed", "per_point", "total"}``, computing nothing.
@@ -217,7 +388,8 @@ def estimate_memory(model: nn.Module | Risk, data: Any = None, points: int = 41 
     """
     risk = _risk(model, loss, data, batch_size)
     spec = risk.spec
-    ev = _Evaluator(risk, torch.zeros(spec.numel, dtype=spec.dtype), torch.zeros(k, spec.numel, dtype=spec.dtype))
+    ev = _evaluator(risk, torch.zeros(spec.numel, dtype=spec.dtype, device=spec.device),
+                    torch.zeros(k, spec.numel, dtype=spec.dtype, device=spec.device))
     need = {"result": int(points) * _RESULT_BYTES, "fixed": ev.fixed_bytes(), "per_point": ev.bytes_per_point()}
     need["total"] = sum(need.values())
     return need
@@ -244,9 +416,8 @@ def _budget(ev: _Evaluator, shape: tuple[int, ...], max_memory: int, chunk_size:
                          f"{result / mib:.1f} MiB of values), more than max_memory={max_memory / mib:.1f} MiB; "
                          f"{fits}, or raise max_memory")
     cap = (max_memory - result - fixed) // per_point
-    if ev.risk.device.type == "cpu":
-        cap = min(cap, max(1, _CPU_CHUNK_BYTES // per_point))
-    cap = max(1, cap)
+    fast = ev.chunk_points()  # the chunk that is fastest on this device (None: as large as fits)
+    cap = max(1, cap if fast is None else min(cap, fast))
     if chunk_size is not None:
         _checks.positive("chunk_size", chunk_size, integer=True)
         cap = min(cap, chunk_size)
@@ -255,7 +426,7 @@ def _budget(ev: _Evaluator, shape: tuple[int, ...], max_memory: int, chunk_size:
 
 def _tile(risk: Risk, origin: torch.Tensor, directions: torch.Tensor, coords: np.ndarray, size: int) -> np.ndarray:
     """Values at ``coords`` (a task for a worker: the same chunks as in-process)."""
-    ev = _Evaluator(risk, origin, directions)
+    ev = _evaluator(risk, origin, directions)
     c = torch.as_tensor(coords, dtype=torch.float64)
     return np.concatenate([ev(c[i : i + size]).double().cpu().numpy() for i in range(0, len(c), size)])
 
@@ -282,7 +453,7 @@ def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, c
         raise ValueError(f"coords must have shape (n, {d.shape[0]}) (one coordinate per direction), got {c.shape}")
     if not np.all(np.isfinite(c)):
         raise ValueError("coords contain NaN or inf")
-    ev = _Evaluator(risk, theta0, d)
+    ev = _evaluator(risk, theta0, d)
     size = _budget(ev, shape or (len(c),), max_memory, chunk_size)
     out = np.empty(len(c))
     from tqdm.auto import tqdm
@@ -293,7 +464,9 @@ def evaluate(model: nn.Module | Risk, data: Any, origin: Any, directions: Any, c
             ct = torch.as_tensor(c)
             for lo in range(0, len(c), size):
                 hi = min(len(c), lo + size)
-                out[lo:hi] = ev(ct[lo:hi]).double().cpu().numpy()
+                # decided per chunk (the probe is cached for seconds): a co-tenant that starts mid-grid is seen
+                with threads.for_work(ev.op_flops(hi - lo)):
+                    out[lo:hi] = ev(ct[lo:hi]).double().cpu().numpy()
                 bar.update(hi - lo)
         else:
             from labkit import parallel
