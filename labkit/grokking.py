@@ -344,6 +344,7 @@ def record_grid(steps: int, records: int) -> np.ndarray:
     return np.unique(np.concatenate([[0], np.geomspace(1, steps, records).round().astype(int), [steps]]))
 
 
+@threads.hot  # its set-up (checks, dry runs) too: a busy neighbour holds a core
 def run(
     p: int = 31,
     train_frac: float | Sequence[float] = 0.7,

@@ -335,13 +335,18 @@ def busy_neighbours(samples: int = 3) -> int | None:
         return _NEIGHBOURS[0][1]
     best: int | None = None
     for _ in range(max(1, samples)):
-        text, own = _read(Path("/proc/loadavg")), _own_running()
+        text = _read(Path("/proc/loadavg"))
         running = parse_loadavg(text) if text is not None else None
+        if running is not None and running <= 1:  # the reader alone: nobody else (no per-thread reads needed)
+            best = 0
+            break
+        own = _own_running()
         if running is None or own is None:
             best = None
             break
-        others = max(0, running - own)
-        best = others if best is None else min(best, others)
+        best = max(0, running - own) if best is None else min(best, max(0, running - own))
+        if best == 0:
+            break
     _NEIGHBOURS[:] = [(time.perf_counter(), best)]
     return best
 

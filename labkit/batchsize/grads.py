@@ -87,6 +87,7 @@ def per_example_grads(
     return _risk(model, loss, data).per_example_gradients(chunk_size=chunk_size)
 
 
+@threads.hot  # its set-up (checks, dry runs) too: a busy neighbour holds a core
 @_data_or_pair
 def per_example_sq_norms(
     model: nn.Module,

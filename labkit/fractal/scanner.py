@@ -227,6 +227,7 @@ def _check_memory(exp: Experiment, nx: int, ny: int, max_memory: int) -> int:
     return max_memory - need["result"]
 
 
+@threads.hot  # its set-up (checks, dry runs) too: a busy neighbour holds a core
 @_deprecated.renamed(chunk="chunk_size", tile="tile_size")
 def scan(
     experiment: Experiment | str = "quick",

@@ -49,6 +49,7 @@ def operator(
     return HessianOperator(model, loss, data, **kwargs) - GaussNewtonOperator(model, loss, data, **kwargs)
 
 
+@threads.hot  # its set-up (checks, dry runs) too: a busy neighbour holds a core
 def top_eigenvalues(
     model: nn.Module, loss: Any = "auto", data: Any = None, k: int = 1, *, matrix: str = "hessian",
     which: linalg.Which = "largest", tol: float = 1e-6, seed: int = 0, batch_size: int | None = None,

@@ -374,6 +374,7 @@ def choose_method(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     return min(costs, key=costs.get)
 
 
+@threads.hot  # its set-up (checks, dry runs) too: a busy neighbour holds a core
 def empirical(
     model: nn.Module,
     x1: torch.Tensor,

@@ -126,6 +126,7 @@ def check_memory(make_model: Callable[[int], nn.Module], data: DataLike, members
         )
 
 
+@threads.hot  # its set-up (checks, dry runs) too: a busy neighbour holds a core
 def fit_many(
     make_model: Callable[[int], nn.Module],
     data: DataLike,
