@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_shared import CoTenants  # noqa: E402  (benchmarks/ is not a package)
+from bench_shared import CoTenants  # benchmarks/ is not a package: imported from its folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"idle": 60.0, "1 co-tenant": 150.0}

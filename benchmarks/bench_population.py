@@ -59,8 +59,9 @@ def lanczos_row(members: int, tol: float = 1e-4, arch: str = "4-32-32-3 tanh") -
             ref[i] = linalg.top_eigenvalues(HessianOperator(net, loss, ds), tol=tol, dense=False).values[0]
     loop = time.perf_counter() - t
     diff = float(((res.top - ref).abs() / ref.abs()).max())
-    return {"arch": arch, "members": members, "params": pop.numel, "lockstep_s": lock, "loop_s": loop, "speedup": loop / lock,
-            "max_rel_diff": diff, "products": float(res.n_matvec.float().mean()), "converged": int(res.converged.sum())}
+    return {"arch": arch, "members": members, "params": pop.numel, "lockstep_s": lock, "loop_s": loop,
+            "speedup": loop / lock, "max_rel_diff": diff, "products": float(res.n_matvec.float().mean()),
+            "converged": int(res.converged.sum())}
 
 
 def map_row(resolution: int) -> dict:
