@@ -261,3 +261,15 @@ def test_layer_flops():
     model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32))
     assert threads.layer_flops(model, rows=256, copies=64) == 2.0 * 32 * 32 * 256 * 64
     assert threads.layer_flops(object(), rows=10) == float("inf")  # not a module: unknown, threads kept
+
+
+def test_hot_gives_a_busy_neighbour_its_core_and_restores(monkeypatch, two_adaptive_threads):
+    @threads.hot
+    def work(x, *, scale=1):
+        """Doc kept."""
+        return torch.get_num_threads(), x * scale
+
+    assert work(2, scale=3) == (2, 6) and work.__doc__ == "Doc kept."  # quiet machine: torch's threads
+    monkeypatch.setattr(threads, "busy_neighbours", lambda samples=3: 1)
+    assert work(1) == (1, 1)  # one core taken: one thread, whatever the work
+    assert torch.get_num_threads() == 2  # restored

@@ -46,17 +46,19 @@ _CHUNK = 1024  # cells per lockstep run: the unit of work, so tiles and in-proce
 
 
 def loss_function(exp: Experiment) -> Any:
-    """``L(theta)`` of the scan's network and data, ``theta = (W0.flatten(), W1.flatten())`` (``W0 (d, h)``,
-    ``W1 (h, 1)``): the loss whose exact gradients the scanner follows, ``mean_i (f_i - y_i)^2``."""
+    """``L(theta, idx=None)`` of the scan's network and data, ``theta = (W0.flatten(), W1.flatten())`` (``W0 (d,
+    h)``, ``W1 (h, 1)``): the loss whose exact gradients the scanner follows, ``mean_i (f_i - y_i)^2`` over all
+    points, or over the points ``idx`` (a step's mini-batch)."""
     x, y = exp.data()
     d, h, g = exp.input_dim, exp.width, exp.gain
     act = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}[exp.nonlinearity]
     x, y = x.to(exp.torch_dtype), y.to(exp.torch_dtype)
 
-    def loss(theta: torch.Tensor) -> torch.Tensor:
+    def loss(theta: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        xb, yb = (x, y) if idx is None else (x.index_select(0, idx), y.index_select(0, idx))
         w0, w1 = theta[: d * h].view(d, h), theta[d * h:].view(h, 1)
-        f = act(g * (x @ w0) / math.sqrt(d)) @ w1 / h
-        return (f - y).square().mean()
+        f = act(g * (xb @ w0) / math.sqrt(d)) @ w1 / h
+        return (f - yb).square().mean()
 
     return loss
 
@@ -120,21 +122,6 @@ def _tile(exp: Experiment, xs: np.ndarray, ys: np.ndarray, lo: int, hi: int, siz
 _TRAINED_CHUNK = 256  # cells per chunk after training: each holds its own parameters and Lanczos basis
 
 
-def _batch_loss(exp: Experiment) -> Any:
-    """``L(theta, idx)``: :func:`loss_function` on the points ``idx`` (the scan's mini-batch of a step)."""
-    x, y = exp.data()
-    d, h, g = exp.input_dim, exp.width, exp.gain
-    act = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}[exp.nonlinearity]
-    x, y = x.to(exp.torch_dtype), y.to(exp.torch_dtype)
-
-    def loss(theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        w0, w1 = theta[: d * h].view(d, h), theta[d * h:].view(h, 1)
-        xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-        return ((act(g * (xb @ w0) / math.sqrt(d)) @ w1 / h - yb).square().mean())
-
-    return loss
-
-
 def trained_parameters(exp: Experiment, lr_in: Any, lr_out: Any, offset: Any = None, *, step: int) -> torch.Tensor:
     """``(C, P)``: the parameters of ``C`` cells after ``step`` steps of the scan's dynamics (gradient descent
     with per-layer learning rates ``lr_in``, ``lr_out`` on the scan's loss or its mini-batches, from the shared
@@ -151,11 +138,11 @@ def trained_parameters(exp: Experiment, lr_in: Any, lr_out: Any, offset: Any = N
     D = torch.empty_like(theta)
     D[:, :dh], D[:, dh:] = lr_in.unsqueeze(1), lr_out.unsqueeze(1)
     idx = exp.batch_indices()
-    full = torch.arange(exp.points)
-    g = vmap(grad(_batch_loss(exp)), in_dims=(0, None))
+    loss = loss_function(exp)
+    g = vmap(grad(loss), in_dims=(0, None)) if idx is not None else vmap(grad(loss))
     with torch.no_grad():
         for t in range(int(step)):
-            theta -= D * g(theta, full if idx is None else idx[t])
+            theta -= D * (g(theta) if idx is None else g(theta, idx[t]))
     bad = ~torch.isfinite(theta).all(1)
     theta[bad] = math.nan
     return theta
